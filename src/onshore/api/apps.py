@@ -1,0 +1,230 @@
+"""gRPC handlers for apps: create, publish, lookup, stop, list, history and logs."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from google.protobuf import empty_pb2
+from modal_proto import api_pb2
+
+from onshore.api.base import Principal
+from onshore.errors import InvalidArgument, Unimplemented
+from onshore.models import App, AppState
+from onshore.protocol.functions import handle_metadata
+from onshore.services.apps import AppService
+from onshore.services.containers import ContainerService
+from onshore.services.functions import FunctionService
+from onshore.services.logs import LogEntry, LogService
+
+_STATE_TO_PROTO = {
+    AppState.INITIALIZING: api_pb2.APP_STATE_INITIALIZING,
+    AppState.EPHEMERAL: api_pb2.APP_STATE_EPHEMERAL,
+    AppState.DETACHED: api_pb2.APP_STATE_DETACHED,
+    AppState.DEPLOYED: api_pb2.APP_STATE_DEPLOYED,
+    AppState.STOPPED: api_pb2.APP_STATE_STOPPED,
+}
+_PROTO_TO_STATE = {v: k for k, v in _STATE_TO_PROTO.items()}
+
+
+def lifecycle(app: App) -> Any:
+    return api_pb2.AppLifecycle(
+        app_state=_STATE_TO_PROTO[app.state],
+        created_at=app.created_at,
+        deployed_at=app.deployed_at or 0.0,
+        stopped_at=app.stopped_at or 0.0,
+        version=app.version,
+    )
+
+
+def log_batches(entries: list[LogEntry]) -> list[Any]:
+    """Group consecutive entries of one container into TaskLogsBatch messages."""
+    batches: list[Any] = []
+    for entry in entries:
+        if not batches or batches[-1].task_id != entry.task_id:
+            batches.append(api_pb2.TaskLogsBatch(task_id=entry.task_id, function_id=entry.function_id))
+        batch = batches[-1]
+        batch.items.add(data=entry.data, timestamp=entry.timestamp, file_descriptor=entry.fd)
+        batch.entry_id = str(entry.entry_id)
+    return batches
+
+
+class AppHandlers:
+    def __init__(
+        self,
+        apps: AppService,
+        functions: FunctionService,
+        containers: ContainerService,
+        logs: LogService,
+        public_url: str,
+    ) -> None:
+        self._apps = apps
+        self._functions = functions
+        self._containers = containers
+        self._logs = logs
+        self._url = public_url.rstrip("/")
+
+    def _page(self, app_id: str) -> str:
+        return f"{self._url}/apps/{app_id}"
+
+    async def AppCreate(self, req: Any, who: Principal) -> Any:
+        state = _PROTO_TO_STATE.get(req.app_state, AppState.EPHEMERAL)
+        app = self._apps.create(req.description, state, req.environment_name, who.client_version)
+        return api_pb2.AppCreateResponse(
+            app_id=app.app_id, app_page_url=self._page(app.app_id), app_logs_url=f"{self._url}/logs/{app.app_id}"
+        )
+
+    async def AppGetOrCreate(self, req: Any, who: Principal) -> Any:
+        app = self._apps.deployed(req.app_name, req.environment_name or "main")
+        if app is None:
+            if req.object_creation_type not in (
+                api_pb2.OBJECT_CREATION_TYPE_CREATE_IF_MISSING,
+                api_pb2.OBJECT_CREATION_TYPE_CREATE_FAIL_IF_EXISTS,
+            ):
+                from onshore.errors import NotFound
+
+                raise NotFound(f"App '{req.app_name}' not found")
+            app = self._apps.create(req.app_name, AppState.INITIALIZING, req.environment_name, who.client_version)
+            self._apps.publish(
+                app.app_id,
+                name=req.app_name,
+                state=AppState.DEPLOYED,
+                function_ids={},
+                class_ids={},
+                client_version=who.client_version,
+            )
+        return api_pb2.AppGetOrCreateResponse(app_id=app.app_id)
+
+    async def AppHeartbeat(self, req: Any, who: Principal) -> Any:
+        self._apps.heartbeat(req.app_id)
+        return empty_pb2.Empty()
+
+    async def AppPublish(self, req: Any, who: Principal) -> Any:
+        who.require_app(req.app_id)
+        state = _PROTO_TO_STATE.get(req.app_state)
+        if state is None:
+            raise InvalidArgument(f"AppPublish: unsupported app state {req.app_state}")
+        if req.rollback_version:
+            raise Unimplemented("Rolling back a deployment is not supported yet")
+        app = self._apps.get(req.app_id)
+        previous = set(app.function_ids.values())
+        app = self._apps.publish(
+            req.app_id,
+            name=req.name,
+            state=state,
+            function_ids=dict(req.function_ids),
+            class_ids=dict(req.class_ids),
+            client_version=req.client_version or who.client_version,
+        )
+        self._functions.name_classes(app.app_id, dict(req.class_ids))
+        for gone in previous - set(app.function_ids.values()):
+            await self._containers.stop_function(gone, "its function was removed by a redeploy")
+        return api_pb2.AppPublishResponse(url=self._page(app.app_id), deployed_at=app.deployed_at or 0.0)
+
+    async def AppClientDisconnect(self, req: Any, who: Principal) -> Any:
+        who.require_app(req.app_id)
+        reason = api_pb2.AppDisconnectReason.Name(req.reason) if req.reason else "client disconnected"
+        await self._apps.client_disconnected(req.app_id, reason.lower())
+        return empty_pb2.Empty()
+
+    async def AppStop(self, req: Any, who: Principal) -> Any:
+        who.require_app(req.app_id)
+        await self._apps.stop(req.app_id, "stopped by request")
+        return empty_pb2.Empty()
+
+    async def AppGetByDeploymentName(self, req: Any, who: Principal) -> Any:
+        env = req.environment_name or "main"
+        app = self._apps.deployed(req.name, env)
+        if app is not None:
+            return api_pb2.AppGetByDeploymentNameResponse(
+                app_id=app.app_id, environment_name=env, lifecycle=lifecycle(app)
+            )
+        stopped = [a for a in self._apps.list(env) if a.name == req.name]
+        if stopped:
+            last = stopped[-1]
+            return api_pb2.AppGetByDeploymentNameResponse(
+                previous_app_id=last.app_id, environment_name=env, lifecycle=lifecycle(last)
+            )
+        return api_pb2.AppGetByDeploymentNameResponse(environment_name=env)
+
+    async def AppGetLifecycle(self, req: Any, who: Principal) -> Any:
+        return api_pb2.AppGetLifecycleResponse(lifecycle=lifecycle(self._apps.get(req.app_id)))
+
+    async def AppGetLayout(self, req: Any, who: Principal) -> Any:
+        who.require_app(req.app_id)
+        app = self._apps.get(req.app_id)
+        layout = api_pb2.AppLayout()
+        for tag, function_id in app.function_ids.items():
+            layout.function_ids[tag] = function_id
+            fn = self._functions.find(function_id)
+            if fn is not None:
+                obj = layout.objects.add(object_id=function_id)
+                obj.function_handle_metadata.CopyFrom(handle_metadata(fn, fn))
+        for tag, class_id in app.class_ids.items():
+            layout.class_ids[tag] = class_id
+            layout.objects.add(object_id=class_id).class_handle_metadata.SetInParent()
+        return api_pb2.AppGetLayoutResponse(app_layout=layout)
+
+    async def AppList(self, req: Any, who: Principal) -> Any:
+        resp = api_pb2.AppListResponse()
+        for app in self._apps.list(req.environment_name or "main"):
+            resp.apps.add(
+                app_id=app.app_id,
+                description=app.name or app.description,
+                name=app.name,
+                state=_STATE_TO_PROTO[app.state],
+                created_at=app.created_at,
+                stopped_at=app.stopped_at or 0.0,
+                n_running_tasks=len(self._containers.for_app(app.app_id)),
+            )
+        return resp
+
+    async def AppDeploymentHistory(self, req: Any, who: Principal) -> Any:
+        resp = api_pb2.AppDeploymentHistoryResponse()
+        records = self._apps.history(req.app_id)
+        for record in reversed(records):
+            resp.app_deployment_histories.add(
+                app_id=record.app_id,
+                version=record.version,
+                client_version=record.client_version,
+                deployed_at=record.deployed_at,
+                deployed_by=record.deployed_by or "onshore",
+            )
+        if records:
+            resp.production_app_version = records[-1].version
+        return resp
+
+    async def AppGetLogs(self, req: Any, who: Principal) -> AsyncIterator[Any]:
+        who.require_app(req.app_id)
+        self._apps.get(req.app_id)
+        try:
+            last = int(req.last_entry_id.split("-")[0]) if req.last_entry_id else 0
+        except ValueError:
+            raise InvalidArgument(f"Bad last_entry_id {req.last_entry_id!r}") from None
+        timeout = min(max(req.timeout, 0.0), 55.0) or 55.0
+        async for entries in self._logs.follow(
+            req.app_id, last, timeout, task_id=req.task_id, function_id=req.function_id
+        ):
+            if entries is None:
+                yield api_pb2.TaskLogsBatch(app_done=True, entry_id=str(last))
+                return
+            last = entries[-1].entry_id
+            for batch in log_batches(entries):
+                yield batch
+
+    async def AppFetchLogs(self, req: Any, who: Principal) -> Any:
+        who.require_app(req.app_id)
+        self._apps.get(req.app_id)
+        since = req.since.ToNanoseconds() / 1e9 if req.HasField("since") else 0.0
+        until = req.until.ToNanoseconds() / 1e9 if req.HasField("until") else float("inf")
+        entries = self._logs.fetch(
+            req.app_id,
+            since,
+            until,
+            int(req.limit),
+            task_id=req.task_id,
+            function_id=req.function_id,
+            fd=int(req.source),
+            search=req.search_text,
+        )
+        return api_pb2.AppFetchLogsResponse(batches=log_batches(entries))

@@ -1,0 +1,191 @@
+"""The gRPC router: authenticates every call, dispatches it to one domain handler, maps errors to statuses."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import grpclib.const
+from grpclib import GRPCError
+from grpclib.const import Status
+from modal_proto import api_grpc
+
+from onshore import errors
+from onshore.services.containers import TASK_ID_HEADER, TASK_SECRET_HEADER, ContainerService, Task
+from onshore.services.tokens import TokenService
+
+log = logging.getLogger("onshore.api")
+
+MAX_REQUEST_BYTES = 64 * 1024 * 1024
+
+_STATUS = {
+    errors.NotFound: Status.NOT_FOUND,
+    errors.AlreadyExists: Status.ALREADY_EXISTS,
+    errors.InvalidArgument: Status.INVALID_ARGUMENT,
+    errors.Conflict: Status.FAILED_PRECONDITION,
+    errors.PermissionDenied: Status.PERMISSION_DENIED,
+    errors.Unauthenticated: Status.UNAUTHENTICATED,
+    errors.ResourceExhausted: Status.RESOURCE_EXHAUSTED,
+    errors.Unimplemented: Status.UNIMPLEMENTED,
+}
+
+
+def status_for(exc: errors.OnshoreError) -> Status:
+    for cls in type(exc).__mro__:
+        if cls in _STATUS:
+            return _STATUS[cls]
+    return Status.FAILED_PRECONDITION
+
+
+@dataclass
+class Principal:
+    """Who is calling: a client holding a token, or a container holding its own credential."""
+
+    kind: str  # "client" | "container"
+    token_id: str = ""
+    task: Task | None = None
+    client_version: str = ""
+
+    @property
+    def is_container(self) -> bool:
+        return self.task is not None
+
+    def require_app(self, app_id: str) -> None:
+        """A container may touch only its own app's objects."""
+        if self.task is not None and app_id != self.task.app_id:
+            raise errors.PermissionDenied("A container can only use objects of its own app")
+
+
+# RPCs a caller may make before it has credentials.
+_PUBLIC_RPCS = {"ClientHello"}
+
+
+class Authenticator:
+    def __init__(self, tokens: TokenService, containers: ContainerService) -> None:
+        self._tokens = tokens
+        self._containers = containers
+
+    def __call__(self, metadata: Any, rpc: str) -> Principal:
+        version = str(metadata.get("x-modal-client-version", ""))
+        task_id = metadata.get(TASK_ID_HEADER)
+        if task_id:
+            task = self._containers.authenticate(str(task_id), str(metadata.get(TASK_SECRET_HEADER, "")))
+            return Principal("container", task=task, client_version=version)
+        token_id = metadata.get("x-modal-token-id")
+        if token_id:
+            self._tokens.verify(str(token_id), str(metadata.get("x-modal-token-secret", "")))
+            return Principal("client", token_id=str(token_id), client_version=version)
+        if rpc in _PUBLIC_RPCS:
+            return Principal("anonymous", client_version=version)
+        raise errors.Unauthenticated(
+            "No credentials: set MODAL_TOKEN_ID and MODAL_TOKEN_SECRET (run `eval \"$(onshore env)\"`)"
+        )
+
+
+def _rpc_table() -> dict[str, grpclib.const.Handler]:
+    """Every RPC of the client's service definition, with its cardinality and message types."""
+
+    async def placeholder(stream: Any) -> None:  # pragma: no cover - replaced below
+        raise GRPCError(Status.UNIMPLEMENTED)
+
+    names = sorted(api_grpc.ModalClientBase.__abstractmethods__)
+    shell = type("Shell", (api_grpc.ModalClientBase,), {name: placeholder for name in names})()
+    return dict(shell.__mapping__())
+
+
+class Router:
+    """Merges the domain handlers into one grpclib service; what no handler implements is UNIMPLEMENTED."""
+
+    def __init__(self, handlers: list[object], auth: Authenticator) -> None:
+        self._auth = auth
+        self._unimplemented_logged: set[str] = set()
+        self._mapping: dict[str, grpclib.const.Handler] = {}
+        self.implemented: set[str] = set()
+        for path, spec in _rpc_table().items():
+            name = path.rsplit("/", 1)[1]
+            method = None
+            for handler in handlers:
+                method = getattr(handler, name, None)
+                if method is not None:
+                    break
+            if method is None:
+                wrapped = self._unimplemented(name)
+            else:
+                self.implemented.add(name)
+                if spec.cardinality == grpclib.const.Cardinality.UNARY_STREAM:
+                    wrapped = self._unary_stream(name, method)
+                else:
+                    wrapped = self._unary_unary(name, method)
+            self._mapping[path] = grpclib.const.Handler(
+                wrapped, spec.cardinality, spec.request_type, spec.reply_type
+            )
+
+    def __mapping__(self) -> dict[str, grpclib.const.Handler]:
+        return self._mapping
+
+    async def _begin(self, name: str, stream: Any) -> tuple[Any, Principal]:
+        principal = self._auth(stream.metadata, name)
+        request = await stream.recv_message()
+        if request is None:
+            raise errors.InvalidArgument(f"{name}: empty request")
+        size = request.ByteSize()
+        if size > MAX_REQUEST_BYTES:
+            raise errors.ResourceExhausted(
+                f"{name}: request of {size} bytes exceeds the {MAX_REQUEST_BYTES} byte limit; "
+                "large payloads travel as blobs"
+            )
+        return request, principal
+
+    def _unary_unary(self, name: str, method: Callable[..., Any]) -> Callable[[Any], Any]:
+        async def handle(stream: Any) -> None:
+            with _translate_errors(name):
+                request, principal = await self._begin(name, stream)
+                response = await method(request, principal)
+                await stream.send_message(response)
+
+        return handle
+
+    def _unary_stream(self, name: str, method: Callable[..., AsyncIterator[Any]]) -> Callable[[Any], Any]:
+        if not inspect.isasyncgenfunction(method):
+            raise TypeError(f"{name} streams responses: its handler must be an async generator")
+
+        async def handle(stream: Any) -> None:
+            with _translate_errors(name):
+                request, principal = await self._begin(name, stream)
+                async for response in method(request, principal):
+                    await stream.send_message(response)
+
+        return handle
+
+    def _unimplemented(self, name: str) -> Callable[[Any], Any]:
+        async def handle(stream: Any) -> None:
+            if name not in self._unimplemented_logged:
+                self._unimplemented_logged.add(name)
+                log.warning("unimplemented RPC called: %s", name)
+            raise GRPCError(Status.UNIMPLEMENTED, f"Onshore does not implement {name} yet")
+
+        return handle
+
+
+class _translate_errors:
+    """Context manager: domain errors become their gRPC status; a bug becomes INTERNAL, logged once here."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+        if exc is None or isinstance(exc, GRPCError | asyncio.CancelledError):
+            return False
+        if isinstance(exc, errors.OnshoreError):
+            raise GRPCError(status_for(exc), str(exc)) from None
+        if isinstance(exc, Exception):
+            log.exception("%s failed", self._name)
+            raise GRPCError(Status.INTERNAL, f"Onshore server error in {self._name}: {type(exc).__name__}") from None
+        return False

@@ -1,0 +1,140 @@
+"""gRPC handlers for the caller's side of function calls: map, inputs, outputs, retries, generators."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from google.protobuf import empty_pb2
+from modal_proto import api_pb2
+
+from onshore.api.base import Principal
+from onshore.errors import Conflict, InvalidArgument, NotFound
+from onshore.models import OutputRecord
+from onshore.services.apps import AppService
+from onshore.services.calls import CallService, CallState, PendingInput
+from onshore.services.functions import FunctionService
+
+MAX_INPUTS_OUTSTANDING = 1000
+
+
+def _entry_id(raw: str) -> int:
+    if not raw:
+        return 0
+    try:
+        return int(raw.split("-")[0])
+    except ValueError:
+        raise InvalidArgument(f"Bad last_entry_id {raw!r}") from None
+
+
+def output_item(o: OutputRecord) -> Any:
+    return api_pb2.FunctionGetOutputsItem(
+        result=api_pb2.GenericResult.FromString(o.result),
+        idx=o.idx,
+        input_id=o.input_id,
+        data_format=o.data_format,
+        task_id=o.task_id,
+        input_started_at=o.input_started_at,
+        output_created_at=o.output_created_at,
+        retry_count=o.retry_count,
+    )
+
+
+def _input_jwt(item: PendingInput) -> str:
+    return f"in:{item.input_id}"
+
+
+class CallHandlers:
+    def __init__(self, apps: AppService, functions: FunctionService, calls: CallService) -> None:
+        self._apps = apps
+        self._functions = functions
+        self._calls = calls
+
+    def _call(self, function_call_id: str, who: Principal) -> CallState:
+        if not function_call_id:
+            raise InvalidArgument("function_call_id is required")
+        call = self._calls.get_call(function_call_id)
+        who.require_app(call.app_id)
+        return call
+
+    async def FunctionMap(self, req: Any, who: Principal) -> Any:
+        fn = self._functions.get(req.function_id)
+        who.require_app(fn.app_id)
+        if not self._functions.is_runnable(fn.function_id):
+            app = self._apps.find(fn.app_id)
+            state = app.state.value if app else "gone"
+            raise Conflict(f"Function {fn.spec.tag} cannot be called: its app is {state}")
+        self._calls.validate_new_inputs(len(req.pipelined_inputs))
+        call = self._calls.create_call(
+            fn.function_id, fn.app_id, req.function_call_type, req.function_call_invocation_type
+        )
+        spec = self._functions.definition_of(fn).spec
+        resp = api_pb2.FunctionMapResponse(
+            function_call_id=call.function_call_id,
+            function_call_jwt=call.jwt,
+            sync_client_retries_enabled=False,  # the server retries failed inputs itself
+            max_inputs_outstanding=MAX_INPUTS_OUTSTANDING,
+        )
+        resp.retry_policy.retries = spec.retry.max_retries
+        resp.retry_policy.initial_delay_ms = spec.retry.initial_delay_ms
+        resp.retry_policy.backoff_coefficient = spec.retry.backoff_coefficient
+        resp.retry_policy.max_delay_ms = spec.retry.max_delay_ms
+        if req.pipelined_inputs:
+            items = self._calls.add_inputs(
+                call, [(i.idx, bytes(i.input.SerializeToString())) for i in req.pipelined_inputs]
+            )
+            for item in items:
+                resp.pipelined_inputs.add(idx=item.idx, input_id=item.input_id, input_jwt=_input_jwt(item))
+        return resp
+
+    async def FunctionPutInputs(self, req: Any, who: Principal) -> Any:
+        call = self._call(req.function_call_id, who)
+        if req.function_id and req.function_id != call.function_id:
+            raise InvalidArgument(f"Function call {call.function_call_id} is not a call of {req.function_id}")
+        self._calls.validate_new_inputs(len(req.inputs))
+        items = self._calls.add_inputs(call, [(i.idx, bytes(i.input.SerializeToString())) for i in req.inputs])
+        resp = api_pb2.FunctionPutInputsResponse()
+        for item in items:
+            resp.inputs.add(idx=item.idx, input_id=item.input_id, input_jwt=_input_jwt(item))
+        return resp
+
+    async def FunctionGetOutputs(self, req: Any, who: Principal) -> Any:
+        call = self._call(req.function_call_id, who)
+        idx_range = (req.start_idx, req.end_idx) if req.HasField("start_idx") else None
+        outputs, last = await self._calls.get_outputs(
+            call,
+            last_entry_id=_entry_id(req.last_entry_id),
+            idx_range=idx_range,
+            timeout=min(max(req.timeout, 0.0), 55.0),
+            clear_on_success=req.clear_on_success,
+            max_values=req.max_values,
+        )
+        return api_pb2.FunctionGetOutputsResponse(
+            outputs=[output_item(o) for o in outputs],
+            last_entry_id=str(last),
+            num_unfinished_inputs=call.unfinished,
+        )
+
+    async def FunctionRetryInputs(self, req: Any, who: Principal) -> Any:
+        if not req.function_call_jwt.startswith("fc:"):
+            raise InvalidArgument("Bad function_call_jwt")
+        call = self._call(req.function_call_jwt[3:], who)
+        items = []
+        for item in req.inputs:
+            if not item.input_jwt.startswith("in:"):
+                raise InvalidArgument("Bad input_jwt")
+            items.append((item.input_jwt[3:], bytes(item.input.SerializeToString())))
+        retried = self._calls.retry_inputs(call, items)
+        return api_pb2.FunctionRetryInputsResponse(input_jwts=[_input_jwt(i) for i in retried])
+
+    async def FunctionCallCancel(self, req: Any, who: Principal) -> Any:
+        call = self._call(req.function_call_id, who)
+        self._calls.cancel_call(call, req.terminate_containers)
+        return empty_pb2.Empty()
+
+    async def FunctionCallGetDataOut(self, req: Any, who: Principal) -> AsyncIterator[Any]:
+        if not req.function_call_id:
+            raise NotFound("Data streams by attempt token are not supported; give function_call_id")
+        call = self._call(req.function_call_id, who)
+        async for chunk in self._calls.iter_data_out(call, int(req.last_index)):
+            yield api_pb2.DataChunk.FromString(chunk)

@@ -1,0 +1,136 @@
+"""gRPC handlers for the container's side: hello, heartbeats, inputs, outputs, generator data, stops."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from google.protobuf import empty_pb2
+from modal_proto import api_pb2
+
+from onshore.api.base import Principal
+from onshore.errors import NotFound, PermissionDenied
+from onshore.services.apps import AppService
+from onshore.services.calls import CallService, ContainerOutput
+from onshore.services.containers import ContainerService, Task, TaskState
+from onshore.services.functions import FunctionService
+
+
+def _task(who: Principal) -> Task:
+    if who.task is None:
+        raise PermissionDenied("Only containers may call this")
+    return who.task
+
+
+class ContainerHandlers:
+    def __init__(
+        self, apps: AppService, functions: FunctionService, calls: CallService, containers: ContainerService
+    ) -> None:
+        self._apps = apps
+        self._functions = functions
+        self._calls = calls
+        self._containers = containers
+        self._generation: dict[str, int] = {}
+
+    async def ContainerHello(self, req: Any, who: Principal) -> Any:
+        task = _task(who)
+        self._generation.setdefault(task.task_id, self._functions.current_generation(task.function_id))
+        return empty_pb2.Empty()
+
+    async def ContainerHeartbeat(self, req: Any, who: Principal) -> Any:
+        task = _task(who)
+        resp = api_pb2.ContainerHeartbeatResponse()
+        cancelled = self._calls.take_cancellations(task.task_id)
+        if cancelled:
+            resp.cancel_input_event.input_ids.extend(cancelled)
+        return resp
+
+    async def FunctionGetInputs(self, req: Any, who: Principal) -> Any:
+        task = _task(who)
+        if req.function_id != task.function_id:
+            raise PermissionDenied(f"This container runs {task.function_id}, not {req.function_id}")
+        self._generation.setdefault(task.task_id, self._functions.current_generation(task.function_id))
+        self._containers.mark_running(task)
+        resp = api_pb2.FunctionGetInputsResponse()
+        stale = self._generation[task.task_id] != self._functions.current_generation(task.function_id)
+        if task.state == TaskState.STOPPING or stale or not self._functions.is_runnable(task.function_id):
+            resp.inputs.add(kill_switch=True)
+            return resp
+        spec = self._functions.spec(task.function_id)
+        batch = max(1, int(req.batch_max_size))
+        items = await self._calls.next_inputs(task.task_id, task.function_id, batch)
+        if items and batch > len(items) and req.batch_linger_ms:
+            await asyncio.sleep(req.batch_linger_ms / 1000)
+            items += await self._calls.next_inputs(task.task_id, task.function_id, batch - len(items), wait=False)
+        for item in items:
+            task.inputs_served += 1
+            entry = resp.inputs.add(
+                input_id=item.input_id,
+                function_call_id=item.call.function_call_id,
+                function_call_invocation_type=item.call.invocation_type,
+                retry_count=item.retry_count,
+                function_map_idx=item.idx,
+            )
+            entry.input.ParseFromString(item.payload)
+            if spec is not None and spec.max_inputs and task.inputs_served >= spec.max_inputs:
+                entry.input.final_input = True
+        if items:
+            self._containers.touch(task)
+        return resp
+
+    async def FunctionPutOutputs(self, req: Any, who: Principal) -> Any:
+        task = _task(who)
+        outputs = [
+            ContainerOutput(
+                input_id=o.input_id,
+                status=o.result.status,
+                result=bytes(o.result.SerializeToString()),
+                data_format=o.data_format,
+                input_started_at=o.input_started_at,
+                output_created_at=o.output_created_at,
+                retry_count=o.retry_count,
+            )
+            for o in req.outputs
+        ]
+        self._calls.put_outputs(task.task_id, outputs)
+        self._containers.touch(task)
+        return empty_pb2.Empty()
+
+    async def FunctionCallPutDataOut(self, req: Any, who: Principal) -> Any:
+        task = _task(who)
+        call = self._calls.get_call(req.function_call_id)
+        self._calls.check_call_access(call, task.task_id)
+        self._calls.put_data_out(call, [(int(c.index), bytes(c.SerializeToString())) for c in req.data_chunks])
+        return empty_pb2.Empty()
+
+    async def TaskResult(self, req: Any, who: Principal) -> Any:
+        task = _task(who)
+        if req.result.status != api_pb2.GenericResult.GENERIC_STATUS_SUCCESS:
+            self._containers.init_failed(task, bytes(req.result.SerializeToString()))
+        return empty_pb2.Empty()
+
+    async def ContainerStop(self, req: Any, who: Principal) -> Any:
+        if who.task is not None:
+            if req.task_id and req.task_id != who.task.task_id:
+                raise PermissionDenied("A container can only stop itself")
+            who.task.state = TaskState.STOPPING  # it stops fetching inputs; its process ends by itself
+            return api_pb2.ContainerStopResponse()
+        task = self._containers.tasks.get(req.task_id)
+        if task is None:
+            raise NotFound(f"Container {req.task_id} not found or already stopped")
+        await self._containers.stop(req.task_id, "stopped by request")
+        return api_pb2.ContainerStopResponse()
+
+    async def TaskList(self, req: Any, who: Principal) -> Any:
+        resp = api_pb2.TaskListResponse()
+        for task in self._containers.tasks.values():
+            if req.app_id and task.app_id != req.app_id:
+                continue
+            app = self._apps.find(task.app_id)
+            resp.tasks.add(
+                task_id=task.task_id,
+                app_id=task.app_id,
+                app_description=(app.name or app.description) if app else "",
+                started_at=task.started_at,
+            )
+        return resp

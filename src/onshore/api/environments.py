@@ -1,0 +1,31 @@
+"""gRPC handlers for environments and the client's hello."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from modal_proto import api_pb2
+
+from onshore.api.base import Principal
+from onshore.api.images import BUILDER_VERSION
+from onshore.errors import InvalidArgument
+
+_ENV_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._-]{0,63}$")
+
+
+class EnvironmentHandlers:
+    async def ClientHello(self, req: Any, who: Principal) -> Any:
+        return api_pb2.ClientHelloResponse()
+
+    async def EnvironmentGetOrCreate(self, req: Any, who: Principal) -> Any:
+        name = req.deployment_name or "main"
+        if not _ENV_RE.match(name):
+            raise InvalidArgument(f"Invalid environment name {name!r}")
+        resp = api_pb2.EnvironmentGetOrCreateResponse(environment_id=f"en-{name}")
+        resp.metadata.name = name
+        resp.metadata.settings.image_builder_version = BUILDER_VERSION
+        return resp
+
+    async def WorkspaceNameLookup(self, req: Any, who: Principal) -> Any:
+        return api_pb2.WorkspaceNameLookupResponse(workspace_name="onshore", username="onshore")

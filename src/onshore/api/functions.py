@@ -1,0 +1,103 @@
+"""gRPC handlers for function and class definitions, parameter binding and lookups."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from modal_proto import api_pb2
+
+from onshore.api.base import Principal
+from onshore.errors import InvalidArgument, PermissionDenied
+from onshore.protocol.functions import function_data, handle_metadata, refusals, spec_from_definition
+from onshore.services.apps import AppService
+from onshore.services.functions import FunctionService
+
+
+class FunctionHandlers:
+    def __init__(self, apps: AppService, functions: FunctionService) -> None:
+        self._apps = apps
+        self._functions = functions
+
+    def _metadata(self, function_id: str) -> Any:
+        fn = self._functions.get(function_id)
+        return handle_metadata(fn, self._functions.definition_of(fn))
+
+    async def FunctionPrecreate(self, req: Any, who: Principal) -> Any:
+        who.require_app(req.app_id)
+        fn = self._functions.precreate(
+            req.app_id, req.function_name, req.existing_function_id, bytes(req.SerializeToString())
+        )
+        return api_pb2.FunctionPrecreateResponse(function_id=fn.function_id, handle_metadata=self._metadata(fn.function_id))
+
+    async def FunctionCreate(self, req: Any, who: Principal) -> Any:
+        who.require_app(req.app_id)
+        if req.HasField("function"):
+            definition = req.function
+        elif req.HasField("function_data") and req.function_data.ranked_functions:
+            if len(req.function_data.ranked_functions) > 1:
+                raise InvalidArgument("GPU fallback lists are not supported yet; GPUs come with the scaling feature")
+            definition = req.function_data.ranked_functions[0].function
+        else:
+            raise InvalidArgument("FunctionCreate needs a function definition")
+        existing = req.existing_function_id
+        if not existing:
+            app = self._apps.get(req.app_id)
+            for fn in self._functions.list_for_app(req.app_id):
+                if fn.spec.tag == definition.function_name and not fn.parent_function_id:
+                    existing = fn.function_id
+            existing = existing or app.function_ids.get(definition.function_name, "")
+        raw = bytes(definition.SerializeToString())
+        fn = self._functions.create(
+            req.app_id, existing, raw, spec_from_definition(definition), refusals(definition)
+        )
+        return api_pb2.FunctionCreateResponse(
+            function_id=fn.function_id,
+            function=definition,
+            handle_metadata=self._metadata(fn.function_id),
+            function_data=function_data(raw),
+        )
+
+    async def FunctionBindParams(self, req: Any, who: Principal) -> Any:
+        parent = self._functions.get(req.function_id)
+        who.require_app(parent.app_id)
+        if req.HasField("function_options") and req.function_options.ListFields():
+            options = req.function_options
+            unsupported = [f.name for f, _ in options.ListFields() if f.name not in ("replace_volume_mounts",)]
+            if unsupported:
+                raise InvalidArgument(
+                    "Cls.with_options(...) is not supported yet (options given: " + ", ".join(unsupported) + ")"
+                )
+        bound = self._functions.bind_params(req.function_id, bytes(req.serialized_params))
+        return api_pb2.FunctionBindParamsResponse(
+            bound_function_id=bound.function_id, handle_metadata=self._metadata(bound.function_id)
+        )
+
+    async def FunctionGet(self, req: Any, who: Principal) -> Any:
+        fn = self._functions.by_name(req.app_name, req.object_tag, req.environment_name)
+        if who.task is not None and fn.app_id != who.task.app_id:
+            raise PermissionDenied("A container can only look up functions of its own app")
+        base = self._functions.definition_of(fn)
+        resp = api_pb2.FunctionGetResponse(function_id=fn.function_id, handle_metadata=self._metadata(fn.function_id))
+        if base.definition:
+            resp.function.CopyFrom(function_data(base.definition))
+        return resp
+
+    async def FunctionGetById(self, req: Any, who: Principal) -> Any:
+        fn = self._functions.get(req.function_id)
+        who.require_app(fn.app_id)
+        base = self._functions.definition_of(fn)
+        resp = api_pb2.FunctionGetByIdResponse(handle_metadata=self._metadata(fn.function_id))
+        if base.definition:
+            resp.function.CopyFrom(function_data(base.definition))
+        return resp
+
+    async def ClassCreate(self, req: Any, who: Principal) -> Any:
+        who.require_app(req.app_id)
+        cls = self._functions.create_class(req.app_id, req.existing_class_id, bytes(req.SerializeToString()))
+        return api_pb2.ClassCreateResponse(class_id=cls.class_id, handle_metadata=api_pb2.ClassHandleMetadata())
+
+    async def ClassGet(self, req: Any, who: Principal) -> Any:
+        cls = self._functions.class_by_name(req.app_name, req.object_tag, req.environment_name)
+        if who.task is not None and cls.app_id != who.task.app_id:
+            raise PermissionDenied("A container can only look up classes of its own app")
+        return api_pb2.ClassGetResponse(class_id=cls.class_id, handle_metadata=api_pb2.ClassHandleMetadata())

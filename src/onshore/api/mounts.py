@@ -1,0 +1,51 @@
+"""gRPC handlers for mounts: file uploads by content hash and mount creation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from modal_proto import api_pb2
+
+from onshore.api.base import Principal
+from onshore.errors import InvalidArgument
+from onshore.models import MountFile
+from onshore.services.blobs import BlobService
+from onshore.services.mounts import CLIENT_MOUNT_PREFIX, MAX_INLINE_FILE_BYTES, MountService
+
+
+class MountHandlers:
+    def __init__(self, mounts: MountService, blobs: BlobService) -> None:
+        self._mounts = mounts
+        self._blobs = blobs
+
+    async def MountBatchedCheckExistence(self, req: Any, who: Principal) -> Any:
+        missing = self._mounts.missing(list(req.sha256_hex_hashes))
+        return api_pb2.MountBatchedCheckExistenceResponse(missing_sha256_hex_hashes=missing)
+
+    async def MountPutFile(self, req: Any, who: Principal) -> Any:
+        which = req.WhichOneof("data_oneof")
+        if which == "data_blob_id":
+            data = self._blobs.read(req.data_blob_id)
+        elif which == "data":
+            data = bytes(req.data)
+        else:
+            # An existence probe: the client asks whether the file is already stored.
+            return api_pb2.MountPutFileResponse(exists=not self._mounts.missing([req.sha256_hex]))
+        if len(data) > MAX_INLINE_FILE_BYTES and which == "data":
+            raise InvalidArgument("Files over 64 MiB must be uploaded as blobs")
+        self._mounts.put_file(req.sha256_hex, data)
+        return api_pb2.MountPutFileResponse(exists=True)
+
+    async def MountGetOrCreate(self, req: Any, who: Principal) -> Any:
+        if req.deployment_name.startswith(CLIENT_MOUNT_PREFIX) and not req.files:
+            mount = self._mounts.client_mount(req.deployment_name)
+        elif req.deployment_name and not req.files:
+            raise InvalidArgument(f"Mount '{req.deployment_name}' not found; named mounts are not supported")
+        else:
+            if req.app_id:
+                who.require_app(req.app_id)
+            files = [MountFile(f.filename, f.sha256_hex, f.mode or 0o644) for f in req.files]
+            mount = self._mounts.create(files, req.app_id, req.deployment_name, req.namespace)
+        resp = api_pb2.MountGetOrCreateResponse(mount_id=mount.mount_id)
+        resp.handle_metadata.content_checksum_sha256_hex = self._mounts.checksum(mount)
+        return resp

@@ -1,0 +1,1 @@
+"""The `onshore` command line."""

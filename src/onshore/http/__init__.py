@@ -1,0 +1,1 @@
+"""The HTTP side: blob uploads and downloads (the web gateway and dashboard come later)."""

@@ -1,0 +1,32 @@
+"""Object ids in Modal's style: a two-letter prefix and a random suffix."""
+
+import secrets
+import string
+
+PREFIXES = {
+    "app": "ap",
+    "function": "fu",
+    "class": "cs",
+    "call": "fc",
+    "input": "in",
+    "task": "ta",
+    "mount": "mo",
+    "image": "im",
+    "secret": "st",
+    "blob": "bl",
+    "token": "ak",
+    "definition": "de",
+    "environment": "en",
+}
+
+
+_ALPHABET = string.ascii_letters + string.digits
+
+
+def new_id(kind: str) -> str:
+    """A prefixed id with 22 alphanumeric characters, the shape the client's CLI recognises as an id."""
+    return f"{PREFIXES[kind]}-" + "".join(secrets.choice(_ALPHABET) for _ in range(22))
+
+
+def new_secret() -> str:
+    return "as-" + secrets.token_urlsafe(24)

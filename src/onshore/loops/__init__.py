@@ -1,0 +1,1 @@
+"""Reconcile loops: each recomputes what should be from what is, and never dies."""

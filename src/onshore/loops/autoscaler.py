@@ -1,0 +1,153 @@
+"""The autoscaler: desired containers per function from observed demand, reconciled through the runtime."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from onshore.models import FunctionSpec
+from onshore.services.calls import CallService
+from onshore.services.clock import Clock
+from onshore.services.containers import ContainerService, TaskState
+
+log = logging.getLogger("onshore.autoscaler")
+
+
+@dataclass(frozen=True)
+class Sample:
+    queued: int
+    running_inputs: int
+    containers: int
+    idle_expired: int  # containers idle for longer than the scaledown window
+
+
+def desired_containers(sample: Sample, spec: FunctionSpec) -> int:
+    """How many containers a function should have. Pure: table-tested."""
+    per_container = max(1, spec.max_concurrent_inputs)
+    needed = math.ceil((sample.queued + sample.running_inputs) / per_container)
+    if needed > 0:
+        needed += spec.buffer_containers
+    # Containers still inside their scaledown window stay: scale to zero only after the window.
+    keep_warm = sample.containers - sample.idle_expired
+    desired = max(needed, keep_warm, spec.min_containers)
+    if spec.max_containers > 0:
+        desired = min(desired, spec.max_containers)
+    return desired
+
+
+@dataclass
+class FunctionTarget:
+    function_id: str
+    app_id: str
+    spec: FunctionSpec
+
+
+TargetLookup = Callable[[str], "FunctionTarget | None"]
+
+
+class Autoscaler:
+    def __init__(
+        self,
+        calls: CallService,
+        containers: ContainerService,
+        targets: TargetLookup,
+        warm_functions: Callable[[], list[str]],
+        clock: Clock,
+        tick: float = 1.0,
+    ) -> None:
+        self._calls = calls
+        self._containers = containers
+        self._targets = targets
+        self._warm_functions = warm_functions
+        self._clock = clock
+        self._tick = tick
+        self._wake = asyncio.Event()
+        self._dirty: set[str] = set()
+        self._starting: set[asyncio.Task[None]] = set()
+
+    def wake(self, function_id: str) -> None:
+        self._dirty.add(function_id)
+        self._wake.set()
+
+    def sample(self, function_id: str, spec: FunctionSpec) -> Sample:
+        queued, running = self._calls.demand(function_id)
+        tasks = self._containers.for_function(function_id)
+        now = self._clock.monotonic()
+        idle_expired = sum(
+            1
+            for t in tasks
+            if t.state == TaskState.RUNNING
+            and self._calls.task_busy(t.task_id) == 0
+            and now - t.last_active >= spec.scaledown_window
+        )
+        return Sample(queued, running, len(tasks), idle_expired)
+
+    def run_once(self) -> None:
+        candidates = set(self._dirty)
+        self._dirty.clear()
+        candidates.update(self._calls.functions_with_demand())
+        candidates.update(t.function_id for t in self._containers.tasks.values())
+        candidates.update(self._warm_functions())
+        for function_id in candidates:
+            try:
+                self._reconcile(function_id)
+            except Exception:
+                log.exception("autoscaler: reconciling %s failed", function_id)
+
+    def _reconcile(self, function_id: str) -> None:
+        target = self._targets(function_id)
+        tasks = self._containers.for_function(function_id)
+        if target is None:
+            for t in tasks:
+                asyncio.get_running_loop().create_task(self._containers.stop(t.task_id, "its function is gone"))
+            return
+        sample = self.sample(function_id, target.spec)
+        desired = desired_containers(sample, target.spec)
+        if desired > sample.containers:
+            room = self._containers.capacity_left()
+            for _ in range(min(desired - sample.containers, room)):
+                self._spawn(target)
+        elif desired < sample.containers:
+            now = self._clock.monotonic()
+            idle = sorted(
+                (
+                    t
+                    for t in tasks
+                    if t.state == TaskState.RUNNING
+                    and self._calls.task_busy(t.task_id) == 0
+                    and now - t.last_active >= target.spec.scaledown_window
+                ),
+                key=lambda t: t.last_active,
+            )
+            for t in idle[: sample.containers - desired]:
+                asyncio.get_running_loop().create_task(
+                    self._containers.stop(t.task_id, "idle past its scaledown window")
+                )
+
+    def _spawn(self, target: FunctionTarget) -> None:
+        reserved = self._containers.reserve(target.function_id, target.app_id)
+
+        async def go() -> None:
+            try:
+                await self._containers.launch(reserved)
+            except Exception as exc:  # the container service has logged it
+                log.debug("start failed: %s", exc)
+
+        task = asyncio.get_running_loop().create_task(go())
+        self._starting.add(task)
+        task.add_done_callback(self._starting.discard)
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), self._tick)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            try:
+                self.run_once()
+            except Exception:
+                log.exception("autoscaler tick failed")

@@ -1,0 +1,194 @@
+"""Plain domain records shared by services and stores (no protobuf here)."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+class AppState(enum.Enum):
+    INITIALIZING = "initializing"
+    EPHEMERAL = "ephemeral"
+    DETACHED = "detached"
+    DEPLOYED = "deployed"
+    STOPPED = "stopped"
+
+
+LIVE_APP_STATES = (AppState.INITIALIZING, AppState.EPHEMERAL, AppState.DETACHED, AppState.DEPLOYED)
+
+
+@dataclass
+class App:
+    app_id: str
+    description: str
+    state: AppState
+    created_at: float
+    environment: str = "main"
+    name: str = ""
+    stopped_at: float | None = None
+    deployed_at: float | None = None
+    version: int = 0
+    client_version: str = ""
+    # object tag -> id, as published by the client (AppPublish)
+    function_ids: dict[str, str] = field(default_factory=dict)
+    class_ids: dict[str, str] = field(default_factory=dict)
+    last_heartbeat: float = 0.0
+
+
+@dataclass
+class DeploymentRecord:
+    app_id: str
+    version: int
+    deployed_at: float
+    client_version: str
+    deployed_by: str = ""
+
+
+@dataclass
+class RetryPolicy:
+    max_retries: int = 0
+    initial_delay_ms: int = 1000
+    backoff_coefficient: float = 2.0
+    max_delay_ms: int = 60000
+
+    def delay_for(self, retry_count: int) -> float:
+        """Seconds to wait before the given retry (1-based)."""
+        delay = self.initial_delay_ms * (self.backoff_coefficient ** max(0, retry_count - 1))
+        return min(delay, self.max_delay_ms) / 1000.0
+
+
+@dataclass
+class FunctionSpec:
+    """What the control plane needs to know about a function to schedule it."""
+
+    tag: str
+    module_name: str = ""
+    timeout_secs: int = 300
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    min_containers: int = 0
+    max_containers: int = 0  # 0: no limit
+    buffer_containers: int = 0
+    scaledown_window: float = 60.0
+    max_concurrent_inputs: int = 1
+    max_inputs: int = 0  # 0: unlimited inputs per container
+    secret_ids: list[str] = field(default_factory=list)
+    mount_ids: list[str] = field(default_factory=list)
+    image_id: str = ""
+    is_class: bool = False
+    is_generator: bool = False
+    object_dependencies: list[str] = field(default_factory=list)
+
+
+@dataclass
+class FunctionRecord:
+    function_id: str
+    app_id: str
+    spec: FunctionSpec
+    # The serialized api_pb2.Function the client sent (empty until FunctionCreate).
+    definition: bytes = b""
+    # The serialized FunctionPrecreateRequest / handle metadata the client gave at precreate.
+    precreate: bytes = b""
+    definition_id: str = ""
+    # Set on a function bound to class parameters (FunctionBindParams).
+    parent_function_id: str = ""
+    serialized_params: bytes = b""
+    created_at: float = 0.0
+
+
+@dataclass
+class ClassRecord:
+    class_id: str
+    app_id: str
+    tag: str = ""
+    metadata: bytes = b""
+
+
+@dataclass
+class Secret:
+    secret_id: str
+    env: dict[str, str]
+    created_at: float
+    name: str = ""
+    environment: str = "main"
+    app_id: str = ""  # anonymous secrets belong to an app
+    last_used_at: float | None = None
+
+
+@dataclass
+class Token:
+    token_id: str
+    secret_hash: str
+    created_at: float
+    label: str = ""
+    revoked_at: float | None = None
+
+
+@dataclass
+class MountFile:
+    filename: str
+    sha256_hex: str
+    mode: int = 0o644
+
+
+@dataclass
+class Mount:
+    mount_id: str
+    files: list[MountFile]
+    created_at: float
+    deployment_name: str = ""
+    namespace: int = 0
+    app_id: str = ""
+    # "client": the modal client package itself (the container's environment provides it)
+    kind: str = "files"
+    client_version: str = ""
+
+
+@dataclass
+class ImageRecord:
+    image_id: str
+    content_hash: str
+    definition: bytes
+    created_at: float
+    status: str = "ready"  # ready | failed
+    error: str = ""
+    python_version: str = ""
+
+
+@dataclass
+class CallRecord:
+    """A function call whose inputs and outputs must outlive the caller (spawned calls)."""
+
+    function_call_id: str
+    function_id: str
+    app_id: str
+    invocation_type: int
+    created_at: float
+    call_type: int = 0
+
+
+@dataclass
+class StoredInput:
+    input_id: str
+    function_call_id: str
+    function_id: str
+    idx: int
+    payload: bytes  # serialized FunctionInput
+    retry_count: int = 0
+    done: bool = False
+
+
+@dataclass
+class OutputRecord:
+    """One finished input of a call, as the caller will receive it."""
+
+    input_id: str
+    function_call_id: str
+    idx: int
+    status: int  # GenericResult.GenericStatus number
+    result: bytes  # serialized GenericResult
+    data_format: int = 0
+    task_id: str = ""
+    input_started_at: float = 0.0
+    output_created_at: float = 0.0
+    retry_count: int = 0
+    entry_id: int = 0

@@ -1,0 +1,1 @@
+"""Protocol codecs: the only place besides the API handlers that knows modal_proto messages."""

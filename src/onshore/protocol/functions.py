@@ -1,0 +1,133 @@
+"""Function definitions: what the client sent, turned into a schedulable spec and handle metadata."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from modal_proto import api_pb2
+
+from onshore.models import FunctionRecord, FunctionSpec, RetryPolicy
+
+DEFAULT_SCALEDOWN_WINDOW = 60.0
+
+
+def spec_from_definition(fn: Any) -> FunctionSpec:
+    auto = fn.autoscaler_settings
+    retry = fn.retry_policy
+    policy = RetryPolicy(
+        max_retries=int(retry.retries),
+        initial_delay_ms=int(retry.initial_delay_ms) if retry.initial_delay_ms else 1000,
+        backoff_coefficient=float(retry.backoff_coefficient) if retry.backoff_coefficient else 2.0,
+        max_delay_ms=int(retry.max_delay_ms) if retry.max_delay_ms else 60_000,
+    )
+    concurrency = max(int(fn.max_concurrent_inputs), int(fn.target_concurrent_inputs), 1)
+    max_inputs = 1 if fn.single_use_containers else int(fn.max_inputs)
+    return FunctionSpec(
+        tag=fn.function_name,
+        module_name=fn.module_name,
+        timeout_secs=int(fn.timeout_secs) or 300,
+        retry=policy,
+        min_containers=int(auto.min_containers or fn.warm_pool_size),
+        max_containers=int(auto.max_containers or fn.concurrency_limit),
+        buffer_containers=int(auto.buffer_containers or fn._experimental_buffer_containers),
+        scaledown_window=float(auto.scaledown_window or fn.task_idle_timeout_secs or DEFAULT_SCALEDOWN_WINDOW),
+        max_concurrent_inputs=concurrency,
+        max_inputs=max_inputs,
+        secret_ids=list(fn.secret_ids),
+        mount_ids=list(fn.mount_ids),
+        image_id=fn.image_id,
+        is_class=bool(fn.is_class),
+        is_generator=fn.function_type == api_pb2.Function.FUNCTION_TYPE_GENERATOR,
+        object_dependencies=[d.object_id for d in fn.object_dependencies],
+    )
+
+
+def refusals(fn: Any) -> list[str]:
+    """Features in a definition that Onshore does not honour yet, each named with what is missing."""
+    out: list[str] = []
+    gpu = fn.resources.gpu_config
+    if gpu.count or gpu.gpu_type or gpu.type:
+        out.append("GPUs (gpu=...) are not scheduled yet; GPU support comes with the scaling feature")
+    if fn.volume_mounts:
+        out.append("volumes (volumes={...}) are not supported yet; they come with the storage feature")
+    if fn.shared_volume_mounts:
+        out.append("network file systems are not supported")
+    if fn.cloud_bucket_mounts or fn.s3_mounts:
+        out.append("cloud bucket mounts are not supported yet")
+    if fn.webhook_config.type:
+        out.append("web endpoints are not served yet")
+    if fn.HasField("schedule"):
+        out.append("schedules (schedule=Cron/Period) are not run yet")
+    if fn.is_server:
+        out.append("@modal.server apps are not supported yet")
+    if fn._experimental_group_size > 0 or fn.i6pn_enabled:
+        out.append("clustered functions (i6pn) are not supported")
+    if fn.resources.memory_mb_max or fn.resources.milli_cpu_max:
+        out.append("hard memory/CPU limits ((request, limit) tuples) are not enforced yet; use a plain request")
+    if fn.block_network:
+        out.append("block_network=True is not enforced yet")
+    if fn.proxy_id:
+        out.append("proxies are not supported")
+    if fn.pty_info.pty_type:
+        out.append("interactive shells (modal shell) are not supported yet")
+    for name, method in fn.method_definitions.items():
+        if method.webhook_config.type:
+            out.append(f"web endpoint method '{name}' is not served yet")
+    return out
+
+
+def handle_metadata(record: FunctionRecord, base: FunctionRecord) -> Any:
+    """FunctionHandleMetadata for a function (or a function bound to class parameters)."""
+    if base.definition:
+        fn = api_pb2.Function.FromString(base.definition)
+        source = fn
+    else:
+        pre = api_pb2.FunctionPrecreateRequest.FromString(base.precreate) if base.precreate else None
+        fn = None
+        source = pre
+    meta = api_pb2.FunctionHandleMetadata(
+        function_name=base.spec.tag if not source else source.function_name,
+        definition_id=base.definition_id,
+        app_id=record.app_id,
+    )
+    if source is not None:
+        meta.function_type = source.function_type
+        meta.function_schema.CopyFrom(source.function_schema)
+        meta.supported_input_formats.extend(source.supported_input_formats)
+        meta.supported_output_formats.extend(source.supported_output_formats)
+        for name, method in source.method_definitions.items():
+            sub = meta.method_handle_metadata[name]
+            sub.function_name = method.function_name
+            sub.function_type = method.function_type
+            sub.web_url = method.web_url
+            sub.is_method = True
+            sub.use_method_name = name
+            sub.function_schema.CopyFrom(method.function_schema)
+            sub.supported_input_formats.extend(method.supported_input_formats)
+            sub.supported_output_formats.extend(method.supported_output_formats)
+    if fn is not None:
+        meta.class_parameter_info.CopyFrom(fn.class_parameter_info)
+        for sub in meta.method_handle_metadata.values():
+            sub.class_parameter_info.CopyFrom(fn.class_parameter_info)
+    if record.parent_function_id:
+        meta.base_function_id = base.function_id
+    return meta
+
+
+def function_data(definition: bytes) -> Any:
+    """FunctionData with the single ranked function the client expects in FunctionCreate's response."""
+    fn = api_pb2.Function.FromString(definition)
+    data = api_pb2.FunctionData(
+        module_name=fn.module_name,
+        function_name=fn.function_name,
+        function_type=fn.function_type,
+        timeout_secs=fn.timeout_secs,
+        is_class=fn.is_class,
+        method_definitions_set=fn.method_definitions_set,
+    )
+    data.class_parameter_info.CopyFrom(fn.class_parameter_info)
+    data.function_schema.CopyFrom(fn.function_schema)
+    for name, method in fn.method_definitions.items():
+        data.method_definitions[name].CopyFrom(method)
+    data.ranked_functions.add(rank=0, function=fn)
+    return data

@@ -1,0 +1,14 @@
+"""GenericResult messages the server itself produces (timeouts, crashes, cancellations)."""
+
+from __future__ import annotations
+
+from modal_proto import api_pb2
+
+
+def make_result(status: int, message: str) -> bytes:
+    result = api_pb2.GenericResult(status=status, exception=message, traceback=message)
+    return bytes(result.SerializeToString())
+
+
+def result_status(serialized: bytes) -> int:
+    return int(api_pb2.GenericResult.FromString(serialized).status)

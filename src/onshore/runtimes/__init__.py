@@ -1,0 +1,1 @@
+"""Runtimes: the one interface through which containers are started and stopped."""

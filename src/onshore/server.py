@@ -1,0 +1,185 @@
+"""The composition root: stores -> services -> handlers -> gRPC and HTTP servers, plus the loops."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from typing import Any
+
+import uvicorn
+from grpclib.server import Server as GrpcServer
+
+from onshore.api.apps import AppHandlers
+from onshore.api.base import Authenticator, Router
+from onshore.api.blobs import BlobHandlers
+from onshore.api.calls import CallHandlers
+from onshore.api.containers import ContainerHandlers
+from onshore.api.environments import EnvironmentHandlers
+from onshore.api.functions import FunctionHandlers
+from onshore.api.images import ImageHandlers
+from onshore.api.mounts import MountHandlers
+from onshore.api.secrets import SecretHandlers
+from onshore.config import DataDir, ServerConfig
+from onshore.http.blobs import blob_app
+from onshore.loops.autoscaler import Autoscaler
+from onshore.loops.janitor import Janitor
+from onshore.models import App
+from onshore.protocol.launch import Launcher
+from onshore.protocol.results import make_result
+from onshore.runtimes.base import Runtime
+from onshore.runtimes.process import ProcessRuntime
+from onshore.runtimes.pyenv import ClientEnvironments
+from onshore.services.apps import AppService
+from onshore.services.blobs import BlobService
+from onshore.services.calls import CallService
+from onshore.services.clock import SystemClock
+from onshore.services.containers import ContainerService
+from onshore.services.functions import FunctionService
+from onshore.services.images import ImageService
+from onshore.services.logs import LogService
+from onshore.services.mounts import MountService
+from onshore.services.secrets import SecretService
+from onshore.services.tokens import TokenService
+from onshore.store.sqlite import SqliteStore
+
+log = logging.getLogger("onshore.server")
+
+
+def _free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+class OnshoreServer:
+    def __init__(self, config: ServerConfig, runtime: Runtime | None = None) -> None:
+        self.config = config
+        self.data = DataDir(config.data_dir)
+        self.data.ensure()
+        self.port = config.port or _free_port(config.host)
+        self.http_port = config.http_port or (self.port + 1 if config.port else _free_port(config.host))
+        self.url = f"http://{config.host}:{self.port}"
+        self.http_url = f"http://{config.host}:{self.http_port}"
+        clock = SystemClock()
+        self.store = SqliteStore(self.data.database)
+
+        self.tokens = TokenService(self.store, clock)
+        self.apps = AppService(self.store, clock)
+        self.functions = FunctionService(self.store, self.apps, clock)
+        self.secrets = SecretService(self.store, clock)
+        self.mounts = MountService(self.store, self.data.root / "files", self.data.root / "workdirs", clock)
+        self.blobs = BlobService(self.data.root / "blobs", self.data.blob_key(), self.http_url)
+        self.images = ImageService(self.store, clock)
+        self.logs = LogService(clock)
+        self.calls = CallService(self.store, self.functions.spec, make_result, clock)
+        self.runtime: Runtime = runtime or ProcessRuntime(
+            self.data.root / "containers",
+            ClientEnvironments(self.data.root / "envs"),
+            config.resolved_max_containers(),
+        )
+        launcher = Launcher(self.apps, self.functions, self.mounts, self.secrets)
+        self.containers = ContainerService(
+            self.runtime,
+            self.calls,
+            self.logs,
+            launcher.plan,
+            make_result,
+            clock,
+            server_url=self.url,
+            stop_grace=config.container_stop_grace,
+        )
+        self.autoscaler = Autoscaler(
+            self.calls, self.containers, self.functions.target, self.functions.warm_functions, clock
+        )
+        self.janitor = Janitor(self.apps, config.app_heartbeat_timeout)
+        self.calls.on_demand = self.autoscaler.wake
+        self.apps.on_stop = self._on_app_stop
+
+        handlers: list[object] = [
+            AppHandlers(self.apps, self.functions, self.containers, self.logs, self.url),
+            FunctionHandlers(self.apps, self.functions),
+            CallHandlers(self.apps, self.functions, self.calls),
+            ContainerHandlers(self.apps, self.functions, self.calls, self.containers),
+            MountHandlers(self.mounts, self.blobs),
+            BlobHandlers(self.blobs),
+            SecretHandlers(self.secrets),
+            ImageHandlers(self.images),
+            EnvironmentHandlers(),
+        ]
+        self.router = Router(handlers, Authenticator(self.tokens, self.containers))
+        self._grpc: GrpcServer | None = None
+        self._http: uvicorn.Server | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._stopped = asyncio.Event()
+
+    async def _on_app_stop(self, app: App, reason: str) -> None:
+        self.calls.drop_app_calls(app.app_id, f"The app was stopped ({reason})")
+        await self.containers.stop_app(app.app_id, f"its app stopped: {reason}")
+        self.logs.mark_done(app.app_id)
+
+    def _restore(self) -> None:
+        for app in self.apps.stop_orphans_after_restart():
+            self.logs.mark_done(app.app_id)
+        self.functions.load_live()
+        requeued, failed = self.calls.restore(self.functions.is_runnable)
+        if requeued or failed:
+            log.info("restored spawned calls: %d inputs queued again, %d failed", requeued, failed)
+
+    async def start(self) -> None:
+        created = self.tokens.ensure_initial()
+        if created is not None:
+            token, secret = created
+            self.data.write_json(self.data.token_file, {"token_id": token.token_id, "token_secret": secret})
+        self._restore()
+        self._grpc = GrpcServer([self.router])
+        await self._grpc.start(self.config.host, self.port)
+        http_config = uvicorn.Config(
+            blob_app(self.blobs),
+            host=self.config.host,
+            port=self.http_port,
+            log_level="warning",
+            lifespan="off",
+            access_log=False,
+        )
+        self._http = uvicorn.Server(http_config)
+        self._http.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        self._tasks = [
+            asyncio.create_task(self._http.serve()),
+            asyncio.create_task(self.autoscaler.run()),
+            asyncio.create_task(self.janitor.run()),
+        ]
+        while not self._http.started:
+            if self._tasks[0].done():
+                self._tasks[0].result()
+                raise RuntimeError("HTTP server stopped during start-up")
+            await asyncio.sleep(0.01)
+        self.data.write_json(
+            self.data.server_file,
+            {"url": self.url, "http_url": self.http_url, "pid": os.getpid(), "runtime": self.runtime.name},
+        )
+
+    async def stop(self) -> None:
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        with contextlib.suppress(Exception):
+            self.data.server_file.unlink()
+        for task in self._tasks[1:]:
+            task.cancel()
+        await self.runtime.shutdown()
+        if self._grpc is not None:
+            self._grpc.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._grpc.wait_closed(), 3.0)
+        if self._http is not None:
+            self._http.should_exit = True
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._tasks[0], 3.0)
+        await asyncio.gather(*self._tasks[1:], return_exceptions=True)
+        self.store.close()
+
+    async def wait_stopped(self) -> None:
+        await self._stopped.wait()

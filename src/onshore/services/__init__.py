@@ -1,0 +1,1 @@
+"""Services: the rules of each domain. No protobuf or grpclib below this package's callers."""

@@ -1,0 +1,542 @@
+"""Function calls: input queues, hand-off to waiting containers, outputs, retries and timeouts.
+
+The hot path (enqueue an input, give it to a container that is already waiting, hand the output to a
+caller that is already waiting) stays in memory and wakes waiters directly; nothing polls. Only spawned
+(asynchronous) calls are written to the store, so that their inputs and results survive a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+from onshore import ids
+from onshore.errors import InvalidArgument, NotFound, PermissionDenied
+from onshore.models import CallRecord, FunctionSpec, OutputRecord, StoredInput
+from onshore.services.clock import Clock
+from onshore.store.base import CallStore
+
+log = logging.getLogger("onshore.calls")
+
+# GenericResult.GenericStatus numbers (kept here so this module stays free of protobuf).
+STATUS_SUCCESS = 1
+STATUS_FAILURE = 2
+STATUS_TERMINATED = 3
+STATUS_TIMEOUT = 4
+STATUS_INIT_FAILURE = 5
+STATUS_INTERNAL_FAILURE = 6
+
+# FunctionCallInvocationType numbers.
+INVOCATION_SYNC_LEGACY = 1
+INVOCATION_ASYNC_LEGACY = 2
+INVOCATION_ASYNC = 3
+INVOCATION_SYNC = 4
+
+DATA_FORMAT_GENERATOR_DONE = 3
+
+MAX_OUTPUTS_PER_RESPONSE = 1000
+
+
+@dataclass
+class PendingInput:
+    input_id: str
+    call: CallState
+    idx: int
+    payload: bytes  # serialized FunctionInput
+    retry_count: int = 0
+    task_id: str = ""
+    started_at: float = 0.0
+    done: bool = False
+    timer: asyncio.TimerHandle | None = None
+
+
+@dataclass
+class CallState:
+    function_call_id: str
+    function_id: str
+    app_id: str
+    call_type: int
+    invocation_type: int
+    persistent: bool
+    created_at: float
+    outputs: list[OutputRecord] = field(default_factory=list)
+    cleared: set[str] = field(default_factory=set)
+    num_inputs: int = 0
+    num_done: int = 0
+    next_entry_id: int = 1
+    inputs: dict[str, PendingInput] = field(default_factory=dict)
+    data_out: list[tuple[int, bytes]] = field(default_factory=list)  # (index, serialized DataChunk)
+    waiters: list[asyncio.Future[None]] = field(default_factory=list)
+
+    @property
+    def jwt(self) -> str:
+        return f"fc:{self.function_call_id}"
+
+    @property
+    def unfinished(self) -> int:
+        return self.num_inputs - self.num_done
+
+    def notify(self) -> None:
+        waiters, self.waiters = self.waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
+
+    async def wait_change(self, timeout: float) -> None:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.waiters.append(fut)
+        try:
+            await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            pass
+        finally:
+            if fut in self.waiters:
+                self.waiters.remove(fut)
+
+
+@dataclass
+class ContainerOutput:
+    """An output as a container reports it (FunctionPutOutputs item)."""
+
+    input_id: str
+    status: int
+    result: bytes
+    data_format: int
+    input_started_at: float
+    output_created_at: float
+    retry_count: int
+
+
+class FunctionQueue:
+    """Inputs waiting for a container of one function, and the containers waiting for inputs."""
+
+    def __init__(self) -> None:
+        self.pending: collections.deque[PendingInput] = collections.deque()
+        self.waiters: collections.deque[asyncio.Future[PendingInput]] = collections.deque()
+        self.inflight = 0
+
+    def offer(self, item: PendingInput, front: bool = False) -> None:
+        while self.waiters:
+            fut = self.waiters.popleft()
+            if not fut.done():
+                fut.set_result(item)
+                return
+        if front:
+            self.pending.appendleft(item)
+        else:
+            self.pending.append(item)
+
+
+SpecLookup = Callable[[str], "FunctionSpec | None"]
+ResultFactory = Callable[[int, str], bytes]
+
+
+class CallService:
+    def __init__(
+        self,
+        store: CallStore,
+        specs: SpecLookup,
+        make_result: ResultFactory,
+        clock: Clock,
+        input_wait_seconds: float = 25.0,
+    ) -> None:
+        self._store = store
+        self._specs = specs
+        self._make_result = make_result
+        self._clock = clock
+        self._input_wait = input_wait_seconds
+        self._calls: dict[str, CallState] = {}
+        self._inputs: dict[str, PendingInput] = {}
+        self._queues: dict[str, FunctionQueue] = collections.defaultdict(FunctionQueue)
+        self._task_inputs: dict[str, set[str]] = collections.defaultdict(set)
+        self._task_cancels: dict[str, list[str]] = collections.defaultdict(list)
+        # Hooks wired by the composition root.
+        self.on_demand: Callable[[str], None] = lambda function_id: None
+        self.kill_task: Callable[[str, str], None] = lambda task_id, reason: None
+
+    # ---------------------------------------------------------------- queries used by the autoscaler
+    def demand(self, function_id: str) -> tuple[int, int]:
+        """(queued, running) inputs of a function."""
+        q = self._queues.get(function_id)
+        if q is None:
+            return 0, 0
+        return len(q.pending), q.inflight
+
+    def functions_with_demand(self) -> list[str]:
+        return [fid for fid, q in self._queues.items() if q.pending or q.inflight]
+
+    def task_busy(self, task_id: str) -> int:
+        return len(self._task_inputs.get(task_id, ()))
+
+    # ---------------------------------------------------------------- caller side
+    def create_call(self, function_id: str, app_id: str, call_type: int, invocation_type: int) -> CallState:
+        persistent = invocation_type in (INVOCATION_ASYNC, INVOCATION_ASYNC_LEGACY)
+        call = CallState(
+            function_call_id=ids.new_id("call"),
+            function_id=function_id,
+            app_id=app_id,
+            call_type=call_type,
+            invocation_type=invocation_type,
+            persistent=persistent,
+            created_at=self._clock.now(),
+        )
+        self._calls[call.function_call_id] = call
+        if persistent:
+            self._store.put_call(
+                CallRecord(call.function_call_id, function_id, app_id, invocation_type, call.created_at, call_type)
+            )
+        return call
+
+    def get_call(self, function_call_id: str) -> CallState:
+        call = self._calls.get(function_call_id)
+        if call is not None:
+            return call
+        record = self._store.get_call(function_call_id) if function_call_id.startswith("fc-") else None
+        if record is None:
+            raise NotFound(f"Function call {function_call_id} not found")
+        call = CallState(
+            function_call_id=record.function_call_id,
+            function_id=record.function_id,
+            app_id=record.app_id,
+            call_type=record.call_type,
+            invocation_type=record.invocation_type,
+            persistent=True,
+            created_at=record.created_at,
+        )
+        stored_inputs = self._store.inputs_for_call(function_call_id)
+        call.num_inputs = len(stored_inputs)
+        for out in self._store.outputs_for_call(function_call_id):
+            out.entry_id = call.next_entry_id
+            call.next_entry_id += 1
+            call.outputs.append(out)
+        call.num_done = len(call.outputs)
+        self._calls[function_call_id] = call
+        return call
+
+    def add_inputs(self, call: CallState, items: list[tuple[int, bytes]]) -> list[PendingInput]:
+        created = []
+        for idx, payload in items:
+            item = PendingInput(ids.new_id("input"), call, idx, payload)
+            call.num_inputs += 1
+            call.inputs[item.input_id] = item
+            self._inputs[item.input_id] = item
+            if call.persistent:
+                self._store.put_input(
+                    StoredInput(item.input_id, call.function_call_id, call.function_id, idx, payload)
+                )
+            created.append(item)
+        queue = self._queues[call.function_id]
+        for item in created:
+            queue.offer(item)
+        self.on_demand(call.function_id)
+        return created
+
+    def retry_inputs(self, call: CallState, items: list[tuple[str, bytes]]) -> list[PendingInput]:
+        """A client-driven retry (FunctionRetryInputs): run the named inputs again."""
+        requeued = []
+        for input_id, payload in items:
+            item = call.inputs.get(input_id)
+            if item is None:
+                raise NotFound(f"Input {input_id} is not part of function call {call.function_call_id}")
+            if not item.done:
+                continue
+            item.done = False
+            item.payload = payload or item.payload
+            item.retry_count += 1
+            call.num_done -= 1
+            self._inputs[input_id] = item
+            self._queues[call.function_id].offer(item)
+            requeued.append(item)
+        self.on_demand(call.function_id)
+        return requeued
+
+    async def get_outputs(
+        self,
+        call: CallState,
+        *,
+        last_entry_id: int,
+        idx_range: tuple[int, int] | None,
+        timeout: float,
+        clear_on_success: bool,
+        max_values: int = 0,
+    ) -> tuple[list[OutputRecord], int]:
+        """Outputs newer than last_entry_id (or within idx_range), waiting up to timeout for the first."""
+        if clear_on_success and idx_range is None and timeout <= 0:
+            # The caller acknowledges it has every output it wants: release the call's memory.
+            for o in call.outputs:
+                call.cleared.add(o.input_id)
+            self._release(call)
+            return [], last_entry_id
+        deadline = self._clock.monotonic() + max(0.0, timeout)
+        limit = max_values if max_values > 0 else MAX_OUTPUTS_PER_RESPONSE
+        while True:
+            if idx_range is not None:
+                lo, hi = idx_range
+                found = [o for o in call.outputs if lo <= o.idx <= hi and o.input_id not in call.cleared]
+            else:
+                found = [o for o in call.outputs if o.entry_id > last_entry_id]
+            found = found[:limit]
+            if found:
+                new_last = max(last_entry_id, max(o.entry_id for o in found))
+                if clear_on_success:
+                    self._clear(call, found)
+                return found, new_last
+            remaining = deadline - self._clock.monotonic()
+            if remaining <= 0:
+                return [], last_entry_id
+            await call.wait_change(remaining)
+
+    def _clear(self, call: CallState, outputs: list[OutputRecord]) -> None:
+        for o in outputs:
+            call.cleared.add(o.input_id)
+        if not call.persistent and call.unfinished == 0 and len(call.cleared) >= call.num_inputs:
+            self._release(call)
+
+    def _release(self, call: CallState) -> None:
+        if call.persistent or call.unfinished:
+            return
+        self._calls.pop(call.function_call_id, None)
+
+    def cancel_call(self, call: CallState, terminate_containers: bool) -> None:
+        for item in list(call.inputs.values()):
+            if item.done:
+                continue
+            if item.task_id:
+                if terminate_containers:
+                    self.kill_task(item.task_id, f"function call {call.function_call_id} was cancelled")
+                else:
+                    self._task_cancels[item.task_id].append(item.input_id)
+            else:
+                queue = self._queues.get(call.function_id)
+                if queue is not None and item in queue.pending:
+                    queue.pending.remove(item)
+            self._finish(item, STATUS_TERMINATED, self._make_result(STATUS_TERMINATED, "Function call was cancelled"))
+
+    # ---------------------------------------------------------------- container side
+    async def next_inputs(
+        self, task_id: str, function_id: str, max_n: int = 1, wait: bool = True
+    ) -> list[PendingInput]:
+        """Long-poll for inputs of a function on behalf of a container (or take what is queued now)."""
+        queue = self._queues[function_id]
+        taken: list[PendingInput] = []
+        while queue.pending and len(taken) < max_n:
+            taken.append(queue.pending.popleft())
+        if not taken and not wait:
+            return []
+        if not taken:
+            fut: asyncio.Future[PendingInput] = asyncio.get_running_loop().create_future()
+            queue.waiters.append(fut)
+            try:
+                taken.append(await asyncio.wait_for(asyncio.shield(fut), self._input_wait))
+            except TimeoutError:
+                if fut.done() and not fut.cancelled():
+                    taken.append(fut.result())
+                else:
+                    fut.cancel()
+                    return []
+            except asyncio.CancelledError:
+                # The container went away mid-poll: put back anything handed to it.
+                if fut.done() and not fut.cancelled():
+                    queue.offer(fut.result(), front=True)
+                else:
+                    fut.cancel()
+                raise
+        spec = self._specs(function_id)
+        now = self._clock.now()
+        for item in taken:
+            item.task_id = task_id
+            item.started_at = now
+            queue.inflight += 1
+            self._task_inputs[task_id].add(item.input_id)
+            if spec is not None and spec.timeout_secs > 0:
+                item.timer = asyncio.get_running_loop().call_later(
+                    spec.timeout_secs, self._on_timeout, item, spec.timeout_secs
+                )
+        return taken
+
+    def put_outputs(self, task_id: str, outputs: list[ContainerOutput]) -> None:
+        for out in outputs:
+            item = self._inputs.get(out.input_id)
+            if item is None or item.done:
+                continue  # late output of an input that already timed out or was cancelled
+            if item.task_id != task_id:
+                raise PermissionDenied(f"Input {out.input_id} is not assigned to this container")
+            self._finish(
+                item,
+                out.status,
+                out.result,
+                data_format=out.data_format,
+                input_started_at=out.input_started_at,
+                output_created_at=out.output_created_at,
+            )
+
+    def check_call_access(self, call: CallState, task_id: str) -> None:
+        """A container may write data only for calls whose inputs it is running."""
+        if not any(i.task_id == task_id and not i.done for i in call.inputs.values()):
+            raise PermissionDenied(f"Function call {call.function_call_id} is not running in this container")
+
+    def take_cancellations(self, task_id: str) -> list[str]:
+        return self._task_cancels.pop(task_id, [])
+
+    def fail_task_inputs(self, task_id: str, status: int, message: str) -> int:
+        """Fail (or retry) every input in flight on a container that is gone."""
+        input_ids = self._task_inputs.pop(task_id, set())
+        self._task_cancels.pop(task_id, None)
+        count = 0
+        for input_id in input_ids:
+            item = self._inputs.get(input_id)
+            if item is None or item.done:
+                continue
+            self._finish(item, status, self._make_result(status, message))
+            count += 1
+        return count
+
+    def fail_queued(self, function_id: str, status: int, result: bytes) -> int:
+        """Fail every input still waiting for a container of this function (its containers cannot start)."""
+        queue = self._queues.get(function_id)
+        if queue is None:
+            return 0
+        items = list(queue.pending)
+        queue.pending.clear()
+        for item in items:
+            item.retry_count = 10**6  # a container that cannot start will not do better on a retry
+            self._finish(item, status, result)
+        return len(items)
+
+    def _on_timeout(self, item: PendingInput, seconds: int) -> None:
+        if item.done:
+            return
+        task_id = item.task_id
+        message = f"Function call timed out after {seconds} seconds (timeout={seconds})"
+        log.info("input %s on %s timed out after %ss", item.input_id, task_id, seconds)
+        self._finish(item, STATUS_TIMEOUT, self._make_result(STATUS_TIMEOUT, message))
+        if task_id:
+            self.kill_task(task_id, f"an input ran past its timeout of {seconds}s")
+
+    def _finish(
+        self,
+        item: PendingInput,
+        status: int,
+        result: bytes,
+        *,
+        data_format: int = 0,
+        input_started_at: float = 0.0,
+        output_created_at: float = 0.0,
+    ) -> None:
+        call = item.call
+        if item.timer is not None:
+            item.timer.cancel()
+            item.timer = None
+        if item.task_id:
+            queue = self._queues[call.function_id]
+            queue.inflight = max(0, queue.inflight - 1)
+            self._task_inputs.get(item.task_id, set()).discard(item.input_id)
+        task_id, item.task_id = item.task_id, ""
+        spec = self._specs(call.function_id)
+        if (
+            status not in (STATUS_SUCCESS, STATUS_TERMINATED)
+            and spec is not None
+            and item.retry_count < spec.retry.max_retries
+        ):
+            item.retry_count += 1
+            delay = spec.retry.delay_for(item.retry_count)
+            log.info("retrying input %s (attempt %d) in %.2fs", item.input_id, item.retry_count + 1, delay)
+            asyncio.get_running_loop().call_later(delay, self._requeue, item)
+            return
+        item.done = True
+        self._inputs.pop(item.input_id, None)
+        output = OutputRecord(
+            input_id=item.input_id,
+            function_call_id=call.function_call_id,
+            idx=item.idx,
+            status=status,
+            result=result,
+            data_format=data_format,
+            task_id=task_id,
+            input_started_at=input_started_at,
+            output_created_at=output_created_at or self._clock.now(),
+            retry_count=item.retry_count,
+            entry_id=call.next_entry_id,
+        )
+        call.next_entry_id += 1
+        call.outputs.append(output)
+        call.num_done += 1
+        if call.persistent:
+            self._store.put_output(output)
+        call.notify()
+
+    def _requeue(self, item: PendingInput) -> None:
+        if item.done:
+            return
+        self._queues[item.call.function_id].offer(item, front=True)
+        self.on_demand(item.call.function_id)
+
+    # ---------------------------------------------------------------- generator data
+    def put_data_out(self, call: CallState, chunks: list[tuple[int, bytes]]) -> None:
+        call.data_out.extend(chunks)
+        call.data_out.sort(key=lambda c: c[0])
+        call.notify()
+
+    async def iter_data_out(self, call: CallState, last_index: int, wait: float = 50.0) -> AsyncIterator[bytes]:
+        """Data chunks with an index above last_index; ends after `wait` seconds without new data.
+
+        The client reconnects with its last index, and closes the stream once it has every item.
+        """
+        deadline = self._clock.monotonic() + wait
+        while True:
+            fresh = [(i, c) for i, c in call.data_out if i > last_index]
+            for index, chunk in fresh:
+                last_index = index
+                yield chunk
+            if fresh:
+                deadline = self._clock.monotonic() + wait
+                continue
+            remaining = deadline - self._clock.monotonic()
+            if remaining <= 0:
+                return
+            await call.wait_change(remaining)
+
+    # ---------------------------------------------------------------- lifecycle
+    def drop_app_calls(self, app_id: str, reason: str) -> None:
+        """Fail queued inputs of a stopped app and forget its in-memory calls."""
+        for call in list(self._calls.values()):
+            if call.app_id != app_id:
+                continue
+            for item in list(call.inputs.values()):
+                if item.done:
+                    continue
+                queue = self._queues.get(call.function_id)
+                if queue is not None and item in queue.pending:
+                    queue.pending.remove(item)
+                item.retry_count = 10**6  # no retries for an app that is gone
+                self._finish(item, STATUS_TERMINATED, self._make_result(STATUS_TERMINATED, reason))
+            if not call.persistent:
+                self._calls.pop(call.function_call_id, None)
+
+    def restore(self, live_function: Callable[[str], bool]) -> tuple[int, int]:
+        """After a restart: queue again every spawned input that had not finished, or fail it clearly."""
+        requeued = failed = 0
+        for stored in self._store.unfinished_inputs():
+            call = self.get_call(stored.function_call_id)
+            item = PendingInput(stored.input_id, call, stored.idx, stored.payload, stored.retry_count)
+            call.inputs[item.input_id] = item
+            self._inputs[item.input_id] = item
+            if live_function(call.function_id):
+                self._queues[call.function_id].offer(item)
+                requeued += 1
+            else:
+                item.retry_count = 10**6
+                msg = "The server restarted and this call's app is no longer running, so the call was not run again"
+                self._finish(item, STATUS_TERMINATED, self._make_result(STATUS_TERMINATED, msg))
+                failed += 1
+        for function_id in list(self._queues):
+            if self._queues[function_id].pending:
+                self.on_demand(function_id)
+        return requeued, failed
+
+    def validate_new_inputs(self, count: int) -> None:
+        if count > 10_000:
+            raise InvalidArgument(f"Too many inputs in one request ({count}); the limit is 10000")

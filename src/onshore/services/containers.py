@@ -1,0 +1,249 @@
+"""Containers (tasks): start them through the runtime, give each its own credential, watch them end."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import hmac
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from onshore import ids
+from onshore.errors import NotFound, Unauthenticated
+from onshore.runtimes.base import FD_INFO, ContainerSpec, Runtime
+from onshore.services.calls import STATUS_FAILURE, CallService
+from onshore.services.clock import Clock
+from onshore.services.logs import LogService
+
+log = logging.getLogger("onshore.containers")
+
+TASK_ID_HEADER = "x-onshore-task-id"
+TASK_SECRET_HEADER = "x-onshore-task-secret"
+
+
+class TaskState(enum.Enum):
+    STARTING = "starting"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+
+
+@dataclass
+class Task:
+    task_id: str
+    function_id: str
+    app_id: str
+    secret: str
+    started_at: float
+    state: TaskState = TaskState.STARTING
+    pid: int = 0
+    last_active: float = 0.0
+    inputs_served: int = 0
+    stop_reason: str = ""
+    exit_code: int | None = None
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@dataclass
+class LaunchPlan:
+    """What the container service needs from the rest of the system to start one container."""
+
+    container_args: bytes
+    code_dir: str
+    client_version: str
+    env: dict[str, str]
+
+
+MAX_START_FAILURES = 3
+
+PlanBuilder = Callable[[str, str], Awaitable[LaunchPlan]]  # (function_id, task_id) -> plan
+
+
+def describe_exit(rc: int) -> str:
+    if rc < 0:
+        try:
+            name = signal.Signals(-rc).name
+        except ValueError:
+            name = f"signal {-rc}"
+        return f"was killed by {name}"
+    return f"exited with code {rc}"
+
+
+class ContainerService:
+    def __init__(
+        self,
+        runtime: Runtime,
+        calls: CallService,
+        logs: LogService,
+        plan: PlanBuilder,
+        failure: Callable[[int, str], bytes],
+        clock: Clock,
+        server_url: str,
+        stop_grace: float = 5.0,
+    ) -> None:
+        self._runtime = runtime
+        self._calls = calls
+        self._logs = logs
+        self._plan = plan
+        self._failure_result = failure
+        self._clock = clock
+        self._server_url = server_url
+        self._stop_grace = stop_grace
+        self.tasks: dict[str, Task] = {}
+        self._history: list[Task] = []
+        self._start_failures: dict[str, int] = {}
+        runtime.bind(self._on_log, self._on_exit)
+        calls.kill_task = self.kill
+
+    # ---------------------------------------------------------------- identity
+    def authenticate(self, task_id: str, secret: str) -> Task:
+        task = self.tasks.get(task_id)
+        if task is None or not hmac.compare_digest(task.secret, secret):
+            raise Unauthenticated(f"Unknown or stopped container credential for {task_id}")
+        return task
+
+    # ---------------------------------------------------------------- queries
+    def for_function(self, function_id: str) -> list[Task]:
+        return [t for t in self.tasks.values() if t.function_id == function_id and t.state != TaskState.STOPPING]
+
+    def for_app(self, app_id: str) -> list[Task]:
+        return [t for t in self.tasks.values() if t.app_id == app_id]
+
+    def capacity_left(self) -> int:
+        live = sum(1 for t in self.tasks.values() if t.state != TaskState.STOPPED)
+        return max(0, self._runtime.capabilities.max_containers - live)
+
+    def get(self, task_id: str) -> Task:
+        task = self.tasks.get(task_id)
+        if task is None:
+            raise NotFound(f"Container {task_id} not found")
+        return task
+
+    def recent(self) -> list[Task]:
+        return list(self._history[-200:])
+
+    # ---------------------------------------------------------------- lifecycle
+    async def start(self, function_id: str, app_id: str) -> Task:
+        task = self.reserve(function_id, app_id)
+        await self.launch(task)
+        return task
+
+    def reserve(self, function_id: str, app_id: str) -> Task:
+        """Register a container synchronously, so capacity and reconcile see it before it runs."""
+        task = Task(ids.new_id("task"), function_id, app_id, ids.new_secret(), self._clock.now())
+        task.last_active = self._clock.monotonic()
+        self.tasks[task.task_id] = task
+        return task
+
+    async def launch(self, task: Task) -> None:
+        task_id, function_id, app_id = task.task_id, task.function_id, task.app_id
+        try:
+            plan = await self._plan(function_id, task_id)
+            env = dict(plan.env)
+            env["MODAL_SERVER_URL"] = self._server_url
+            env["MODAL_OVERRIDE_HEADERS"] = f"{TASK_ID_HEADER}:{task_id},{TASK_SECRET_HEADER}:{task.secret}"
+            spec = ContainerSpec(
+                task_id=task_id,
+                app_id=app_id,
+                function_id=function_id,
+                container_args=plan.container_args,
+                code_dir=plan.code_dir,
+                client_version=plan.client_version,
+                env=env,
+            )
+            task.pid = await self._runtime.start(spec)
+        except Exception as exc:
+            self.tasks.pop(task_id, None)
+            message = f"Container for {function_id} could not start: {exc}"
+            log.warning(message)
+            self._logs.append(app_id, task_id, function_id, FD_INFO, message + "\n")
+            self._record_start_failure(function_id, message)
+            raise
+        log.info("started container %s (pid %s) for %s", task_id, task.pid, function_id)
+
+    def mark_running(self, task: Task) -> None:
+        if task.state == TaskState.STARTING:
+            task.state = TaskState.RUNNING
+            task.ready.set()
+            self._start_failures.pop(task.function_id, None)
+
+    def init_failed(self, task: Task, result: bytes) -> None:
+        """The container reported that importing the code or running @enter failed (TaskResult)."""
+        task.stop_reason = "its initialization failed"
+        failed = self._calls.fail_queued(task.function_id, STATUS_FAILURE, result)
+        log.info("container %s failed to initialize; failed %d queued inputs", task.task_id, failed)
+
+    def touch(self, task: Task) -> None:
+        task.last_active = self._clock.monotonic()
+
+    async def stop(self, task_id: str, reason: str, grace: float | None = None) -> None:
+        task = self.tasks.get(task_id)
+        if task is None or task.state in (TaskState.STOPPING, TaskState.STOPPED):
+            return
+        started = task.ready.is_set()
+        task.state = TaskState.STOPPING
+        task.stop_reason = reason
+        log.info("stopping container %s: %s", task_id, reason)
+        if grace is None:
+            # A container still importing its code has no @exit hooks to run: end it at once.
+            grace = self._stop_grace if started else 0.0
+        await self._runtime.stop(task_id, grace)
+
+    def kill(self, task_id: str, reason: str) -> None:
+        """Stop a container at once (no grace), from synchronous code."""
+        task = self.tasks.get(task_id)
+        if task is not None and task.state != TaskState.STOPPED:
+            task.stop_reason = reason
+        asyncio.get_running_loop().create_task(self.stop(task_id, reason, grace=0))
+
+    async def stop_app(self, app_id: str, reason: str) -> None:
+        await asyncio.gather(*(self.stop(t.task_id, reason) for t in self.for_app(app_id)), return_exceptions=True)
+
+    async def stop_function(self, function_id: str, reason: str) -> None:
+        targets = [t.task_id for t in self.tasks.values() if t.function_id == function_id]
+        await asyncio.gather(*(self.stop(t, reason) for t in targets), return_exceptions=True)
+
+    def _record_start_failure(self, function_id: str, what: str) -> None:
+        count = self._start_failures.get(function_id, 0) + 1
+        self._start_failures[function_id] = count
+        if count >= MAX_START_FAILURES:
+            self._start_failures.pop(function_id, None)
+            text = f"{what} ({count} attempts in a row); see the app logs for details"
+            self._calls.fail_queued(function_id, STATUS_FAILURE, self._failure(text))
+
+    def _failure(self, message: str) -> bytes:
+        return self._failure_result(STATUS_FAILURE, message)
+
+    # ---------------------------------------------------------------- runtime callbacks
+    def _on_log(self, task_id: str, fd: int, text: str) -> None:
+        task = self.tasks.get(task_id)
+        if task is not None:
+            self._logs.append(task.app_id, task_id, task.function_id, fd, text)
+
+    def _on_exit(self, task_id: str, rc: int) -> None:
+        task = self.tasks.pop(task_id, None)
+        if task is None:
+            return
+        expected = task.state == TaskState.STOPPING
+        reached_inputs = task.ready.is_set()
+        task.state = TaskState.STOPPED
+        task.exit_code = rc
+        task.ready.set()
+        self._history.append(task)
+        how = describe_exit(rc)
+        reason = f" ({task.stop_reason})" if task.stop_reason else ""
+        message = f"Container {task_id} {how} while running this input{reason}"
+        failed = self._calls.fail_task_inputs(task_id, STATUS_FAILURE, message)
+        if failed or (not expected and rc != 0):
+            log.warning("container %s %s (%d inputs in flight)", task_id, how, failed)
+            self._logs.append(task.app_id, task_id, task.function_id, FD_INFO, f"Container {task_id} {how}{reason}\n")
+        else:
+            log.info("container %s %s", task_id, how)
+        if not expected and not reached_inputs:
+            self._record_start_failure(
+                task.function_id, f"Containers for this function {how} before they could run any input"
+            )
+        # The function may still have work queued: let the autoscaler see the change.
+        self._calls.on_demand(task.function_id)

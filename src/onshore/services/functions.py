@@ -1,0 +1,209 @@
+"""Functions and classes: definitions, parameter binding, lookups by name."""
+
+from __future__ import annotations
+
+import hashlib
+
+from onshore import ids
+from onshore.errors import InvalidArgument, NotFound, PermissionDenied, Unimplemented
+from onshore.loops.autoscaler import FunctionTarget
+from onshore.models import LIVE_APP_STATES, ClassRecord, FunctionRecord, FunctionSpec
+from onshore.services.apps import AppService
+from onshore.services.clock import Clock
+from onshore.store.base import FunctionStore
+
+
+class FunctionService:
+    def __init__(self, store: FunctionStore, apps: AppService, clock: Clock) -> None:
+        self._store = store
+        self._apps = apps
+        self._clock = clock
+        self._cache: dict[str, FunctionRecord] = {}
+        self._bound: dict[tuple[str, str], str] = {}
+        self.generation: dict[str, int] = {}
+
+    # ---------------------------------------------------------------- lookups
+    def find(self, function_id: str) -> FunctionRecord | None:
+        fn = self._cache.get(function_id)
+        if fn is None:
+            fn = self._store.get_function(function_id)
+            if fn is not None:
+                self._cache[function_id] = fn
+        return fn
+
+    def get(self, function_id: str) -> FunctionRecord:
+        fn = self.find(function_id)
+        if fn is None:
+            raise NotFound(f"Function {function_id} not found")
+        return fn
+
+    def definition_of(self, fn: FunctionRecord) -> FunctionRecord:
+        """The record that holds the definition: a bound function's parent."""
+        if fn.parent_function_id:
+            return self.get(fn.parent_function_id)
+        return fn
+
+    def spec(self, function_id: str) -> FunctionSpec | None:
+        fn = self.find(function_id)
+        if fn is None:
+            return None
+        return self.definition_of(fn).spec
+
+    def target(self, function_id: str) -> FunctionTarget | None:
+        """What the autoscaler should run for this function, or None when its app is not live."""
+        fn = self.find(function_id)
+        if fn is None or not self._apps.is_live(fn.app_id):
+            return None
+        base = self.definition_of(fn)
+        if not base.definition:
+            return None
+        return FunctionTarget(function_id, fn.app_id, base.spec)
+
+    def is_runnable(self, function_id: str) -> bool:
+        return self.target(function_id) is not None
+
+    def list_for_app(self, app_id: str) -> list[FunctionRecord]:
+        return self._store.list_functions(app_id)
+
+    def warm_functions(self) -> list[str]:
+        """Functions of live apps that keep containers warm (min_containers > 0)."""
+        out = []
+        for fn in self._cache.values():
+            if fn.spec.min_containers > 0 and not fn.parent_function_id and self._apps.is_live(fn.app_id):
+                out.append(fn.function_id)
+        return out
+
+    def load_live(self) -> None:
+        """Warm the cache with the functions of live apps (after a restart)."""
+        for app in self._apps.list():
+            if app.state in LIVE_APP_STATES:
+                for fn in self._store.list_functions(app.app_id):
+                    self._cache[fn.function_id] = fn
+
+    def by_name(self, app_name: str, tag: str, environment: str) -> FunctionRecord:
+        app = self._apps.deployed(app_name, environment or "main")
+        if app is None:
+            raise NotFound(f"Lookup failed for Function '{tag}' from the '{app_name}' app: app not found.")
+        function_id = app.function_ids.get(tag)
+        if function_id is None:
+            raise NotFound(
+                f"Lookup failed for Function '{tag}' from the '{app_name}' app: "
+                f"no Function named '{tag}' in that app."
+            )
+        return self.get(function_id)
+
+    def class_by_name(self, app_name: str, tag: str, environment: str) -> ClassRecord:
+        app = self._apps.deployed(app_name, environment or "main")
+        if app is None:
+            raise NotFound(f"Lookup failed for Cls '{tag}' from the '{app_name}' app: app not found.")
+        class_id = app.class_ids.get(tag)
+        cls = self._store.get_class(class_id) if class_id else None
+        if cls is None:
+            raise NotFound(f"Lookup failed for Cls '{tag}' from the '{app_name}' app: no Cls named '{tag}'.")
+        return cls
+
+    # ---------------------------------------------------------------- definitions
+    def precreate(self, app_id: str, tag: str, existing_function_id: str, precreate: bytes) -> FunctionRecord:
+        self._apps.get(app_id)
+        if not tag:
+            raise InvalidArgument("FunctionPrecreate needs a function name")
+        if existing_function_id:
+            fn = self.find(existing_function_id)
+            if fn is None or fn.app_id != app_id:
+                raise NotFound(f"Function {existing_function_id} does not belong to app {app_id}")
+            fn.precreate = precreate
+        else:
+            fn = FunctionRecord(
+                function_id=ids.new_id("function"),
+                app_id=app_id,
+                spec=FunctionSpec(tag=tag),
+                precreate=precreate,
+                created_at=self._clock.now(),
+            )
+        fn.definition_id = fn.definition_id or ids.new_id("definition")
+        self._save(fn)
+        return fn
+
+    def create(
+        self,
+        app_id: str,
+        function_id: str,
+        definition: bytes,
+        spec: FunctionSpec,
+        refused: list[str],
+    ) -> FunctionRecord:
+        if refused:
+            raise Unimplemented(
+                f"Function '{spec.tag}' uses features Onshore does not support yet: " + "; ".join(refused)
+            )
+        self._apps.get(app_id)
+        fn = self.find(function_id) if function_id else None
+        if fn is None:
+            fn = FunctionRecord(
+                function_id=function_id or ids.new_id("function"),
+                app_id=app_id,
+                spec=spec,
+                created_at=self._clock.now(),
+                definition_id=ids.new_id("definition"),
+            )
+        elif fn.app_id != app_id:
+            raise PermissionDenied(f"Function {function_id} belongs to another app")
+        fn.spec = spec
+        fn.definition = definition
+        self.generation[fn.function_id] = self.generation.get(fn.function_id, 0) + 1
+        self._save(fn)
+        return fn
+
+    def bind_params(self, function_id: str, serialized_params: bytes) -> FunctionRecord:
+        parent = self.get(function_id)
+        if not parent.spec.is_class:
+            raise InvalidArgument(f"Function {function_id} is not a class; only classes take parameters")
+        key = (function_id, hashlib.sha256(serialized_params).hexdigest())
+        existing = self._bound.get(key)
+        if existing is not None:
+            return self.get(existing)
+        bound = FunctionRecord(
+            function_id=ids.new_id("function"),
+            app_id=parent.app_id,
+            spec=parent.spec,
+            parent_function_id=function_id,
+            serialized_params=serialized_params,
+            definition_id=parent.definition_id,
+            created_at=self._clock.now(),
+        )
+        self._save(bound)
+        self._bound[key] = bound.function_id
+        return bound
+
+    def current_generation(self, function_id: str) -> int:
+        fn = self.find(function_id)
+        if fn is None:
+            return 0
+        return self.generation.get(self.definition_of(fn).function_id, 0)
+
+    # ---------------------------------------------------------------- classes
+    def create_class(self, app_id: str, existing_class_id: str, metadata: bytes) -> ClassRecord:
+        self._apps.get(app_id)
+        cls = self._store.get_class(existing_class_id) if existing_class_id else None
+        if cls is None or cls.app_id != app_id:
+            cls = ClassRecord(ids.new_id("class"), app_id)
+        cls.metadata = metadata
+        self._store.put_class(cls)
+        return cls
+
+    def name_classes(self, app_id: str, class_ids: dict[str, str]) -> None:
+        for tag, class_id in class_ids.items():
+            cls = self._store.get_class(class_id)
+            if cls is not None and cls.app_id == app_id and cls.tag != tag:
+                cls.tag = tag
+                self._store.put_class(cls)
+
+    def get_class(self, class_id: str) -> ClassRecord:
+        cls = self._store.get_class(class_id)
+        if cls is None:
+            raise NotFound(f"Class {class_id} not found")
+        return cls
+
+    def _save(self, fn: FunctionRecord) -> None:
+        self._cache[fn.function_id] = fn
+        self._store.put_function(fn)

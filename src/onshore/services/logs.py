@@ -1,0 +1,119 @@
+"""Container and build logs: an in-memory, bounded log per app, streamed live to followers."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from onshore.services.clock import Clock
+
+MAX_ENTRIES_PER_APP = 20_000
+
+
+@dataclass
+class LogEntry:
+    entry_id: int
+    task_id: str
+    function_id: str
+    fd: int
+    data: str
+    timestamp: float
+
+
+@dataclass
+class _AppLog:
+    entries: collections.deque[LogEntry] = field(
+        default_factory=lambda: collections.deque(maxlen=MAX_ENTRIES_PER_APP)
+    )
+    next_id: int = 1
+    done: bool = False
+    waiters: list[asyncio.Future[None]] = field(default_factory=list)
+
+    def notify(self) -> None:
+        waiters, self.waiters = self.waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
+
+
+class LogService:
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        self._apps: dict[str, _AppLog] = collections.defaultdict(_AppLog)
+
+    def append(self, app_id: str, task_id: str, function_id: str, fd: int, data: str) -> None:
+        log = self._apps[app_id]
+        log.entries.append(LogEntry(log.next_id, task_id, function_id, fd, data, self._clock.now()))
+        log.next_id += 1
+        log.notify()
+
+    def mark_done(self, app_id: str) -> None:
+        log = self._apps[app_id]
+        log.done = True
+        log.notify()
+
+    def reopen(self, app_id: str) -> None:
+        self._apps[app_id].done = False
+
+    def is_done(self, app_id: str) -> bool:
+        return self._apps[app_id].done
+
+    def fetch(
+        self,
+        app_id: str,
+        since: float,
+        until: float,
+        limit: int,
+        *,
+        task_id: str = "",
+        function_id: str = "",
+        fd: int = 0,
+        search: str = "",
+    ) -> list[LogEntry]:
+        """The newest `limit` entries in [since, until) that match the filters, oldest first."""
+        found = [
+            e
+            for e in self._apps[app_id].entries
+            if since <= e.timestamp < until
+            and (not task_id or e.task_id == task_id)
+            and (not function_id or e.function_id == function_id)
+            and (not fd or e.fd == fd)
+            and (not search or search in e.data)
+        ]
+        return found[-limit:] if limit > 0 else found
+
+    async def follow(
+        self, app_id: str, last_entry_id: int, timeout: float, task_id: str = "", function_id: str = ""
+    ) -> AsyncIterator[list[LogEntry] | None]:
+        """Yields lists of new entries; yields None once when the app is done, then ends.
+
+        Ends without None when the timeout passes (the client reconnects with its last entry id).
+        """
+        log = self._apps[app_id]
+        deadline = self._clock.monotonic() + timeout
+        while True:
+            fresh = [
+                e
+                for e in log.entries
+                if e.entry_id > last_entry_id
+                and (not task_id or e.task_id == task_id)
+                and (not function_id or e.function_id == function_id)
+            ]
+            if fresh:
+                last_entry_id = fresh[-1].entry_id
+                yield fresh
+                continue
+            if log.done:
+                yield None
+                return
+            remaining = deadline - self._clock.monotonic()
+            if remaining <= 0:
+                return
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            log.waiters.append(fut)
+            try:
+                await asyncio.wait_for(fut, remaining)
+            except TimeoutError:
+                pass

@@ -1,0 +1,131 @@
+"""Mounts: content-addressed file uploads, and the host directories that put them under /root."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+from pathlib import Path
+
+from onshore import ids
+from onshore.errors import InvalidArgument, NotFound
+from onshore.models import Mount, MountFile
+from onshore.services.clock import Clock
+from onshore.store.base import MountStore
+
+_SHA_RE = re.compile(r"^[0-9a-f]{64}$")
+MAX_INLINE_FILE_BYTES = 64 * 1024**2
+CLIENT_MOUNT_PREFIX = "modal-client-mount-"
+
+
+class MountService:
+    def __init__(self, store: MountStore, files_root: Path, workdirs_root: Path, clock: Clock) -> None:
+        self._store = store
+        self._files = files_root
+        self._workdirs = workdirs_root
+        self._files.mkdir(parents=True, exist_ok=True)
+        self._workdirs.mkdir(parents=True, exist_ok=True)
+        self._clock = clock
+        self._client_mounts: dict[str, Mount] = {}
+
+    def _file_path(self, sha256_hex: str) -> Path:
+        return self._files / sha256_hex[:2] / sha256_hex
+
+    def missing(self, hashes: list[str]) -> list[str]:
+        for h in hashes:
+            if not _SHA_RE.match(h):
+                raise InvalidArgument(f"Not a sha256 hex digest: {h!r}")
+        return [h for h in hashes if not self._file_path(h).exists()]
+
+    def put_file(self, sha256_hex: str, data: bytes) -> None:
+        if not _SHA_RE.match(sha256_hex):
+            raise InvalidArgument(f"Not a sha256 hex digest: {sha256_hex!r}")
+        if hashlib.sha256(data).hexdigest() != sha256_hex:
+            raise InvalidArgument(f"File content does not match its sha256 {sha256_hex}")
+        path = self._file_path(sha256_hex)
+        if path.exists():
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+
+    def client_mount(self, deployment_name: str) -> Mount:
+        """The mount that stands for the client package; the container environment provides it."""
+        mount = self._client_mounts.get(deployment_name)
+        if mount is None:
+            version = deployment_name[len(CLIENT_MOUNT_PREFIX) :]
+            mount = Mount(
+                ids.new_id("mount"), [], self._clock.now(), deployment_name=deployment_name, kind="client",
+                client_version=version,
+            )
+            self._store.put_mount(mount)
+            self._client_mounts[deployment_name] = mount
+        return mount
+
+    def create(self, files: list[MountFile], app_id: str, deployment_name: str = "", namespace: int = 0) -> Mount:
+        for f in files:
+            if not f.filename.startswith("/"):
+                raise InvalidArgument(f"Mount paths must be absolute: {f.filename!r}")
+            if ".." in Path(f.filename).parts:
+                raise InvalidArgument(f"Mount paths may not contain '..': {f.filename!r}")
+        absent = self.missing([f.sha256_hex for f in files])
+        if absent:
+            raise NotFound(f"Mount files were never uploaded: {', '.join(absent[:5])}")
+        mount = Mount(ids.new_id("mount"), files, self._clock.now(), deployment_name, namespace, app_id)
+        self._store.put_mount(mount)
+        return mount
+
+    def get(self, mount_id: str) -> Mount:
+        mount = self._store.get_mount(mount_id)
+        if mount is None:
+            raise NotFound(f"Mount {mount_id} not found")
+        return mount
+
+    def checksum(self, mount: Mount) -> str:
+        h = hashlib.sha256()
+        for f in sorted(mount.files, key=lambda f: f.filename):
+            h.update(f"{f.filename}:{f.sha256_hex}:{f.mode}\n".encode())
+        return h.hexdigest()
+
+    def client_version(self, mount_ids: list[str]) -> str:
+        for mount_id in mount_ids:
+            mount = self.get(mount_id)
+            if mount.kind == "client":
+                return mount.client_version
+        return ""
+
+    def materialize(self, mount_ids: list[str]) -> Path:
+        """A host directory laid out as the container's filesystem root for these mounts (cached).
+
+        Returns the directory standing for /root. Files mounted elsewhere than /root are refused:
+        the process runtime has no filesystem isolation yet.
+        """
+        mounts = [self.get(m) for m in mount_ids]
+        key = hashlib.sha256("|".join(self.checksum(m) for m in mounts if m.kind != "client").encode()).hexdigest()
+        target = self._workdirs / key[:24]
+        root = target / "root"
+        if (target / ".ready").exists():
+            return root
+        tmp = self._workdirs / f"{key[:24]}.{os.getpid()}.{ids.new_secret()[-8:]}"
+        (tmp / "root").mkdir(parents=True)
+        for mount in mounts:
+            for f in mount.files:
+                parts = Path(f.filename).parts
+                if len(parts) < 2 or parts[1] != "root":
+                    shutil.rmtree(tmp, ignore_errors=True)
+                    raise InvalidArgument(
+                        f"File {f.filename} is mounted outside /root; the process runtime can only place "
+                        "files under /root (remote_path='/root/...') until container isolation lands"
+                    )
+                dest = tmp.joinpath(*parts[1:])
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(self._file_path(f.sha256_hex), dest)
+                os.chmod(dest, f.mode & 0o777 or 0o644)
+        try:
+            os.replace(tmp, target)
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)  # another start built it first
+        (target / ".ready").touch()
+        return root

@@ -1,0 +1,1 @@
+"""Persistence: narrow store protocols and their SQLite and in-memory implementations."""

@@ -1,0 +1,230 @@
+"""The SQLite store: WAL mode, numbered migrations, one JSON row per record."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from importlib import resources
+from pathlib import Path
+from typing import Any, TypeVar
+
+from onshore.models import (
+    App,
+    CallRecord,
+    ClassRecord,
+    DeploymentRecord,
+    FunctionRecord,
+    ImageRecord,
+    Mount,
+    Secret,
+    StoredInput,
+    OutputRecord,
+    Token,
+)
+from onshore.store.codec import decode, encode
+
+T = TypeVar("T")
+
+
+def _migrations() -> list[tuple[int, str]]:
+    folder = resources.files("onshore.store") / "migrations"
+    found = []
+    for entry in folder.iterdir():
+        name = entry.name
+        if name.endswith(".sql"):
+            found.append((int(name.split("_", 1)[0]), entry.read_text()))
+    return sorted(found)
+
+
+class SqliteStore:
+    """Implements every store protocol on one SQLite file."""
+
+    def __init__(self, path: Path | str) -> None:
+        self._conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._lock = threading.Lock()
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        # WAL with synchronous=NORMAL: commits are durable across a process crash; a power loss may lose
+        # the last few, never corrupt the file.
+        self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._conn.execute("PRAGMA busy_timeout=5000")
+        self._migrate()
+
+    def _migrate(self) -> None:
+        (current,) = self._conn.execute("PRAGMA user_version").fetchone()
+        for number, sql in _migrations():
+            if number <= current:
+                continue
+            with self._lock:
+                self._conn.execute("BEGIN")
+                try:
+                    for statement in sql.split(";"):
+                        if statement.strip():
+                            self._conn.execute(statement)
+                    self._conn.execute(f"PRAGMA user_version={number}")
+                    self._conn.execute("COMMIT")
+                except Exception:
+                    self._conn.execute("ROLLBACK")
+                    raise
+
+    @property
+    def schema_version(self) -> int:
+        return int(self._conn.execute("PRAGMA user_version").fetchone()[0])
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    # -- helpers
+    def _exec(self, sql: str, args: tuple[Any, ...] = ()) -> None:
+        with self._lock:
+            self._conn.execute(sql, args)
+
+    def _one(self, cls: type[T], sql: str, args: tuple[Any, ...]) -> T | None:
+        with self._lock:
+            row = self._conn.execute(sql, args).fetchone()
+        return decode(cls, row[0]) if row else None
+
+    def _many(self, cls: type[T], sql: str, args: tuple[Any, ...] = ()) -> list[T]:
+        with self._lock:
+            rows = self._conn.execute(sql, args).fetchall()
+        return [decode(cls, r[0]) for r in rows]
+
+    # -- apps
+    def put_app(self, app: App) -> None:
+        self._exec(
+            "INSERT OR REPLACE INTO apps (app_id, name, state, data) VALUES (?, ?, ?, ?)",
+            (app.app_id, app.name, app.state.value, encode(app)),
+        )
+
+    def get_app(self, app_id: str) -> App | None:
+        return self._one(App, "SELECT data FROM apps WHERE app_id = ?", (app_id,))
+
+    def list_apps(self) -> list[App]:
+        return self._many(App, "SELECT data FROM apps ORDER BY rowid")
+
+    def add_deployment(self, record: DeploymentRecord) -> None:
+        self._exec(
+            "INSERT OR REPLACE INTO deployments (app_id, version, data) VALUES (?, ?, ?)",
+            (record.app_id, record.version, encode(record)),
+        )
+
+    def list_deployments(self, app_id: str) -> list[DeploymentRecord]:
+        return self._many(
+            DeploymentRecord, "SELECT data FROM deployments WHERE app_id = ? ORDER BY version", (app_id,)
+        )
+
+    # -- functions and classes
+    def put_function(self, fn: FunctionRecord) -> None:
+        self._exec(
+            "INSERT OR REPLACE INTO functions (function_id, app_id, data) VALUES (?, ?, ?)",
+            (fn.function_id, fn.app_id, encode(fn)),
+        )
+
+    def get_function(self, function_id: str) -> FunctionRecord | None:
+        return self._one(FunctionRecord, "SELECT data FROM functions WHERE function_id = ?", (function_id,))
+
+    def list_functions(self, app_id: str) -> list[FunctionRecord]:
+        return self._many(FunctionRecord, "SELECT data FROM functions WHERE app_id = ? ORDER BY rowid", (app_id,))
+
+    def put_class(self, cls: ClassRecord) -> None:
+        self._exec(
+            "INSERT OR REPLACE INTO classes (class_id, app_id, data) VALUES (?, ?, ?)",
+            (cls.class_id, cls.app_id, encode(cls)),
+        )
+
+    def get_class(self, class_id: str) -> ClassRecord | None:
+        return self._one(ClassRecord, "SELECT data FROM classes WHERE class_id = ?", (class_id,))
+
+    # -- secrets
+    def put_secret(self, secret: Secret) -> None:
+        self._exec(
+            "INSERT OR REPLACE INTO secrets (secret_id, name, environment, data) VALUES (?, ?, ?, ?)",
+            (secret.secret_id, secret.name, secret.environment, encode(secret)),
+        )
+
+    def get_secret(self, secret_id: str) -> Secret | None:
+        return self._one(Secret, "SELECT data FROM secrets WHERE secret_id = ?", (secret_id,))
+
+    def find_secret(self, name: str, environment: str) -> Secret | None:
+        return self._one(
+            Secret, "SELECT data FROM secrets WHERE name = ? AND environment = ?", (name, environment)
+        )
+
+    def list_secrets(self, environment: str) -> list[Secret]:
+        return self._many(
+            Secret, "SELECT data FROM secrets WHERE environment = ? AND name != '' ORDER BY rowid", (environment,)
+        )
+
+    def delete_secret(self, secret_id: str) -> None:
+        self._exec("DELETE FROM secrets WHERE secret_id = ?", (secret_id,))
+
+    # -- tokens
+    def put_token(self, token: Token) -> None:
+        self._exec("INSERT OR REPLACE INTO tokens (token_id, data) VALUES (?, ?)", (token.token_id, encode(token)))
+
+    def get_token(self, token_id: str) -> Token | None:
+        return self._one(Token, "SELECT data FROM tokens WHERE token_id = ?", (token_id,))
+
+    def list_tokens(self) -> list[Token]:
+        return self._many(Token, "SELECT data FROM tokens ORDER BY rowid")
+
+    # -- mounts and images
+    def put_mount(self, mount: Mount) -> None:
+        self._exec("INSERT OR REPLACE INTO mounts (mount_id, data) VALUES (?, ?)", (mount.mount_id, encode(mount)))
+
+    def get_mount(self, mount_id: str) -> Mount | None:
+        return self._one(Mount, "SELECT data FROM mounts WHERE mount_id = ?", (mount_id,))
+
+    def put_image(self, image: ImageRecord) -> None:
+        self._exec(
+            "INSERT OR REPLACE INTO images (image_id, content_hash, data) VALUES (?, ?, ?)",
+            (image.image_id, image.content_hash, encode(image)),
+        )
+
+    def get_image(self, image_id: str) -> ImageRecord | None:
+        return self._one(ImageRecord, "SELECT data FROM images WHERE image_id = ?", (image_id,))
+
+    def find_image(self, content_hash: str) -> ImageRecord | None:
+        return self._one(ImageRecord, "SELECT data FROM images WHERE content_hash = ?", (content_hash,))
+
+    # -- spawned calls
+    def put_call(self, call: CallRecord) -> None:
+        self._exec(
+            "INSERT OR REPLACE INTO calls (function_call_id, data) VALUES (?, ?)",
+            (call.function_call_id, encode(call)),
+        )
+
+    def get_call(self, function_call_id: str) -> CallRecord | None:
+        return self._one(CallRecord, "SELECT data FROM calls WHERE function_call_id = ?", (function_call_id,))
+
+    def put_input(self, item: StoredInput) -> None:
+        self._exec(
+            "INSERT OR REPLACE INTO inputs (input_id, function_call_id, done, data) VALUES (?, ?, ?, ?)",
+            (item.input_id, item.function_call_id, int(item.done), encode(item)),
+        )
+
+    def mark_input_done(self, input_id: str) -> None:
+        self._exec("UPDATE inputs SET done = 1 WHERE input_id = ?", (input_id,))
+
+    def unfinished_inputs(self) -> list[StoredInput]:
+        return self._many(StoredInput, "SELECT data FROM inputs WHERE done = 0 ORDER BY rowid")
+
+    def inputs_for_call(self, function_call_id: str) -> list[StoredInput]:
+        return self._many(
+            StoredInput, "SELECT data FROM inputs WHERE function_call_id = ? ORDER BY rowid", (function_call_id,)
+        )
+
+    def put_output(self, output: OutputRecord) -> None:
+        with self._lock:
+            self._conn.execute("BEGIN")
+            self._conn.execute(
+                "INSERT OR REPLACE INTO outputs (input_id, function_call_id, data) VALUES (?, ?, ?)",
+                (output.input_id, output.function_call_id, encode(output)),
+            )
+            self._conn.execute("UPDATE inputs SET done = 1 WHERE input_id = ?", (output.input_id,))
+            self._conn.execute("COMMIT")
+
+    def outputs_for_call(self, function_call_id: str) -> list[OutputRecord]:
+        return self._many(
+            OutputRecord, "SELECT data FROM outputs WHERE function_call_id = ? ORDER BY rowid", (function_call_id,)
+        )
