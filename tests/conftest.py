@@ -1,0 +1,159 @@
+"""Shared fixtures: a real Onshore server in a subprocess on loopback, and helpers to drive the real client."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class ServerProcess:
+    """An `onshore server` subprocess with its own data dir; stop() ends it and every container it started."""
+
+    data_dir: Path
+    extra_args: list[str] = field(default_factory=list)
+    proc: subprocess.Popen[str] | None = None
+    url: str = ""
+    log_path: Path | None = None
+
+    def start(self, timeout: float = 30.0) -> ServerProcess:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = self.data_dir.parent / f"{self.data_dir.name}-server.log"
+        log = self.log_path.open("a")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "onshore.cli.main", "server", "--data-dir", str(self.data_dir), "--port", "0",
+             *self.extra_args],
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+            env=clean_env(),
+        )
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        line = ""
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if line or self.proc.poll() is not None:
+                break
+        if "ready at" not in line:
+            self.stop()
+            raise RuntimeError(f"server did not start: {line!r}; log: {self.log_text()[-3000:]}")
+        self.url = line.strip().rsplit(" ", 1)[1]
+        return self
+
+    def log_text(self) -> str:
+        return self.log_path.read_text() if self.log_path and self.log_path.exists() else ""
+
+    @property
+    def token(self) -> dict[str, str]:
+        data: dict[str, str] = json.loads((self.data_dir / "token.json").read_text())
+        return data
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = clean_env()
+        env.update(
+            MODAL_SERVER_URL=self.url,
+            MODAL_TOKEN_ID=self.token["token_id"],
+            MODAL_TOKEN_SECRET=self.token["token_secret"],
+        )
+        env.update(extra)
+        return env
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        if self.proc.stdout:
+            self.proc.stdout.close()
+        return self.proc.returncode
+
+
+def clean_env() -> dict[str, str]:
+    """The test process's environment without any MODAL_* settings of its own."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODAL_")}
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+@dataclass
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+
+def run_modal(server: ServerProcess, *args: str, cwd: Path | None = None, timeout: float = 120.0,
+              env: dict[str, str] | None = None) -> Result:
+    """Run the real `modal` CLI against the server."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "modal", *args],
+        cwd=cwd,
+        env=env or server.env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+def run_python(server: ServerProcess, script: Path, *args: str, cwd: Path | None = None, timeout: float = 120.0,
+               env: dict[str, str] | None = None) -> Result:
+    """Run a Python script that uses the real client's Python API against the server."""
+    proc = subprocess.run(
+        [sys.executable, str(script), *args],
+        cwd=cwd or script.parent,
+        env=env or server.env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+def write_app(directory: Path, name: str, source: str) -> Path:
+    """Write a dedented app file and return its path."""
+    path = directory / name
+    path.write_text(textwrap.dedent(source).lstrip())
+    return path
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One server shared by the tests of a session that do not need a server of their own."""
+    proc = ServerProcess(tmp_path_factory.mktemp("onshore") / "data").start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+@pytest.fixture
+def fresh_server(tmp_path: Path) -> Iterator[ServerProcess]:
+    """A server of the test's own (for restarts, auth changes, or settings)."""
+    proc = ServerProcess(tmp_path / "data")
+    try:
+        yield proc
+    finally:
+        proc.stop()
