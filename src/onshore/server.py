@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import socket
+from collections.abc import Iterator
 from typing import Any
 
 import uvicorn
@@ -46,6 +47,14 @@ from onshore.services.tokens import TokenService
 from onshore.store.sqlite import SqliteStore
 
 log = logging.getLogger("onshore.server")
+
+
+class _HttpServer(uvicorn.Server):
+    """uvicorn without its own signal handlers: the server process owns SIGTERM and SIGINT."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
 
 
 def _free_port(host: str) -> int:
@@ -111,7 +120,7 @@ class OnshoreServer:
         ]
         self.router = Router(handlers, Authenticator(self.tokens, self.containers))
         self._grpc: GrpcServer | None = None
-        self._http: uvicorn.Server | None = None
+        self._http: _HttpServer | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._stopped = asyncio.Event()
 
@@ -144,8 +153,7 @@ class OnshoreServer:
             lifespan="off",
             access_log=False,
         )
-        self._http = uvicorn.Server(http_config)
-        self._http.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        self._http = _HttpServer(http_config)
         self._tasks = [
             asyncio.create_task(self._http.serve()),
             asyncio.create_task(self.autoscaler.run()),

@@ -71,7 +71,9 @@ class AppHandlers:
         state = _PROTO_TO_STATE.get(req.app_state, AppState.EPHEMERAL)
         app = self._apps.create(req.description, state, req.environment_name, who.client_version)
         return api_pb2.AppCreateResponse(
-            app_id=app.app_id, app_page_url=self._page(app.app_id), app_logs_url=f"{self._url}/logs/{app.app_id}"
+            app_id=app.app_id,
+            app_page_url=self._page(app.app_id),
+            app_logs_url=f"{self._url}/logs/{app.app_id}",
         )
 
     async def AppGetOrCreate(self, req: Any, who: Principal) -> Any:
@@ -84,7 +86,9 @@ class AppHandlers:
                 from onshore.errors import NotFound
 
                 raise NotFound(f"App '{req.app_name}' not found")
-            app = self._apps.create(req.app_name, AppState.INITIALIZING, req.environment_name, who.client_version)
+            app = self._apps.create(
+                req.app_name, AppState.INITIALIZING, req.environment_name, who.client_version
+            )
             self._apps.publish(
                 app.app_id,
                 name=req.app_name,
@@ -139,7 +143,7 @@ class AppHandlers:
             return api_pb2.AppGetByDeploymentNameResponse(
                 app_id=app.app_id, environment_name=env, lifecycle=lifecycle(app)
             )
-        stopped = [a for a in self._apps.list(env) if a.name == req.name]
+        stopped = [a for a in self._apps.all_apps(env) if a.name == req.name]
         if stopped:
             last = stopped[-1]
             return api_pb2.AppGetByDeploymentNameResponse(
@@ -167,7 +171,7 @@ class AppHandlers:
 
     async def AppList(self, req: Any, who: Principal) -> Any:
         resp = api_pb2.AppListResponse()
-        for app in self._apps.list(req.environment_name or "main"):
+        for app in self._apps.all_apps(req.environment_name or "main"):
             resp.apps.add(
                 app_id=app.app_id,
                 description=app.name or app.description,

@@ -82,7 +82,7 @@ class Authenticator:
         if rpc in _PUBLIC_RPCS:
             return Principal("anonymous", client_version=version)
         raise errors.Unauthenticated(
-            "No credentials: set MODAL_TOKEN_ID and MODAL_TOKEN_SECRET (run `eval \"$(onshore env)\"`)"
+            'No credentials: set MODAL_TOKEN_ID and MODAL_TOKEN_SECRET (run `eval "$(onshore env)"`)'
         )
 
 
@@ -180,12 +180,13 @@ class _translate_errors:
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
         if exc is None or isinstance(exc, GRPCError | asyncio.CancelledError):
-            return False
+            return
         if isinstance(exc, errors.OnshoreError):
             raise GRPCError(status_for(exc), str(exc)) from None
         if isinstance(exc, Exception):
-            log.exception("%s failed", self._name)
-            raise GRPCError(Status.INTERNAL, f"Onshore server error in {self._name}: {type(exc).__name__}") from None
-        return False
+            log.error("%s failed", self._name, exc_info=exc)
+            raise GRPCError(
+                Status.INTERNAL, f"Onshore server error in {self._name}: {type(exc).__name__}"
+            ) from None

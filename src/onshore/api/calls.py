@@ -32,7 +32,7 @@ def output_item(o: OutputRecord) -> Any:
         result=api_pb2.GenericResult.FromString(o.result),
         idx=o.idx,
         input_id=o.input_id,
-        data_format=o.data_format,
+        data_format=_enum(o.data_format),
         task_id=o.task_id,
         input_started_at=o.input_started_at,
         output_created_at=o.output_created_at,
@@ -92,7 +92,9 @@ class CallHandlers:
         if req.function_id and req.function_id != call.function_id:
             raise InvalidArgument(f"Function call {call.function_call_id} is not a call of {req.function_id}")
         self._calls.validate_new_inputs(len(req.inputs))
-        items = self._calls.add_inputs(call, [(i.idx, bytes(i.input.SerializeToString())) for i in req.inputs])
+        items = self._calls.add_inputs(
+            call, [(i.idx, bytes(i.input.SerializeToString())) for i in req.inputs]
+        )
         resp = api_pb2.FunctionPutInputsResponse()
         for item in items:
             resp.inputs.add(idx=item.idx, input_id=item.input_id, input_jwt=_input_jwt(item))
@@ -138,3 +140,8 @@ class CallHandlers:
         call = self._call(req.function_call_id, who)
         async for chunk in self._calls.iter_data_out(call, int(req.last_index)):
             yield api_pb2.DataChunk.FromString(chunk)
+
+
+def _enum(value: int) -> Any:
+    """A stored enum number, typed as the protobuf enum it came from."""
+    return value

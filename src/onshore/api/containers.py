@@ -61,7 +61,9 @@ class ContainerHandlers:
         items = await self._calls.next_inputs(task.task_id, task.function_id, batch)
         if items and batch > len(items) and req.batch_linger_ms:
             await asyncio.sleep(req.batch_linger_ms / 1000)
-            items += await self._calls.next_inputs(task.task_id, task.function_id, batch - len(items), wait=False)
+            items += await self._calls.next_inputs(
+                task.task_id, task.function_id, batch - len(items), wait=False
+            )
         for item in items:
             task.inputs_served += 1
             entry = resp.inputs.add(
@@ -100,7 +102,9 @@ class ContainerHandlers:
         task = _task(who)
         call = self._calls.get_call(req.function_call_id)
         self._calls.check_call_access(call, task.task_id)
-        self._calls.put_data_out(call, [(int(c.index), bytes(c.SerializeToString())) for c in req.data_chunks])
+        self._calls.put_data_out(
+            call, [(int(c.index), bytes(c.SerializeToString())) for c in req.data_chunks]
+        )
         return empty_pb2.Empty()
 
     async def TaskResult(self, req: Any, who: Principal) -> Any:

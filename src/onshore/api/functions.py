@@ -27,7 +27,9 @@ class FunctionHandlers:
         fn = self._functions.precreate(
             req.app_id, req.function_name, req.existing_function_id, bytes(req.SerializeToString())
         )
-        return api_pb2.FunctionPrecreateResponse(function_id=fn.function_id, handle_metadata=self._metadata(fn.function_id))
+        return api_pb2.FunctionPrecreateResponse(
+            function_id=fn.function_id, handle_metadata=self._metadata(fn.function_id)
+        )
 
     async def FunctionCreate(self, req: Any, who: Principal) -> Any:
         who.require_app(req.app_id)
@@ -35,7 +37,9 @@ class FunctionHandlers:
             definition = req.function
         elif req.HasField("function_data") and req.function_data.ranked_functions:
             if len(req.function_data.ranked_functions) > 1:
-                raise InvalidArgument("GPU fallback lists are not supported yet; GPUs come with the scaling feature")
+                raise InvalidArgument(
+                    "GPU fallback lists are not supported yet; GPUs come with the scaling feature"
+                )
             definition = req.function_data.ranked_functions[0].function
         else:
             raise InvalidArgument("FunctionCreate needs a function definition")
@@ -62,10 +66,14 @@ class FunctionHandlers:
         who.require_app(parent.app_id)
         if req.HasField("function_options") and req.function_options.ListFields():
             options = req.function_options
-            unsupported = [f.name for f, _ in options.ListFields() if f.name not in ("replace_volume_mounts",)]
+            unsupported = [
+                f.name for f, _ in options.ListFields() if f.name not in ("replace_volume_mounts",)
+            ]
             if unsupported:
                 raise InvalidArgument(
-                    "Cls.with_options(...) is not supported yet (options given: " + ", ".join(unsupported) + ")"
+                    "Cls.with_options(...) is not supported yet (options given: "
+                    + ", ".join(unsupported)
+                    + ")"
                 )
         bound = self._functions.bind_params(req.function_id, bytes(req.serialized_params))
         return api_pb2.FunctionBindParamsResponse(
@@ -77,7 +85,9 @@ class FunctionHandlers:
         if who.task is not None and fn.app_id != who.task.app_id:
             raise PermissionDenied("A container can only look up functions of its own app")
         base = self._functions.definition_of(fn)
-        resp = api_pb2.FunctionGetResponse(function_id=fn.function_id, handle_metadata=self._metadata(fn.function_id))
+        resp = api_pb2.FunctionGetResponse(
+            function_id=fn.function_id, handle_metadata=self._metadata(fn.function_id)
+        )
         if base.definition:
             resp.function.CopyFrom(function_data(base.definition))
         return resp
@@ -94,7 +104,9 @@ class FunctionHandlers:
     async def ClassCreate(self, req: Any, who: Principal) -> Any:
         who.require_app(req.app_id)
         cls = self._functions.create_class(req.app_id, req.existing_class_id, bytes(req.SerializeToString()))
-        return api_pb2.ClassCreateResponse(class_id=cls.class_id, handle_metadata=api_pb2.ClassHandleMetadata())
+        return api_pb2.ClassCreateResponse(
+            class_id=cls.class_id, handle_metadata=api_pb2.ClassHandleMetadata()
+        )
 
     async def ClassGet(self, req: Any, who: Principal) -> Any:
         cls = self._functions.class_by_name(req.app_name, req.object_tag, req.environment_name)

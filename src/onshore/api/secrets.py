@@ -31,7 +31,10 @@ class SecretHandlers:
                 raise PermissionDenied("Containers cannot create named secrets")
             overwrite = kind == api_pb2.OBJECT_CREATION_TYPE_CREATE_OVERWRITE_IF_EXISTS
             secret = self._secrets.create_named(req.deployment_name, dict(req.env_dict), env, overwrite)
-        elif kind in (api_pb2.OBJECT_CREATION_TYPE_UNSPECIFIED, api_pb2.OBJECT_CREATION_TYPE_CREATE_IF_MISSING):
+        elif kind in (
+            api_pb2.OBJECT_CREATION_TYPE_UNSPECIFIED,
+            api_pb2.OBJECT_CREATION_TYPE_CREATE_IF_MISSING,
+        ):
             if not req.deployment_name:
                 raise InvalidArgument("Secret lookup needs a name")
             if kind == api_pb2.OBJECT_CREATION_TYPE_CREATE_IF_MISSING:

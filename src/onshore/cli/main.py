@@ -51,7 +51,9 @@ def cmd_env(args: argparse.Namespace) -> int:
     server = data.read_json(data.server_file)
     token = data.read_json(data.token_file)
     if token is None:
-        print(f"No Onshore token in {data.root}: start a server there first (`onshore server`)", file=sys.stderr)
+        print(
+            f"No Onshore token in {data.root}: start a server there first (`onshore server`)", file=sys.stderr
+        )
         return 1
     url = server["url"] if server else f"http://127.0.0.1:{DEFAULT_PORT}"
     print(f"export MODAL_SERVER_URL={url}")
@@ -61,7 +63,9 @@ def cmd_env(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="onshore", description="A self-hosted backend for the Modal client.")
+    parser = argparse.ArgumentParser(
+        prog="onshore", description="A self-hosted backend for the Modal client."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     def add_data_dir(p: argparse.ArgumentParser) -> None:

@@ -102,7 +102,9 @@ class Autoscaler:
         tasks = self._containers.for_function(function_id)
         if target is None:
             for t in tasks:
-                asyncio.get_running_loop().create_task(self._containers.stop(t.task_id, "its function is gone"))
+                asyncio.get_running_loop().create_task(
+                    self._containers.stop(t.task_id, "its function is gone")
+                )
             return
         sample = self.sample(function_id, target.spec)
         desired = desired_containers(sample, target.spec)

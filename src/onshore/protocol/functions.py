@@ -30,7 +30,9 @@ def spec_from_definition(fn: Any) -> FunctionSpec:
         min_containers=int(auto.min_containers or fn.warm_pool_size),
         max_containers=int(auto.max_containers or fn.concurrency_limit),
         buffer_containers=int(auto.buffer_containers or fn._experimental_buffer_containers),
-        scaledown_window=float(auto.scaledown_window or fn.task_idle_timeout_secs or DEFAULT_SCALEDOWN_WINDOW),
+        scaledown_window=float(
+            auto.scaledown_window or fn.task_idle_timeout_secs or DEFAULT_SCALEDOWN_WINDOW
+        ),
         max_concurrent_inputs=concurrency,
         max_inputs=max_inputs,
         secret_ids=list(fn.secret_ids),
@@ -63,7 +65,9 @@ def refusals(fn: Any) -> list[str]:
     if fn._experimental_group_size > 0 or fn.i6pn_enabled:
         out.append("clustered functions (i6pn) are not supported")
     if fn.resources.memory_mb_max or fn.resources.milli_cpu_max:
-        out.append("hard memory/CPU limits ((request, limit) tuples) are not enforced yet; use a plain request")
+        out.append(
+            "hard memory/CPU limits ((request, limit) tuples) are not enforced yet; use a plain request"
+        )
     if fn.block_network:
         out.append("block_network=True is not enforced yet")
     if fn.proxy_id:
@@ -78,13 +82,10 @@ def refusals(fn: Any) -> list[str]:
 
 def handle_metadata(record: FunctionRecord, base: FunctionRecord) -> Any:
     """FunctionHandleMetadata for a function (or a function bound to class parameters)."""
-    if base.definition:
-        fn = api_pb2.Function.FromString(base.definition)
-        source = fn
-    else:
-        pre = api_pb2.FunctionPrecreateRequest.FromString(base.precreate) if base.precreate else None
-        fn = None
-        source = pre
+    fn: Any = api_pb2.Function.FromString(base.definition) if base.definition else None
+    source: Any = fn
+    if source is None and base.precreate:
+        source = api_pb2.FunctionPrecreateRequest.FromString(base.precreate)
     meta = api_pb2.FunctionHandleMetadata(
         function_name=base.spec.tag if not source else source.function_name,
         definition_id=base.definition_id,

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from modal_proto import api_pb2
 
 
 def make_result(status: int, message: str) -> bytes:
-    result = api_pb2.GenericResult(status=status, exception=message, traceback=message)
+    result = api_pb2.GenericResult(status=_status(status), exception=message, traceback=message)
     return bytes(result.SerializeToString())
 
 
 def result_status(serialized: bytes) -> int:
     return int(api_pb2.GenericResult.FromString(serialized).status)
+
+
+def _status(value: int) -> Any:
+    return value

@@ -47,7 +47,7 @@ class AppService:
                 return app
         return None
 
-    def list(self, environment: str | None = None) -> list[App]:
+    def all_apps(self, environment: str | None = None) -> list[App]:
         apps = sorted(self._apps.values(), key=lambda a: a.created_at)
         return [a for a in apps if environment is None or a.environment == environment]
 

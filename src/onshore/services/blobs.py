@@ -40,7 +40,7 @@ class BlobService:
 
     # ---------------------------------------------------------------- protocol
     def create(self, content_length: int) -> tuple[str, str | None, tuple[int, list[str], str] | None]:
-        """A new blob id with either an upload URL or a multipart plan (part size, part URLs, completion URL)."""
+        """A new blob id with an upload URL, or a multipart plan (part size, part URLs, completion URL)."""
         if content_length < 0 or content_length > MAX_BLOB_BYTES:
             raise InvalidArgument(f"Blob size {content_length} is outside 0..{MAX_BLOB_BYTES} bytes")
         blob_id = ids.new_id("blob")

@@ -186,7 +186,9 @@ class CallService:
         self._calls[call.function_call_id] = call
         if persistent:
             self._store.put_call(
-                CallRecord(call.function_call_id, function_id, app_id, invocation_type, call.created_at, call_type)
+                CallRecord(
+                    call.function_call_id, function_id, app_id, invocation_type, call.created_at, call_type
+                )
             )
         return call
 
@@ -313,7 +315,9 @@ class CallService:
                 queue = self._queues.get(call.function_id)
                 if queue is not None and item in queue.pending:
                     queue.pending.remove(item)
-            self._finish(item, STATUS_TERMINATED, self._make_result(STATUS_TERMINATED, "Function call was cancelled"))
+            self._finish(
+                item, STATUS_TERMINATED, self._make_result(STATUS_TERMINATED, "Function call was cancelled")
+            )
 
     # ---------------------------------------------------------------- container side
     async def next_inputs(
@@ -480,7 +484,9 @@ class CallService:
         call.data_out.sort(key=lambda c: c[0])
         call.notify()
 
-    async def iter_data_out(self, call: CallState, last_index: int, wait: float = 50.0) -> AsyncIterator[bytes]:
+    async def iter_data_out(
+        self, call: CallState, last_index: int, wait: float = 50.0
+    ) -> AsyncIterator[bytes]:
         """Data chunks with an index above last_index; ends after `wait` seconds without new data.
 
         The client reconnects with its last index, and closes the stream once it has every item.
@@ -529,7 +535,7 @@ class CallService:
                 requeued += 1
             else:
                 item.retry_count = 10**6
-                msg = "The server restarted and this call's app is no longer running, so the call was not run again"
+                msg = "The server restarted and this call's app no longer runs, so the call was not run again"
                 self._finish(item, STATUS_TERMINATED, self._make_result(STATUS_TERMINATED, msg))
                 failed += 1
         for function_id in list(self._queues):

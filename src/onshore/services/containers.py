@@ -106,7 +106,9 @@ class ContainerService:
 
     # ---------------------------------------------------------------- queries
     def for_function(self, function_id: str) -> list[Task]:
-        return [t for t in self.tasks.values() if t.function_id == function_id and t.state != TaskState.STOPPING]
+        return [
+            t for t in self.tasks.values() if t.function_id == function_id and t.state != TaskState.STOPPING
+        ]
 
     def for_app(self, app_id: str) -> list[Task]:
         return [t for t in self.tasks.values() if t.app_id == app_id]
@@ -199,7 +201,9 @@ class ContainerService:
         asyncio.get_running_loop().create_task(self.stop(task_id, reason, grace=0))
 
     async def stop_app(self, app_id: str, reason: str) -> None:
-        await asyncio.gather(*(self.stop(t.task_id, reason) for t in self.for_app(app_id)), return_exceptions=True)
+        await asyncio.gather(
+            *(self.stop(t.task_id, reason) for t in self.for_app(app_id)), return_exceptions=True
+        )
 
     async def stop_function(self, function_id: str, reason: str) -> None:
         targets = [t.task_id for t in self.tasks.values() if t.function_id == function_id]
@@ -238,7 +242,9 @@ class ContainerService:
         failed = self._calls.fail_task_inputs(task_id, STATUS_FAILURE, message)
         if failed or (not expected and rc != 0):
             log.warning("container %s %s (%d inputs in flight)", task_id, how, failed)
-            self._logs.append(task.app_id, task_id, task.function_id, FD_INFO, f"Container {task_id} {how}{reason}\n")
+            self._logs.append(
+                task.app_id, task_id, task.function_id, FD_INFO, f"Container {task_id} {how}{reason}\n"
+            )
         else:
             log.info("container %s %s", task_id, how)
         if not expected and not reached_inputs:

@@ -75,7 +75,7 @@ class FunctionService:
 
     def load_live(self) -> None:
         """Warm the cache with the functions of live apps (after a restart)."""
-        for app in self._apps.list():
+        for app in self._apps.all_apps():
             if app.state in LIVE_APP_STATES:
                 for fn in self._store.list_functions(app.app_id):
                     self._cache[fn.function_id] = fn

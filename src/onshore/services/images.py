@@ -77,7 +77,9 @@ class ImageService:
         if layer.base_image_ids:
             extra = [c for c in layer.dockerfile_commands if c.strip() != "FROM base"]
             shown = "; ".join(extra[:3]) or "a layer on top of another image"
-            return f"This image adds layers to its base ({shown}): {later}. Only the default image runs today."
+            return (
+                f"This image adds layers to its base ({shown}): {later}. Only the default image runs today."
+            )
         if layer.has_build_function:
             return f"Image.run_function is not supported: {later}."
         if layer.context_files:
@@ -92,8 +94,8 @@ class ImageService:
         if wanted != sys.version_info[:2]:
             have = f"{sys.version_info[0]}.{sys.version_info[1]}"
             return (
-                f"The image asks for Python {wanted[0]}.{wanted[1]}, but the process runtime runs containers on "
-                f"the server's Python {have}; use python_version='{have}' (other versions come with the "
+                f"The image asks for Python {wanted[0]}.{wanted[1]}, but the process runtime runs containers "
+                f"on the server's Python {have}; use python_version='{have}' (other versions come with the "
                 "images feature)."
             )
         for command in commands[1:]:

@@ -57,14 +57,20 @@ class MountService:
         if mount is None:
             version = deployment_name[len(CLIENT_MOUNT_PREFIX) :]
             mount = Mount(
-                ids.new_id("mount"), [], self._clock.now(), deployment_name=deployment_name, kind="client",
+                ids.new_id("mount"),
+                [],
+                self._clock.now(),
+                deployment_name=deployment_name,
+                kind="client",
                 client_version=version,
             )
             self._store.put_mount(mount)
             self._client_mounts[deployment_name] = mount
         return mount
 
-    def create(self, files: list[MountFile], app_id: str, deployment_name: str = "", namespace: int = 0) -> Mount:
+    def create(
+        self, files: list[MountFile], app_id: str, deployment_name: str = "", namespace: int = 0
+    ) -> Mount:
         for f in files:
             if not f.filename.startswith("/"):
                 raise InvalidArgument(f"Mount paths must be absolute: {f.filename!r}")
@@ -103,7 +109,9 @@ class MountService:
         the process runtime has no filesystem isolation yet.
         """
         mounts = [self.get(m) for m in mount_ids]
-        key = hashlib.sha256("|".join(self.checksum(m) for m in mounts if m.kind != "client").encode()).hexdigest()
+        key = hashlib.sha256(
+            "|".join(self.checksum(m) for m in mounts if m.kind != "client").encode()
+        ).hexdigest()
         target = self._workdirs / key[:24]
         root = target / "root"
         if (target / ".ready").exists():

@@ -28,7 +28,9 @@ class SecretService:
 
     def create_anonymous(self, app_id: str, env: dict[str, str], environment: str) -> Secret:
         _check_env(env)
-        secret = Secret(ids.new_id("secret"), dict(env), self._clock.now(), app_id=app_id, environment=environment)
+        secret = Secret(
+            ids.new_id("secret"), dict(env), self._clock.now(), app_id=app_id, environment=environment
+        )
         self._store.put_secret(secret)
         return secret
 
@@ -43,7 +45,9 @@ class SecretService:
             existing.env = dict(env)
             self._store.put_secret(existing)
             return existing
-        secret = Secret(ids.new_id("secret"), dict(env), self._clock.now(), name=name, environment=environment)
+        secret = Secret(
+            ids.new_id("secret"), dict(env), self._clock.now(), name=name, environment=environment
+        )
         self._store.put_secret(secret)
         return secret
 

@@ -12,9 +12,9 @@ from onshore.models import (
     FunctionRecord,
     ImageRecord,
     Mount,
+    OutputRecord,
     Secret,
     StoredInput,
-    OutputRecord,
     Token,
 )
 

@@ -16,9 +16,9 @@ from onshore.models import (
     FunctionRecord,
     ImageRecord,
     Mount,
+    OutputRecord,
     Secret,
     StoredInput,
-    OutputRecord,
     Token,
 )
 from onshore.store.codec import decode, encode
@@ -124,7 +124,9 @@ class SqliteStore:
         return self._one(FunctionRecord, "SELECT data FROM functions WHERE function_id = ?", (function_id,))
 
     def list_functions(self, app_id: str) -> list[FunctionRecord]:
-        return self._many(FunctionRecord, "SELECT data FROM functions WHERE app_id = ? ORDER BY rowid", (app_id,))
+        return self._many(
+            FunctionRecord, "SELECT data FROM functions WHERE app_id = ? ORDER BY rowid", (app_id,)
+        )
 
     def put_class(self, cls: ClassRecord) -> None:
         self._exec(
@@ -152,7 +154,9 @@ class SqliteStore:
 
     def list_secrets(self, environment: str) -> list[Secret]:
         return self._many(
-            Secret, "SELECT data FROM secrets WHERE environment = ? AND name != '' ORDER BY rowid", (environment,)
+            Secret,
+            "SELECT data FROM secrets WHERE environment = ? AND name != '' ORDER BY rowid",
+            (environment,),
         )
 
     def delete_secret(self, secret_id: str) -> None:
@@ -160,7 +164,9 @@ class SqliteStore:
 
     # -- tokens
     def put_token(self, token: Token) -> None:
-        self._exec("INSERT OR REPLACE INTO tokens (token_id, data) VALUES (?, ?)", (token.token_id, encode(token)))
+        self._exec(
+            "INSERT OR REPLACE INTO tokens (token_id, data) VALUES (?, ?)", (token.token_id, encode(token))
+        )
 
     def get_token(self, token_id: str) -> Token | None:
         return self._one(Token, "SELECT data FROM tokens WHERE token_id = ?", (token_id,))
@@ -170,7 +176,9 @@ class SqliteStore:
 
     # -- mounts and images
     def put_mount(self, mount: Mount) -> None:
-        self._exec("INSERT OR REPLACE INTO mounts (mount_id, data) VALUES (?, ?)", (mount.mount_id, encode(mount)))
+        self._exec(
+            "INSERT OR REPLACE INTO mounts (mount_id, data) VALUES (?, ?)", (mount.mount_id, encode(mount))
+        )
 
     def get_mount(self, mount_id: str) -> Mount | None:
         return self._one(Mount, "SELECT data FROM mounts WHERE mount_id = ?", (mount_id,))
@@ -211,7 +219,9 @@ class SqliteStore:
 
     def inputs_for_call(self, function_call_id: str) -> list[StoredInput]:
         return self._many(
-            StoredInput, "SELECT data FROM inputs WHERE function_call_id = ? ORDER BY rowid", (function_call_id,)
+            StoredInput,
+            "SELECT data FROM inputs WHERE function_call_id = ? ORDER BY rowid",
+            (function_call_id,),
         )
 
     def put_output(self, output: OutputRecord) -> None:
@@ -226,5 +236,7 @@ class SqliteStore:
 
     def outputs_for_call(self, function_call_id: str) -> list[OutputRecord]:
         return self._many(
-            OutputRecord, "SELECT data FROM outputs WHERE function_call_id = ? ORDER BY rowid", (function_call_id,)
+            OutputRecord,
+            "SELECT data FROM outputs WHERE function_call_id = ? ORDER BY rowid",
+            (function_call_id,),
         )
