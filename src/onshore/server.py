@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import uvicorn
-from grpclib.server import Server as GrpcServer
+from onshore.api.transport import CoalescingServer as GrpcServer
 
 from onshore.api.apps import AppHandlers
 from onshore.api.base import Authenticator, Router
@@ -143,6 +143,7 @@ class OnshoreServer:
             token, secret = created
             self.data.write_json(self.data.token_file, {"token_id": token.token_id, "token_secret": secret})
         self._restore()
+        self.runtime.warm_up()
         self._grpc = GrpcServer([self.router])
         await self._grpc.start(self.config.host, self.port)
         http_config = uvicorn.Config(

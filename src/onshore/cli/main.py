@@ -1,4 +1,4 @@
-"""`onshore`: run the server, point the modal client at it, and manage tokens."""
+"""`onshore`: the argument parser and the dispatch to each command."""
 
 from __future__ import annotations
 
@@ -7,17 +7,27 @@ import asyncio
 import logging
 import signal
 import sys
-from pathlib import Path
+from collections.abc import Callable
 
-from onshore.config import DEFAULT_PORT, DataDir, ServerConfig, default_data_dir
+from onshore.cli import client, embedded, status, tokens
+from onshore.cli.embedded import CliError
+from onshore.config import DEFAULT_PORT, DataDir, ServerConfig
 
 
-def _data_dir(args: argparse.Namespace) -> Path:
-    return Path(args.data_dir).expanduser() if args.data_dir else default_data_dir()
+def _data(args: argparse.Namespace) -> DataDir:
+    return embedded.resolve_data_dir(args.data_dir)
 
 
 def cmd_server(args: argparse.Namespace) -> int:
     from onshore.server import OnshoreServer
+
+    data = _data(args)
+    running = embedded.find_running(data)
+    if running is not None:
+        raise CliError(
+            f"An Onshore server already runs for {data.root} at {running.url} (pid {running.pid}); "
+            "stop it first (`onshore stop`) or pick another --data-dir"
+        )
 
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
@@ -25,7 +35,7 @@ def cmd_server(args: argparse.Namespace) -> int:
         stream=sys.stderr,
     )
     config = ServerConfig(
-        data_dir=_data_dir(args),
+        data_dir=data.root,
         host=args.host,
         port=args.port,
         http_port=args.http_port,
@@ -47,7 +57,7 @@ def cmd_server(args: argparse.Namespace) -> int:
 
 
 def cmd_env(args: argparse.Namespace) -> int:
-    data = DataDir(_data_dir(args))
+    data = _data(args)
     server = data.read_json(data.server_file)
     token = data.read_json(data.token_file)
     if token is None:
@@ -84,12 +94,81 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("env", help="print the MODAL_* variables that point the modal client at this server")
     add_data_dir(p)
     p.set_defaults(func=cmd_env)
+
+    for command, verb in (("run", "run"), ("deploy", "deploy"), ("serve", "serve")):
+        p = sub.add_parser(
+            command,
+            help=f"{verb} an app with `modal {command}`, starting a background server if none runs",
+            description=(
+                f"Start this data dir's Onshore server in the background if it is not running, then run "
+                f"`modal {command} FILE [ARGS...]` against it. Everything after the onshore options "
+                f"(--data-dir, which must come first) goes to `modal {command}` unchanged."
+            ),
+        )
+        add_data_dir(p)
+        p.add_argument(
+            "modal_args", nargs="*", metavar="FILE [ARGS...]", help=f"arguments of `modal {command}`"
+        )
+        p.set_defaults(func=_client_command(command))
+
+    p = sub.add_parser("stop", help="stop the background server of a data dir")
+    add_data_dir(p)
+    p.set_defaults(func=lambda a: embedded.cmd_stop(_data(a)))
+
+    p = sub.add_parser(
+        "status",
+        help="show whether the server runs, its apps and containers",
+        description=f"Exit code 0 when the server runs, {status.NOT_RUNNING_EXIT} when it does not.",
+    )
+    add_data_dir(p)
+    p.add_argument("--all", action="store_true", help="list every stopped app, not only the recent ones")
+    p.set_defaults(func=lambda a: status.cmd_status(_data(a), a.all))
+
+    p = sub.add_parser("token", help="create, list and revoke API tokens")
+    token_sub = p.add_subparsers(dest="token_command", required=True)
+    t = token_sub.add_parser("create", help="create a token and print its secret (shown only once)")
+    add_data_dir(t)
+    t.add_argument("--label", default="", help="a note to recognise the token by")
+    t.set_defaults(func=lambda a: tokens.cmd_create(_data(a), a.label))
+    t = token_sub.add_parser("list", help="list tokens: id, label, created, revoked")
+    add_data_dir(t)
+    t.set_defaults(func=lambda a: tokens.cmd_list(_data(a)))
+    t = token_sub.add_parser("revoke", help="revoke a token; the server refuses it within seconds")
+    add_data_dir(t)
+    t.add_argument("token_id")
+    t.set_defaults(func=lambda a: tokens.cmd_revoke(_data(a), a.token_id))
     return parser
 
 
+def _client_command(command: str) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        return client.cmd_client(command, _data(args), list(args.modal_args))
+
+    return run
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    """Parse argv; for run/deploy/serve only the leading onshore options are ours, the rest passes through."""
+    parser = build_parser()
+    if argv and argv[0] in client.CLIENT_COMMANDS:
+        ours, passthrough = client.split_args(argv[1:])
+        args = parser.parse_args([argv[0], *ours])
+        if not passthrough:
+            parser.parse_args([argv[0], "--help"])
+        args.modal_args = passthrough
+        return args
+    return parser.parse_args(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return int(args.func(args))
+    args = parse(sys.argv[1:] if argv is None else argv)
+    try:
+        return int(args.func(args))
+    except CliError as exc:
+        print(f"onshore: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":

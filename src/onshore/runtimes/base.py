@@ -39,6 +39,10 @@ class Runtime(Protocol):
     capabilities: Capabilities
 
     def bind(self, on_log: LogSink, on_exit: ExitSink) -> None: ...
+    def warm_up(self) -> None:
+        """Prepare ahead of the first container (e.g. start spare processes); may do nothing."""
+        ...
+
     async def start(self, spec: ContainerSpec) -> int:
         """Start the container; returns an id to show (a pid for the process runtime)."""
         ...

@@ -19,6 +19,9 @@ class FakeRuntime:
     def bind(self, on_log: LogSink, on_exit: ExitSink) -> None:
         self._on_log, self._on_exit = on_log, on_exit
 
+    def warm_up(self) -> None:
+        return None
+
     async def start(self, spec: ContainerSpec) -> int:
         self.started.append(spec)
         self._running[spec.task_id] = spec

@@ -1,13 +1,20 @@
-"""The process runtime: each container is a local subprocess running the client's container entrypoint."""
+"""The process runtime: each container is a local subprocess running the client's container entrypoint.
+
+To keep cold starts short, the runtime keeps a few pre-started processes that have already imported the
+client's container entrypoint (the slow part of a container's start) and wait on stdin. Starting a container
+hands one of them its settings; it then becomes that container, and a new spare is started behind it.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
-from dataclasses import dataclass
+import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from onshore.runtimes.base import FD_STDERR, FD_STDOUT, Capabilities, ContainerSpec, ExitSink, LogSink
@@ -18,22 +25,57 @@ log = logging.getLogger("onshore.runtime.process")
 # Variables a container inherits from the server's environment; everything else comes from the spec.
 _PASSTHROUGH = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "SSL_CERT_FILE", "TMPDIR", "OPENBLAS_CORETYPE")
 
+# The program of a spare process: import the entrypoint now, become a container when told to.
+_SPARE_PROGRAM = """
+import json, os, runpy, sys
+import modal._container_entrypoint
+# Only its imports stay cached: the module itself runs afresh as __main__ below.
+del sys.modules["modal._container_entrypoint"]
+line = sys.stdin.readline()
+if line:
+    spec = json.loads(line)
+    os.environ.update(spec["env"])
+    os.chdir(spec["cwd"])
+    sys.path[0] = spec["cwd"]
+    sys.argv = ["modal._container_entrypoint"]
+    runpy.run_module("modal._container_entrypoint", run_name="__main__", alter_sys=True)
+"""
+
+
+def _die_with_server() -> None:
+    """In the child before exec: get SIGKILL if the server process dies, so no container outlives it."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
+    except Exception:  # not Linux: containers are still stopped on a clean shutdown
+        pass
+
 
 @dataclass
 class _Proc:
     process: asyncio.subprocess.Process
-    readers: list[asyncio.Task[None]]
+    task_id: str = ""
+    readers: list[asyncio.Task[None]] = field(default_factory=list)
     waiter: asyncio.Task[None] | None = None
 
 
 class ProcessRuntime:
     name = "process"
 
-    def __init__(self, state_dir: Path, envs: ClientEnvironments, max_containers: int) -> None:
+    def __init__(
+        self, state_dir: Path, envs: ClientEnvironments, max_containers: int, spares: int = 2
+    ) -> None:
         self.capabilities = Capabilities(max_containers=max_containers)
         self._state_dir = state_dir
         self._state_dir.mkdir(parents=True, exist_ok=True)
         self._envs = envs
+        self._spares_wanted = spares
+        self._spares: list[_Proc] = []
+        self._refilling = False
+        self._closed = False
         self._procs: dict[str, _Proc] = {}
         self._on_log: LogSink = lambda t, fd, s: None
         self._on_exit: ExitSink = lambda t, rc: None
@@ -41,69 +83,140 @@ class ProcessRuntime:
     def bind(self, on_log: LogSink, on_exit: ExitSink) -> None:
         self._on_log, self._on_exit = on_log, on_exit
 
+    def _base_env(self) -> dict[str, str]:
+        env = {k: os.environ[k] for k in _PASSTHROUGH if k in os.environ}
+        env["MODAL_IS_REMOTE"] = "1"
+        env["MODAL_CONFIG_PATH"] = str(self._state_dir / "no-modal.toml")
+        env["PYTHONUNBUFFERED"] = "1"
+        return env
+
+    async def _spawn(self, python: str, argv: list[str], env: dict[str, str], cwd: str, stdin: int) -> _Proc:
+        process = await asyncio.create_subprocess_exec(
+            python,
+            *argv,
+            cwd=cwd,
+            env=env,
+            stdin=stdin,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,  # its own process group, so a stop ends everything it started
+            preexec_fn=_die_with_server if sys.platform == "linux" else None,
+        )
+        entry = _Proc(process)
+        assert process.stdout is not None and process.stderr is not None
+        entry.readers = [
+            asyncio.create_task(self._pump(entry, FD_STDOUT, process.stdout)),
+            asyncio.create_task(self._pump(entry, FD_STDERR, process.stderr)),
+        ]
+        entry.waiter = asyncio.create_task(self._wait(entry))
+        return entry
+
+    # ---------------------------------------------------------------- spares
+    def warm_up(self) -> None:
+        """Start the spare processes (called once the server runs)."""
+        if not self._refilling and len(self._spares) < self._spares_wanted and not self._closed:
+            self._refilling = True
+            asyncio.get_running_loop().create_task(self._refill())
+
+    async def _refill(self) -> None:
+        try:
+            while len(self._spares) < self._spares_wanted and not self._closed:
+                entry = await self._spawn(
+                    sys.executable,
+                    ["-c", _SPARE_PROGRAM],
+                    self._base_env(),
+                    str(self._state_dir),
+                    asyncio.subprocess.PIPE,
+                )
+                self._spares.append(entry)
+        except Exception:
+            log.exception("could not start a spare container process")
+        finally:
+            self._refilling = False
+
+    # ---------------------------------------------------------------- containers
     async def start(self, spec: ContainerSpec) -> int:
         python = await self._envs.python_for(spec.client_version)
         args_path = self._state_dir / f"{spec.task_id}.args"
         args_path.write_bytes(spec.container_args)
-        env = {k: os.environ[k] for k in _PASSTHROUGH if k in os.environ}
-        env.update(spec.env)
+        env = dict(spec.env)
         env["MODAL_CONTAINER_ARGUMENTS_PATH"] = str(args_path)
-        env["MODAL_IS_REMOTE"] = "1"
         env["MODAL_TASK_ID"] = spec.task_id
-        env["PYTHONUNBUFFERED"] = "1"
-        process = await asyncio.create_subprocess_exec(
-            python,
-            "-m",
-            "modal._container_entrypoint",
-            cwd=spec.code_dir,
-            env=env,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            start_new_session=True,  # its own process group, so a stop ends everything it started
-        )
-        assert process.stdout is not None and process.stderr is not None
-        readers = [
-            asyncio.create_task(self._pump(spec.task_id, FD_STDOUT, process.stdout)),
-            asyncio.create_task(self._pump(spec.task_id, FD_STDERR, process.stderr)),
-        ]
-        entry = _Proc(process, readers)
-        self._procs[spec.task_id] = entry
-        entry.waiter = asyncio.create_task(self._wait(spec.task_id, entry))
-        return process.pid
+        entry = self._take_spare() if python == sys.executable else None
+        if entry is not None:
+            entry.task_id = spec.task_id
+            self._procs[spec.task_id] = entry
+            stdin = entry.process.stdin
+            assert stdin is not None
+            stdin.write((json.dumps({"env": env, "cwd": spec.code_dir}) + "\n").encode())
+            with contextlib.suppress(ConnectionError):
+                await stdin.drain()
+            stdin.close()
+            self.warm_up()
+        else:
+            full_env = self._base_env()
+            full_env.update(env)
+            entry = await self._spawn(
+                python,
+                ["-m", "modal._container_entrypoint"],
+                full_env,
+                spec.code_dir,
+                asyncio.subprocess.DEVNULL,
+            )
+            entry.task_id = spec.task_id
+            self._procs[spec.task_id] = entry
+        return entry.process.pid
 
-    async def _pump(self, task_id: str, fd: int, stream: asyncio.StreamReader) -> None:
+    def _take_spare(self) -> _Proc | None:
+        while self._spares:
+            entry = self._spares.pop(0)
+            if entry.process.returncode is None:
+                return entry
+        return None
+
+    async def _pump(self, entry: _Proc, fd: int, stream: asyncio.StreamReader) -> None:
         while True:
             chunk = await stream.read(65536)
             if not chunk:
                 return
-            self._on_log(task_id, fd, chunk.decode(errors="replace"))
+            text = chunk.decode(errors="replace")
+            if entry.task_id:
+                self._on_log(entry.task_id, fd, text)
+            else:
+                log.warning("spare container process %d: %s", entry.process.pid, text.rstrip())
 
-    async def _wait(self, task_id: str, entry: _Proc) -> None:
+    async def _wait(self, entry: _Proc) -> None:
         rc = await entry.process.wait()
         # End anything the container left behind in its process group.
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(entry.process.pid, signal.SIGKILL)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(asyncio.gather(*entry.readers), 2.0)
-        self._procs.pop(task_id, None)
+        if entry in self._spares:
+            self._spares.remove(entry)
+        if not entry.task_id:
+            if not self._closed:
+                log.warning("spare container process %d exited with %d", entry.process.pid, rc)
+            return
+        self._procs.pop(entry.task_id, None)
         with contextlib.suppress(FileNotFoundError):
-            (self._state_dir / f"{task_id}.args").unlink()
-        self._on_exit(task_id, rc)
+            (self._state_dir / f"{entry.task_id}.args").unlink()
+        self._on_exit(entry.task_id, rc)
 
     async def stop(self, task_id: str, grace: float) -> None:
         entry = self._procs.get(task_id)
         if entry is None:
             return
+        await self._stop_entry(entry, grace)
+
+    async def _stop_entry(self, entry: _Proc, grace: float) -> None:
         pid = entry.process.pid
         if grace > 0:
             # SIGINT lets the entrypoint run @modal.exit hooks and shut down cleanly.
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGINT)
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(entry.process.wait()), grace)
-            except TimeoutError:
-                pass
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, signal.SIGKILL)
         if entry.waiter is not None:
@@ -118,4 +231,10 @@ class ProcessRuntime:
         return entry.process.pid if entry else None
 
     async def shutdown(self) -> None:
-        await asyncio.gather(*(self.stop(t, 2.0) for t in list(self._procs)), return_exceptions=True)
+        self._closed = True
+        spares, self._spares = self._spares, []
+        await asyncio.gather(
+            *(self._stop_entry(e, 2.0) for e in list(self._procs.values())),
+            *(self._stop_entry(e, 0) for e in spares),
+            return_exceptions=True,
+        )

@@ -29,11 +29,13 @@ def add(a: int, b: int) -> int:
     return a + b
 
 
-@app.function(scaledown_window=2)
-def slow_square(x: int, n: int) -> int:
-    # Later inputs finish first, so outputs come back out of order unless the client reorders them.
-    time.sleep(0.1 * (n - x))
-    return x * x
+@app.function(scaledown_window=2, max_containers=1)
+@modal.concurrent(max_inputs=8)
+def slow_square(x: int, n: int) -> dict[str, float]:
+    # Inputs run side by side and later ones finish first, so outputs arrive out of order
+    # unless the client puts them back in input order.
+    time.sleep(0.3 * (n - x))
+    return {"square": x * x, "done_at": time.time()}
 
 
 @app.function(scaledown_window=2)
@@ -86,6 +88,7 @@ def remote_local() -> None:
 def mapping() -> None:
     n = 6
     emit("map_ordered", list(slow_square.map(range(n), kwargs={"n": n})))
+    emit("map_unordered", [r["square"] for r in slow_square.map(range(n), kwargs={"n": n}, order_outputs=False)])
     emit("map_two_iterables", list(add.map([1, 2, 3], [10, 20, 30])))
     emit("starmap", list(add.starmap([(1, 2), (3, 4), (5, 6)])))
 
@@ -119,7 +122,7 @@ async def async_variants() -> None:
     call = await square.spawn.aio(8)
     emit("spawn_aio_get", await call.get.aio(timeout=60))
     emit("remote_gen_aio", [x async for x in countdown.remote_gen.aio(3)])
-    # A sync call of an async function from inside an async entrypoint is also allowed via .remote.
+    # .local of an async function gives a coroutine, run here in the caller's own event loop.
     emit("async_fn_local", await async_double.local(5))
 
 

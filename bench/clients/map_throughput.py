@@ -1,0 +1,50 @@
+"""Client for `map_throughput`: one .map() over many trivial inputs, timed from the call to the last result."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import modal
+
+app = modal.App("bench-map-throughput")
+
+
+@app.function(scaledown_window=600)
+def ident(x: int) -> tuple[int, int]:
+    return x, os.getpid()
+
+
+def main() -> None:
+    from _common import emit, rpc_latencies
+
+    n = int(sys.argv[1])
+    t0 = time.perf_counter()
+    with app.run():
+        app_run_s = time.perf_counter() - t0
+        ident.remote(-1)  # one warm container, as a steady-state service would have
+        rpc = rpc_latencies(200)
+        first_s = None
+        # Per-result arrival times (seconds since the call) show ramp-up and steady-state rate.
+        arrivals: list[float] = []
+        pids: dict[int, int] = {}
+        t0 = time.perf_counter()
+        for expected, (x, pid) in enumerate(ident.map(range(n))):
+            now = time.perf_counter() - t0
+            if first_s is None:
+                first_s = now
+            arrivals.append(now)
+            pids[pid] = pids.get(pid, 0) + 1
+            if x != expected:
+                raise SystemExit(f"map result {expected} was {x}")
+        total_s = time.perf_counter() - t0
+    if len(arrivals) != n:
+        raise SystemExit(f"map returned {len(arrivals)} results, expected {n}")
+    emit({"app_run_s": app_run_s, "n": n, "total_s": total_s, "first_result_s": first_s,
+          "arrivals_s": arrivals, "inputs_per_container": sorted(pids.values(), reverse=True),
+          "rpc_s": rpc})
+
+
+if __name__ == "__main__":
+    main()

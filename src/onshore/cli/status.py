@@ -1,0 +1,106 @@
+"""`onshore status`: whether the data dir's server runs, and its apps and containers (over gRPC)."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from grpclib import GRPCError
+from grpclib.client import Channel
+from modal_proto import api_grpc, api_pb2
+
+from onshore.cli.embedded import CliError, find_running, log_path
+from onshore.config import DataDir
+
+NOT_RUNNING_EXIT = 3  # as `systemctl status` for a unit that is not running
+RECENT_STOPPED = 5
+RPC_TIMEOUT = 10.0
+
+
+@dataclass
+class Listing:
+    apps: list[Any]
+    tasks: list[Any]
+
+
+async def fetch(url: str, token_id: str, token_secret: str) -> Listing:
+    """AppList and TaskList, asked the way the modal client asks them."""
+    parts = urlsplit(url)
+    channel = Channel(parts.hostname or "127.0.0.1", parts.port)
+    try:
+        stub = api_grpc.ModalClientStub(channel)
+        metadata = {"x-modal-token-id": token_id, "x-modal-token-secret": token_secret}
+        apps = await stub.AppList(api_pb2.AppListRequest(), metadata=metadata, timeout=RPC_TIMEOUT)
+        tasks = await stub.TaskList(api_pb2.TaskListRequest(), metadata=metadata, timeout=RPC_TIMEOUT)
+    finally:
+        channel.close()
+    return Listing(list(apps.apps), list(tasks.tasks))
+
+
+def _state(value: int) -> str:
+    try:
+        name = str(api_pb2.AppState.Name(value))  # type: ignore[arg-type]
+    except ValueError:
+        return str(value)
+    return name.removeprefix("APP_STATE_").lower()
+
+
+def _table(rows: list[tuple[str, ...]]) -> list[str]:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return ["  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+
+
+def render(listing: Listing, show_all: bool) -> list[str]:
+    stopped_state = api_pb2.APP_STATE_STOPPED
+    live = [a for a in listing.apps if a.state != stopped_state]
+    stopped = sorted((a for a in listing.apps if a.state == stopped_state), key=lambda a: a.created_at)
+    hidden = 0
+    if not show_all and len(stopped) > RECENT_STOPPED:
+        hidden = len(stopped) - RECENT_STOPPED
+        stopped = stopped[hidden:]
+    shown = sorted(live + stopped, key=lambda a: a.created_at)
+    lines = []
+    if shown:
+        lines.append("Apps:")
+        rows: list[tuple[str, ...]] = [("APP ID", "NAME", "STATE", "CONTAINERS")]
+        rows += [
+            (a.app_id, a.name or a.description or "-", _state(a.state), str(a.n_running_tasks)) for a in shown
+        ]
+        lines += _table(rows)
+    else:
+        lines.append("Apps: none")
+    if hidden:
+        lines.append(f"  ({hidden} older stopped apps not shown; `onshore status --all` lists them)")
+    if listing.tasks:
+        lines.append("Containers:")
+        rows = [("TASK ID", "APP ID", "APP")]
+        rows += [(t.task_id, t.app_id, t.app_description or "-") for t in listing.tasks]
+        lines += _table(rows)
+    else:
+        lines.append("Containers: none")
+    return lines
+
+
+def cmd_status(data: DataDir, show_all: bool = False) -> int:
+    server = find_running(data)
+    if server is None:
+        print(f"No Onshore server is running for {data.root}.")
+        return NOT_RUNNING_EXIT
+    print(f"Onshore server running at {server.url} (pid {server.pid})")
+    print(f"  data dir: {data.root}")
+    if log_path(data).exists():
+        print(f"  log: {log_path(data)}")
+    token = data.read_json(data.token_file)
+    if not token:
+        raise CliError(f"No token in {data.token_file}: cannot ask the server for its apps")
+    try:
+        listing = asyncio.run(fetch(server.url, str(token["token_id"]), str(token["token_secret"])))
+    except GRPCError as exc:
+        raise CliError(f"The server refused to list its apps: {exc.message or exc.status.name}") from None
+    except (TimeoutError, OSError) as exc:
+        raise CliError(f"Could not reach the server at {server.url}: {exc}") from None
+    for line in render(listing, show_all):
+        print(line)
+    return 0

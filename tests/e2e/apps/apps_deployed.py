@@ -1,0 +1,28 @@
+"""Test app for tests/e2e/test_apps.py: a deployed app; tests copy it, changing APP_NAME and VERSION."""
+
+import os
+
+import modal
+
+APP_NAME = "e2e-apps-deployed"
+VERSION = "v1"
+
+app = modal.App(APP_NAME)
+
+
+@app.function(scaledown_window=60)
+def hello(name: str) -> str:
+    print(f"LOG-{VERSION}-{name}", flush=True)
+    return f"{VERSION}:{name}"
+
+
+@app.function(scaledown_window=60)
+def pid() -> int:
+    return os.getpid()
+
+
+@app.cls(scaledown_window=2)
+class Greeter:
+    @modal.method()
+    def greet(self, who: str) -> str:
+        return f"greet-{VERSION}:{who}"

@@ -1,0 +1,15 @@
+"""A function that asks for a GPU, which is not scheduled yet."""
+
+import modal
+
+app = modal.App("onshore-test-runtime-refuse-gpu")
+
+
+@app.function(gpu="any")
+def f() -> int:
+    return 1
+
+
+@app.local_entrypoint()
+def main() -> None:
+    print("RESULT", f.remote())

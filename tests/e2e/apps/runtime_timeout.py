@@ -1,0 +1,28 @@
+"""A function that outruns its timeout."""
+
+import os
+import time
+
+import modal
+
+app = modal.App("onshore-test-runtime-timeout")
+
+
+@app.function(timeout=2)
+def slow(pid_file: str) -> str:
+    with open(pid_file, "w") as f:
+        f.write(str(os.getpid()))
+    time.sleep(10)
+    return "finished"
+
+
+@app.local_entrypoint()
+def main(pid_file: str) -> None:
+    start = time.monotonic()
+    try:
+        value = slow.remote(pid_file)
+    except Exception as exc:
+        print(f"ERROR {type(exc).__module__}.{type(exc).__name__}: {exc}")
+    else:
+        print(f"RESULT {value}")
+    print(f"ELAPSED {time.monotonic() - start:.2f}")

@@ -1,0 +1,167 @@
+"""The process runtime through the real client: warm reuse, scaledown, crashes, retries, timeouts, refusals."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ServerProcess, run_modal, run_python, write_app
+
+APPS = Path(__file__).resolve().parent / "apps"
+
+
+def _line(output: str, prefix: str) -> str:
+    """The rest of the first output line starting with prefix (fails the test when there is none)."""
+    for line in output.splitlines():
+        if line.startswith(prefix + " "):
+            return line[len(prefix) + 1 :].strip()
+    raise AssertionError(f"no line starting with {prefix!r} in output:\n{output}")
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process exists and is not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _descendants(root: int) -> set[int]:
+    """Live processes below root in the process tree (containers a server started, and their children)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if fields[0] != "Z":
+            children.setdefault(int(fields[1]), []).append(int(entry.name))
+    found: set[int] = set()
+    todo = [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def _wait_for(predicate: Callable[[], object], timeout: float, interval: float = 0.1) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return bool(predicate())
+
+
+def test_warm_container_is_reused_then_scaled_down(server: ServerProcess) -> None:
+    result = run_modal(server, "run", str(APPS / "runtime_warm.py"))
+    assert result.returncode == 0, result.output
+    first, second = (int(p) for p in _line(result.output, "PIDS").split())
+    # Two sequential calls land on the same warm container.
+    assert first == second, result.output
+    assert _line(result.output, "ALIVE_AFTER_CALLS") == "True", result.output
+    # With scaledown_window=2 the idle container stops while the app is still running: not at once, but
+    # within a few seconds (window + autoscaler tick + stop grace).
+    elapsed, gone = _line(result.output, "GONE_AFTER").split()
+    assert gone == "True", f"container {first} still alive after 15s idle:\n{result.output}"
+    assert 0.5 <= float(elapsed) <= 8.0, result.output
+    # The next call needs (and gets) a fresh container.
+    assert int(_line(result.output, "NEW_PID")) != first, result.output
+
+
+@pytest.mark.parametrize(
+    ("which", "how"),
+    [("exit", "exited with code 1"), ("kill", "killed by SIGKILL"), ("segv", "killed by SIGSEGV")],
+)
+def test_dead_container_fails_its_input(server: ServerProcess, which: str, how: str) -> None:
+    result = run_modal(server, "run", str(APPS / "runtime_crash.py"), "--which", which)
+    assert result.returncode == 0, result.output
+    error = _line(result.output, "ERROR")
+    # The caller gets an error (not a hang), and its text says the container died and how.
+    assert "Container" in error and how in error, error
+    assert "while running this input" in error, error
+
+
+def test_crashed_input_is_retried(server: ServerProcess, tmp_path: Path) -> None:
+    marker = tmp_path / "attempts"
+    result = run_modal(server, "run", str(APPS / "runtime_crash.py"), "--which", "once", "--marker", str(marker))
+    assert result.returncode == 0, result.output
+    assert _line(result.output, "RESULT") == "succeeded on attempt 2", result.output
+    assert marker.read_text() == "2"
+
+
+def test_timeout_raises_function_timeout_error(server: ServerProcess, tmp_path: Path) -> None:
+    pid_file = tmp_path / "pid"
+    result = run_modal(server, "run", str(APPS / "runtime_timeout.py"), "--pid-file", str(pid_file))
+    assert result.returncode == 0, result.output
+    error = _line(result.output, "ERROR")
+    assert error.startswith("modal.exception.FunctionTimeoutError:"), error
+    # The caller hears about it at the timeout, not when the 10 s sleep would have ended.
+    assert float(_line(result.output, "ELAPSED")) < 8.0, result.output
+    # The container running the timed-out input does not keep running it.
+    pid = int(pid_file.read_text())
+    assert _wait_for(lambda: not _alive(pid), 10.0), f"container {pid} still running after its input timed out"
+
+
+@pytest.mark.parametrize(
+    ("app_file", "feature"),
+    [
+        ("runtime_refuse_pip.py", re.compile(r"pip install six|image", re.IGNORECASE)),
+        ("runtime_refuse_gpu.py", re.compile(r"GPU", re.IGNORECASE)),
+        ("runtime_refuse_volume.py", re.compile(r"volume", re.IGNORECASE)),
+    ],
+)
+def test_unbuilt_features_are_refused(server: ServerProcess, app_file: str, feature: re.Pattern[str]) -> None:
+    result = run_modal(server, "run", str(APPS / app_file))
+    assert result.returncode != 0, result.output
+    assert "RESULT" not in result.output
+    assert "Traceback" not in result.output, result.output
+    error = result.output[result.output.find("Error"):]
+    assert "Error" in result.output and feature.search(error), result.output
+    assert "not" in error and ("support" in error or "implement" in error or "built" in error), error
+
+
+def test_sigterm_stops_every_container(fresh_server: ServerProcess, tmp_path: Path) -> None:
+    fresh_server.start()
+    deployed = run_modal(fresh_server, "deploy", str(APPS / "runtime_sigterm.py"))
+    assert deployed.returncode == 0, deployed.output
+    ready = tmp_path / "ready"
+    script = write_app(
+        tmp_path,
+        "drive.py",
+        f"""
+        import modal
+
+        idle = modal.Function.from_name("onshore-test-runtime-sigterm", "idle_pid")
+        busy = modal.Function.from_name("onshore-test-runtime-sigterm", "busy")
+        print("IDLE", idle.remote())
+        busy.spawn({str(ready)!r})
+        """,
+    )
+    driven = run_python(fresh_server, script)
+    assert driven.returncode == 0, driven.output
+    idle_pid = int(_line(driven.output, "IDLE"))
+    assert _wait_for(lambda: ready.exists() and ready.read_text().strip(), 30.0), fresh_server.log_text()[-3000:]
+    busy_pid, child_pid = (int(p) for p in ready.read_text().split())
+    assert fresh_server.proc is not None
+    started = _descendants(fresh_server.proc.pid)
+    assert {idle_pid, busy_pid, child_pid} <= started, (started, idle_pid, busy_pid, child_pid)
+
+    rc = fresh_server.stop()
+    assert rc is not None
+    # Every process the server started (containers, what they started, anything kept warm) is gone once the
+    # server has exited: nothing is left orphaned.
+    left = [p for p in started if _alive(p)] if not _wait_for(lambda: not any(map(_alive, started)), 5.0) else []
+    assert not left, f"processes left running after the server stopped: {left}\n{fresh_server.log_text()[-3000:]}"
+
+    assert not (fresh_server.data_dir / "server.json").exists()
