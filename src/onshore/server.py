@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import uvicorn
-from onshore.api.transport import CoalescingServer as GrpcServer
 
 from onshore.api.apps import AppHandlers
 from onshore.api.base import Authenticator, Router
@@ -23,6 +22,7 @@ from onshore.api.functions import FunctionHandlers
 from onshore.api.images import ImageHandlers
 from onshore.api.mounts import MountHandlers
 from onshore.api.secrets import SecretHandlers
+from onshore.api.transport import CoalescingServer as GrpcServer
 from onshore.config import DataDir, ServerConfig
 from onshore.http.blobs import blob_app
 from onshore.loops.autoscaler import Autoscaler
