@@ -79,7 +79,10 @@ def test_exit_runs_when_the_app_stops(server: ServerProcess, tmp_path: Path) -> 
 def test_exit_runs_when_an_idle_container_scales_down(server: ServerProcess, tmp_path: Path) -> None:
     marker_dir = tmp_path / "markers"
     marker_dir.mkdir()
-    script = write_app(tmp_path, "scaledown.py", f"""
+    script = write_app(
+        tmp_path,
+        "scaledown.py",
+        f"""
         import json
         import sys
         import time
@@ -97,7 +100,8 @@ def test_exit_runs_when_an_idle_container_scales_down(server: ServerProcess, tmp
             while time.monotonic() < deadline and not (marker.exists() and marker.read_text()):
                 time.sleep(0.2)
             print("MARKER_WHILE_RUNNING", marker.exists())
-        """)
+        """,
+    )
     result = run_python(server, script)
     assert result.returncode == 0, result.output
     assert "MARKER_WHILE_RUNNING True" in result.stdout, result.output

@@ -29,7 +29,9 @@ def results(result: Result) -> dict[str, Any]:
     return found
 
 
-def run_entrypoint(server: ServerProcess, entrypoint: str, *args: str, timeout: float = 120.0) -> dict[str, Any]:
+def run_entrypoint(
+    server: ServerProcess, entrypoint: str, *args: str, timeout: float = 120.0
+) -> dict[str, Any]:
     result = run_modal(server, "run", f"{BASIC}::{entrypoint}", *args, timeout=timeout)
     assert result.returncode == 0, result.output
     return results(result)
@@ -83,7 +85,10 @@ def test_spawned_call_outlives_the_spawning_process(server: ServerProcess, tmp_p
     deployed = run_modal(server, "deploy", str(SPAWN))
     assert deployed.returncode == 0, deployed.output
     try:
-        spawner = write_app(tmp_path, "spawner.py", f"""
+        spawner = write_app(
+            tmp_path,
+            "spawner.py",
+            f"""
             import time
             import modal
 
@@ -91,14 +96,19 @@ def test_spawned_call_outlives_the_spawning_process(server: ServerProcess, tmp_p
             call = fn.spawn(5, delay=4.0)
             print("CALL_ID", call.object_id)
             print("EXITING_AT", time.time())
-            """)
-        fetcher = write_app(tmp_path, "fetcher.py", """
+            """,
+        )
+        fetcher = write_app(
+            tmp_path,
+            "fetcher.py",
+            """
             import json
             import sys
             import modal
 
             print("RESULT", json.dumps(modal.FunctionCall.from_id(sys.argv[1]).get(timeout=90)))
-            """)
+            """,
+        )
         spawned = run_python(server, spawner)
         assert spawned.returncode == 0, spawned.output
         fields = dict(line.split(" ", 1) for line in spawned.stdout.splitlines() if " " in line)
@@ -146,12 +156,14 @@ def test_map_return_exceptions_puts_failures_in_the_results(server: ServerProces
 def test_remote_exception_is_reraised_with_type_message_and_remote_traceback(
     server: ServerProcess, tmp_path: Path
 ) -> None:
-    raise_line = next(
-        n for n, text in enumerate(BASIC.read_text().splitlines(), 1) if 'raise KeyError(f"remote-boom' in text
-    )
+    lines = BASIC.read_text().splitlines()
+    raise_line = next(n for n, text in enumerate(lines, 1) if 'raise KeyError(f"remote-boom' in text)
     # No enable_output(): the container's own logs stay hidden, so any remote frame printed here
     # came back with the result, not through the log stream.
-    script = write_app(tmp_path, "catch_remote_error.py", f"""
+    script = write_app(
+        tmp_path,
+        "catch_remote_error.py",
+        f"""
         import sys
         import traceback
 
@@ -167,7 +179,8 @@ def test_remote_exception_is_reraised_with_type_message_and_remote_traceback(
                 print("".join(traceback.format_exception(exc)))
             else:
                 print("NO EXCEPTION")
-        """)
+        """,
+    )
     caught = run_python(server, script)
     assert caught.returncode == 0, caught.output
     assert "TYPE KeyError" in caught.stdout, caught.output
@@ -198,7 +211,8 @@ def test_one_gigabyte_round_trip(fresh_server: ServerProcess) -> None:
     try:
         started = time.monotonic()
         out = run_entrypoint(server, "big_payload", "--size", str(size), timeout=900)
-        print(f"1 GB round trip: {out['big_seconds']}s in the call, {time.monotonic() - started:.1f}s overall")
+        overall = time.monotonic() - started
+        print(f"1 GB round trip: {out['big_seconds']}s in the call, {overall:.1f}s overall")
         assert out["big_len"] == size
         assert out["big_ok"] is True
     finally:

@@ -1,4 +1,4 @@
-"""Test app for tests/e2e/test_functions.py: plain, generator, async and failing functions, with entrypoints."""
+"""Test app for tests/e2e/test_functions.py: plain, generator, async and failing functions; entrypoints."""
 
 import json
 import os
@@ -45,8 +45,7 @@ def record(x: int, tag: str) -> None:
 
 @app.function(scaledown_window=2)
 def countdown(n: int):
-    for i in range(n, 0, -1):
-        yield i
+    yield from range(n, 0, -1)
 
 
 @app.function(scaledown_window=2)
@@ -88,7 +87,8 @@ def remote_local() -> None:
 def mapping() -> None:
     n = 6
     emit("map_ordered", list(slow_square.map(range(n), kwargs={"n": n})))
-    emit("map_unordered", [r["square"] for r in slow_square.map(range(n), kwargs={"n": n}, order_outputs=False)])
+    unordered = slow_square.map(range(n), kwargs={"n": n}, order_outputs=False)
+    emit("map_unordered", [r["square"] for r in unordered])
     emit("map_two_iterables", list(add.map([1, 2, 3], [10, 20, 30])))
     emit("starmap", list(add.starmap([(1, 2), (3, 4), (5, 6)])))
 
