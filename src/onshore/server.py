@@ -122,6 +122,7 @@ class OnshoreServer:
         self._grpc: GrpcServer | None = None
         self._http: _HttpServer | None = None
         self._tasks: list[asyncio.Task[Any]] = []
+        self._stopping = False
         self._stopped = asyncio.Event()
 
     async def _on_app_stop(self, app: App, reason: str) -> None:
@@ -171,24 +172,31 @@ class OnshoreServer:
         )
 
     async def stop(self) -> None:
-        if self._stopped.is_set():
+        if self._stopping:
+            await self._stopped.wait()
             return
-        self._stopped.set()
-        with contextlib.suppress(Exception):
-            self.data.server_file.unlink()
-        for task in self._tasks[1:]:
-            task.cancel()
-        await self.runtime.shutdown()
-        if self._grpc is not None:
-            self._grpc.close()
+        self._stopping = True
+        try:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._grpc.wait_closed(), 3.0)
-        if self._http is not None:
-            self._http.should_exit = True
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._tasks[0], 3.0)
-        await asyncio.gather(*self._tasks[1:], return_exceptions=True)
-        self.store.close()
+                self.data.server_file.unlink()
+            for task in self._tasks[1:]:
+                task.cancel()
+            # Containers ended by the shutdown keep their spawned inputs unfinished: they run again after a
+            # restart instead of failing.
+            self.containers.shutting_down = True
+            await self.runtime.shutdown()
+            if self._grpc is not None:
+                self._grpc.close()
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self._grpc.wait_closed(), 3.0)
+            if self._http is not None:
+                self._http.should_exit = True
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self._tasks[0], 3.0)
+            await asyncio.gather(*self._tasks[1:], return_exceptions=True)
+            self.store.close()
+        finally:
+            self._stopped.set()
 
     async def wait_stopped(self) -> None:
         await self._stopped.wait()

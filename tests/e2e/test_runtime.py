@@ -1,8 +1,11 @@
-"""The process runtime through the real client: warm reuse, scaledown, crashes, retries, timeouts, refusals."""
+"""The process runtime via the real client: warm reuse, scaledown, crashes, retries, timeouts, refusals."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -74,7 +77,7 @@ def test_warm_container_is_reused_then_scaled_down(server: ServerProcess) -> Non
     # within a few seconds (window + autoscaler tick + stop grace).
     elapsed, gone = _line(result.output, "GONE_AFTER").split()
     assert gone == "True", f"container {first} still alive after 15s idle:\n{result.output}"
-    assert 0.5 <= float(elapsed) <= 8.0, result.output
+    assert 0.5 <= float(elapsed) <= 10.0, result.output
     # The next call needs (and gets) a fresh container.
     assert int(_line(result.output, "NEW_PID")) != first, result.output
 
@@ -94,7 +97,9 @@ def test_dead_container_fails_its_input(server: ServerProcess, which: str, how: 
 
 def test_crashed_input_is_retried(server: ServerProcess, tmp_path: Path) -> None:
     marker = tmp_path / "attempts"
-    result = run_modal(server, "run", str(APPS / "runtime_crash.py"), "--which", "once", "--marker", str(marker))
+    result = run_modal(
+        server, "run", str(APPS / "runtime_crash.py"), "--which", "once", "--marker", str(marker)
+    )
     assert result.returncode == 0, result.output
     assert _line(result.output, "RESULT") == "succeeded on attempt 2", result.output
     assert marker.read_text() == "2"
@@ -110,7 +115,9 @@ def test_timeout_raises_function_timeout_error(server: ServerProcess, tmp_path: 
     assert float(_line(result.output, "ELAPSED")) < 8.0, result.output
     # The container running the timed-out input does not keep running it.
     pid = int(pid_file.read_text())
-    assert _wait_for(lambda: not _alive(pid), 10.0), f"container {pid} still running after its input timed out"
+    assert _wait_for(lambda: not _alive(pid), 10.0), (
+        f"container {pid} still running after its input timed out"
+    )
 
 
 @pytest.mark.parametrize(
@@ -126,42 +133,58 @@ def test_unbuilt_features_are_refused(server: ServerProcess, app_file: str, feat
     assert result.returncode != 0, result.output
     assert "RESULT" not in result.output
     assert "Traceback" not in result.output, result.output
-    error = result.output[result.output.find("Error"):]
+    error = result.output[result.output.find("Error") :]
     assert "Error" in result.output and feature.search(error), result.output
     assert "not" in error and ("support" in error or "implement" in error or "built" in error), error
 
 
+def _kill_leftovers(pids: set[int]) -> list[int]:
+    """Kill (and return) those of these processes that are still alive, so a failing test leaks nothing."""
+    left = [p for p in sorted(pids) if _alive(p)]
+    for pid in left:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    return left
+
+
 def test_sigterm_stops_every_container(fresh_server: ServerProcess, tmp_path: Path) -> None:
     fresh_server.start()
-    deployed = run_modal(fresh_server, "deploy", str(APPS / "runtime_sigterm.py"))
-    assert deployed.returncode == 0, deployed.output
-    ready = tmp_path / "ready"
-    script = write_app(
-        tmp_path,
-        "drive.py",
-        f"""
-        import modal
-
-        idle = modal.Function.from_name("onshore-test-runtime-sigterm", "idle_pid")
-        busy = modal.Function.from_name("onshore-test-runtime-sigterm", "busy")
-        print("IDLE", idle.remote())
-        busy.spawn({str(ready)!r})
-        """,
-    )
-    driven = run_python(fresh_server, script)
-    assert driven.returncode == 0, driven.output
-    idle_pid = int(_line(driven.output, "IDLE"))
-    assert _wait_for(lambda: ready.exists() and ready.read_text().strip(), 30.0), fresh_server.log_text()[-3000:]
-    busy_pid, child_pid = (int(p) for p in ready.read_text().split())
     assert fresh_server.proc is not None
-    started = _descendants(fresh_server.proc.pid)
-    assert {idle_pid, busy_pid, child_pid} <= started, (started, idle_pid, busy_pid, child_pid)
+    server_pid = fresh_server.proc.pid
+    started: set[int] = set()
+    try:
+        deployed = run_modal(fresh_server, "deploy", str(APPS / "runtime_sigterm.py"))
+        assert deployed.returncode == 0, deployed.output
+        ready = tmp_path / "ready"
+        script = write_app(
+            tmp_path,
+            "drive.py",
+            f"""
+            import modal
 
-    rc = fresh_server.stop()
-    assert rc is not None
-    # Every process the server started (containers, what they started, anything kept warm) is gone once the
-    # server has exited: nothing is left orphaned.
-    left = [p for p in started if _alive(p)] if not _wait_for(lambda: not any(map(_alive, started)), 5.0) else []
-    assert not left, f"processes left running after the server stopped: {left}\n{fresh_server.log_text()[-3000:]}"
+            idle = modal.Function.from_name("onshore-test-runtime-sigterm", "idle_pid")
+            busy = modal.Function.from_name("onshore-test-runtime-sigterm", "busy")
+            print("IDLE", idle.remote())
+            busy.spawn({str(ready)!r})
+            """,
+        )
+        driven = run_python(fresh_server, script)
+        assert driven.returncode == 0, driven.output
+        idle_pid = int(_line(driven.output, "IDLE"))
+        assert _wait_for(lambda: ready.exists() and ready.read_text().strip(), 30.0), fresh_server.log_text()
+        busy_pid, child_pid = (int(p) for p in ready.read_text().split())
+        started = _descendants(server_pid)
+        assert {idle_pid, busy_pid, child_pid} <= started, (started, idle_pid, busy_pid, child_pid)
 
-    assert not (fresh_server.data_dir / "server.json").exists()
+        assert fresh_server.stop() is not None
+        # Every process the server started (containers, what they started, spares kept warm) is gone once
+        # the server has exited: nothing is left orphaned.
+        _wait_for(lambda: not any(map(_alive, started)), 5.0)
+        left = _kill_leftovers(started)
+        assert not left, f"processes left running after the server stopped: {left}\n{fresh_server.log_text()}"
+        assert not (fresh_server.data_dir / "server.json").exists()
+    finally:
+        if fresh_server.proc is not None and fresh_server.proc.poll() is None:
+            started |= _descendants(server_pid)
+        fresh_server.stop()
+        _kill_leftovers(started)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -63,17 +64,24 @@ def test_deployed_app_answers_after_restart(
     after = restart()
     assert _line(_client(after, tmp_path, "after.py", call), "VALUE") == "49"
     # The deployment is listed as deployed, not stopped like an ephemeral app would be.
-    listed = run_modal(after, "app", "list")
+    listed = run_modal(after, "app", "list", "--json")
     assert listed.returncode == 0, listed.output
-    assert APP_NAME in listed.output and "deployed" in listed.output.lower(), listed.output
+    states = {a["description"]: a["state"] for a in json.loads(listed.stdout)}
+    assert states.get(APP_NAME) == "deployed", listed.output
 
 
-def test_data_dir_holds_sqlite_in_wal_mode(deployed: ServerProcess, restart: Callable[[], ServerProcess]) -> None:
+def test_data_dir_holds_sqlite_in_wal_mode(
+    deployed: ServerProcess, restart: Callable[[], ServerProcess]
+) -> None:
     after = restart()
     databases = [
-        p for p in after.data_dir.rglob("*") if p.is_file() and p.read_bytes()[: len(SQLITE_MAGIC)] == SQLITE_MAGIC
+        p
+        for p in after.data_dir.rglob("*")
+        if p.is_file() and p.read_bytes()[: len(SQLITE_MAGIC)] == SQLITE_MAGIC
     ]
-    assert databases, f"no SQLite file in {after.data_dir}: {sorted(p.name for p in after.data_dir.rglob('*'))}"
+    assert databases, (
+        f"no SQLite file in {after.data_dir}: {sorted(p.name for p in after.data_dir.rglob('*'))}"
+    )
     db = databases[0]
     # Bytes 18 and 19 of the header are the read and write format versions: 2 means WAL.
     assert db.read_bytes()[18:20] == b"\x02\x02", f"{db} is not in WAL mode"
@@ -100,7 +108,10 @@ def test_finished_spawned_call_is_fetchable_after_restart(
     assert _line(out, "VALUE") == "36"
     after = restart()
     out = _client(
-        after, tmp_path, "fetch.py", f"print('VALUE', modal.FunctionCall.from_id({call_id!r}).get(timeout=30))\n"
+        after,
+        tmp_path,
+        "fetch.py",
+        f"print('VALUE', modal.FunctionCall.from_id({call_id!r}).get(timeout=30))\n",
     )
     assert _line(out, "VALUE") == "36"
 
@@ -124,7 +135,10 @@ def test_unfinished_spawned_call_runs_again_after_restart(
     # The server stops while the call's first attempt is still running.
     after = restart()
     out = _client(
-        after, tmp_path, "fetch.py", f"print('VALUE', modal.FunctionCall.from_id({call_id!r}).get(timeout=60))\n"
+        after,
+        tmp_path,
+        "fetch.py",
+        f"print('VALUE', modal.FunctionCall.from_id({call_id!r}).get(timeout=60))\n",
     )
     assert _line(out, "VALUE") == "finished on attempt 2", after.log_text()[-3000:]
     assert len(marker.read_text().split()) == 2

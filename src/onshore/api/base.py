@@ -60,6 +60,20 @@ class Principal:
             raise errors.PermissionDenied("A container can only use objects of its own app")
 
 
+# The user-facing feature behind families of RPCs Onshore does not implement yet.
+_FEATURES = [
+    ("SharedVolume", "network file systems (modal.NetworkFileSystem) are"),
+    ("Volume", "volumes (modal.Volume) are"),
+    ("Sandbox", "sandboxes (modal.Sandbox) are"),
+    ("Queue", "queues (modal.Queue) are"),
+    ("Dict", "dicts (modal.Dict) are"),
+    ("Proxy", "proxies are"),
+    ("Cluster", "clusters are"),
+    ("Webhook", "web endpoints are"),
+    ("Schedule", "schedules are"),
+    ("Environment", "environments other than 'main' are"),
+]
+
 # RPCs a caller may make before it has credentials.
 _PUBLIC_RPCS = {"ClientHello"}
 
@@ -162,11 +176,16 @@ class Router:
         return handle
 
     def _unimplemented(self, name: str) -> Callable[[Any], Any]:
+        feature = next((f for prefix, f in _FEATURES if name.startswith(prefix)), "")
+        message = f"Onshore does not implement {name} yet" + (
+            f": {feature} not supported yet" if feature else ""
+        )
+
         async def handle(stream: Any) -> None:
             if name not in self._unimplemented_logged:
                 self._unimplemented_logged.add(name)
                 log.warning("unimplemented RPC called: %s", name)
-            raise GRPCError(Status.UNIMPLEMENTED, f"Onshore does not implement {name} yet")
+            raise GRPCError(Status.UNIMPLEMENTED, message)
 
         return handle
 

@@ -14,10 +14,11 @@ DEFAULT_SCALEDOWN_WINDOW = 60.0
 def spec_from_definition(fn: Any) -> FunctionSpec:
     auto = fn.autoscaler_settings
     retry = fn.retry_policy
+    # The client always fills the whole policy when it sets retries, so 0 there is an explicit zero.
     policy = RetryPolicy(
         max_retries=int(retry.retries),
-        initial_delay_ms=int(retry.initial_delay_ms) if retry.initial_delay_ms else 1000,
-        backoff_coefficient=float(retry.backoff_coefficient) if retry.backoff_coefficient else 2.0,
+        initial_delay_ms=int(retry.initial_delay_ms),
+        backoff_coefficient=float(retry.backoff_coefficient) if retry.backoff_coefficient >= 1.0 else 2.0,
         max_delay_ms=int(retry.max_delay_ms) if retry.max_delay_ms else 60_000,
     )
     concurrency = max(int(fn.max_concurrent_inputs), int(fn.target_concurrent_inputs), 1)

@@ -446,6 +446,17 @@ class CallService:
             and item.retry_count < spec.retry.max_retries
         ):
             item.retry_count += 1
+            if call.persistent:
+                self._store.put_input(
+                    StoredInput(
+                        item.input_id,
+                        call.function_call_id,
+                        call.function_id,
+                        item.idx,
+                        item.payload,
+                        item.retry_count,
+                    )
+                )
             delay = spec.retry.delay_for(item.retry_count)
             log.info("retrying input %s (attempt %d) in %.2fs", item.input_id, item.retry_count + 1, delay)
             asyncio.get_running_loop().call_later(delay, self._requeue, item)

@@ -94,6 +94,7 @@ class ContainerService:
         self.tasks: dict[str, Task] = {}
         self._history: list[Task] = []
         self._start_failures: dict[str, int] = {}
+        self.shutting_down = False
         runtime.bind(self._on_log, self._on_exit)
         calls.kill_task = self.kill
 
@@ -237,6 +238,9 @@ class ContainerService:
         task.ready.set()
         self._history.append(task)
         how = describe_exit(rc)
+        if self.shutting_down:
+            log.info("container %s %s during shutdown", task_id, how)
+            return
         reason = f" ({task.stop_reason})" if task.stop_reason else ""
         message = f"Container {task_id} {how} while running this input{reason}"
         failed = self._calls.fail_task_inputs(task_id, STATUS_FAILURE, message)

@@ -36,6 +36,15 @@ def _migrations() -> list[tuple[int, str]]:
     return sorted(found)
 
 
+def _upsert_sql(table: str, columns: tuple[str, ...], keys: int) -> str:
+    """Insert a row or update it in place (keeping its rowid, so listings keep insertion order)."""
+    updates = ", ".join(f"{c} = excluded.{c}" for c in columns[keys:])
+    return (
+        f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)}) "
+        f"ON CONFLICT ({', '.join(columns[:keys])}) DO UPDATE SET {updates}"
+    )
+
+
 class SqliteStore:
     """Implements every store protocol on one SQLite file."""
 
@@ -75,6 +84,9 @@ class SqliteStore:
             self._conn.close()
 
     # -- helpers
+    def _upsert(self, table: str, columns: tuple[str, ...], values: tuple[Any, ...], keys: int) -> None:
+        self._exec(_upsert_sql(table, columns, keys), values)
+
     def _exec(self, sql: str, args: tuple[Any, ...] = ()) -> None:
         with self._lock:
             self._conn.execute(sql, args)
@@ -91,9 +103,11 @@ class SqliteStore:
 
     # -- apps
     def put_app(self, app: App) -> None:
-        self._exec(
-            "INSERT OR REPLACE INTO apps (app_id, name, state, data) VALUES (?, ?, ?, ?)",
+        self._upsert(
+            "apps",
+            ("app_id", "name", "state", "data"),
             (app.app_id, app.name, app.state.value, encode(app)),
+            keys=1,
         )
 
     def get_app(self, app_id: str) -> App | None:
@@ -103,9 +117,11 @@ class SqliteStore:
         return self._many(App, "SELECT data FROM apps ORDER BY rowid")
 
     def add_deployment(self, record: DeploymentRecord) -> None:
-        self._exec(
-            "INSERT OR REPLACE INTO deployments (app_id, version, data) VALUES (?, ?, ?)",
+        self._upsert(
+            "deployments",
+            ("app_id", "version", "data"),
             (record.app_id, record.version, encode(record)),
+            keys=2,
         )
 
     def list_deployments(self, app_id: str) -> list[DeploymentRecord]:
@@ -115,9 +131,8 @@ class SqliteStore:
 
     # -- functions and classes
     def put_function(self, fn: FunctionRecord) -> None:
-        self._exec(
-            "INSERT OR REPLACE INTO functions (function_id, app_id, data) VALUES (?, ?, ?)",
-            (fn.function_id, fn.app_id, encode(fn)),
+        self._upsert(
+            "functions", ("function_id", "app_id", "data"), (fn.function_id, fn.app_id, encode(fn)), keys=1
         )
 
     def get_function(self, function_id: str) -> FunctionRecord | None:
@@ -129,9 +144,8 @@ class SqliteStore:
         )
 
     def put_class(self, cls: ClassRecord) -> None:
-        self._exec(
-            "INSERT OR REPLACE INTO classes (class_id, app_id, data) VALUES (?, ?, ?)",
-            (cls.class_id, cls.app_id, encode(cls)),
+        self._upsert(
+            "classes", ("class_id", "app_id", "data"), (cls.class_id, cls.app_id, encode(cls)), keys=1
         )
 
     def get_class(self, class_id: str) -> ClassRecord | None:
@@ -139,9 +153,11 @@ class SqliteStore:
 
     # -- secrets
     def put_secret(self, secret: Secret) -> None:
-        self._exec(
-            "INSERT OR REPLACE INTO secrets (secret_id, name, environment, data) VALUES (?, ?, ?, ?)",
+        self._upsert(
+            "secrets",
+            ("secret_id", "name", "environment", "data"),
             (secret.secret_id, secret.name, secret.environment, encode(secret)),
+            keys=1,
         )
 
     def get_secret(self, secret_id: str) -> Secret | None:
@@ -164,9 +180,7 @@ class SqliteStore:
 
     # -- tokens
     def put_token(self, token: Token) -> None:
-        self._exec(
-            "INSERT OR REPLACE INTO tokens (token_id, data) VALUES (?, ?)", (token.token_id, encode(token))
-        )
+        self._upsert("tokens", ("token_id", "data"), (token.token_id, encode(token)), keys=1)
 
     def get_token(self, token_id: str) -> Token | None:
         return self._one(Token, "SELECT data FROM tokens WHERE token_id = ?", (token_id,))
@@ -176,17 +190,17 @@ class SqliteStore:
 
     # -- mounts and images
     def put_mount(self, mount: Mount) -> None:
-        self._exec(
-            "INSERT OR REPLACE INTO mounts (mount_id, data) VALUES (?, ?)", (mount.mount_id, encode(mount))
-        )
+        self._upsert("mounts", ("mount_id", "data"), (mount.mount_id, encode(mount)), keys=1)
 
     def get_mount(self, mount_id: str) -> Mount | None:
         return self._one(Mount, "SELECT data FROM mounts WHERE mount_id = ?", (mount_id,))
 
     def put_image(self, image: ImageRecord) -> None:
-        self._exec(
-            "INSERT OR REPLACE INTO images (image_id, content_hash, data) VALUES (?, ?, ?)",
+        self._upsert(
+            "images",
+            ("image_id", "content_hash", "data"),
             (image.image_id, image.content_hash, encode(image)),
+            keys=1,
         )
 
     def get_image(self, image_id: str) -> ImageRecord | None:
@@ -197,18 +211,17 @@ class SqliteStore:
 
     # -- spawned calls
     def put_call(self, call: CallRecord) -> None:
-        self._exec(
-            "INSERT OR REPLACE INTO calls (function_call_id, data) VALUES (?, ?)",
-            (call.function_call_id, encode(call)),
-        )
+        self._upsert("calls", ("function_call_id", "data"), (call.function_call_id, encode(call)), keys=1)
 
     def get_call(self, function_call_id: str) -> CallRecord | None:
         return self._one(CallRecord, "SELECT data FROM calls WHERE function_call_id = ?", (function_call_id,))
 
     def put_input(self, item: StoredInput) -> None:
-        self._exec(
-            "INSERT OR REPLACE INTO inputs (input_id, function_call_id, done, data) VALUES (?, ?, ?, ?)",
+        self._upsert(
+            "inputs",
+            ("input_id", "function_call_id", "done", "data"),
             (item.input_id, item.function_call_id, int(item.done), encode(item)),
+            keys=1,
         )
 
     def mark_input_done(self, input_id: str) -> None:
@@ -228,7 +241,7 @@ class SqliteStore:
         with self._lock:
             self._conn.execute("BEGIN")
             self._conn.execute(
-                "INSERT OR REPLACE INTO outputs (input_id, function_call_id, data) VALUES (?, ?, ?)",
+                _upsert_sql("outputs", ("input_id", "function_call_id", "data"), keys=1),
                 (output.input_id, output.function_call_id, encode(output)),
             )
             self._conn.execute("UPDATE inputs SET done = 1 WHERE input_id = ?", (output.input_id,))

@@ -15,7 +15,7 @@ def square(x: int) -> int:
 
 @app.function(timeout=600)
 def slow_first_time(marker: str) -> str:
-    """Records each attempt; the first one waits (the server is stopped under it), later ones finish at once."""
+    """Records each attempt; the first waits (the server stops under it), later ones finish at once."""
     with open(marker, "a") as f:
         f.write(f"{os.getpid()}\n")
     with open(marker) as f:
