@@ -34,6 +34,9 @@ def cmd_server(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # -v is for Onshore's own debug lines: the HTTP/2 libraries' would print every header, token secrets too.
+    for noisy in ("hpack", "h2", "grpclib"):
+        logging.getLogger(noisy).setLevel(logging.INFO)
     config = ServerConfig(
         data_dir=data.root,
         host=args.host,
@@ -154,7 +157,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
         ours, passthrough = client.split_args(argv[1:])
         args = parser.parse_args([argv[0], *ours])
         if not passthrough:
-            parser.parse_args([argv[0], "--help"])
+            parser.error(f"`onshore {argv[0]}` needs the app FILE (see `onshore {argv[0]} --help`)")
         args.modal_args = passthrough
         return args
     return parser.parse_args(argv)
