@@ -122,8 +122,15 @@ class BenchServer:
         t0 = time.perf_counter()
         with self.log_path.open("ab") as log_file:
             self.proc = subprocess.Popen(
-                [onshore_executable(), "server", "--data-dir", str(self.data_dir), "--port", "0",
-                 *self.extra_args],
+                [
+                    onshore_executable(),
+                    "server",
+                    "--data-dir",
+                    str(self.data_dir),
+                    "--port",
+                    "0",
+                    *self.extra_args,
+                ],
                 stdout=subprocess.PIPE,
                 stderr=log_file,
                 stdin=subprocess.DEVNULL,
@@ -186,8 +193,11 @@ class BenchServer:
 
     def log_counts(self) -> dict[str, int]:
         text = self.log_tail(chars=10**9)
-        return {"errors": text.count(" ERROR "), "warnings": text.count(" WARNING "),
-                "tracebacks": text.count("Traceback (most recent call last)")}
+        return {
+            "errors": text.count(" ERROR "),
+            "warnings": text.count(" WARNING "),
+            "tracebacks": text.count("Traceback (most recent call last)"),
+        }
 
     def stop(self, timeout: float = 20.0) -> None:
         if self.proc is None:
@@ -254,11 +264,15 @@ def run_client(server: BenchServer, script: str, *args: object, timeout: float =
             timeout=timeout,
         )
     except subprocess.TimeoutExpired as exc:
-        raise ClientError(f"{script} timed out after {timeout:.0f}s; stderr tail: {_tail(exc.stderr)}") from exc
+        raise ClientError(
+            f"{script} timed out after {timeout:.0f}s; stderr tail: {_tail(exc.stderr)}"
+        ) from exc
     finally:
         stop_watch.set()
         watcher.join()
-    results = [line[len(RESULT_PREFIX):] for line in proc.stdout.splitlines() if line.startswith(RESULT_PREFIX)]
+    results = [
+        line[len(RESULT_PREFIX) :] for line in proc.stdout.splitlines() if line.startswith(RESULT_PREFIX)
+    ]
     if proc.returncode != 0 or not results:
         raise ClientError(
             f"{script} exited {proc.returncode}; stderr tail:\n{_tail(proc.stderr)}\n"

@@ -1,10 +1,13 @@
-"""Client for `cold_start`: one never-called function per sample, each in its own app, timed call to result.
+"""Client for `cold_start`: never-called functions, each in its own app, timed from the call to the result.
 
-It writes a module (`bench_cold_apps.py`, in its working dir) that defines one app with one trivial function per
-sample, so no sample can find a warm container. Before each sample it waits until the server has no container
-process alive at all, so a sample is truly cold and the previous app's shutdown does not share the CPU with it.
-Each function reports when its container process started, when the user module was imported and when it ran,
-so the harness can split a cold start into phases.
+It writes a module (`bench_cold_apps.py`, in its working dir) with one app and one trivial function per
+sample, so no sample can find a warm container. Before each sample it waits until the server and all its
+processes sit idle, so the previous app's shutdown (and any spare process the server starts) does not share
+the CPU with the sample. Each function reports when its container process started, when the user module was
+imported and when it ran, so the harness can split a cold start into phases.
+
+Then a burst: several never-called functions of one app called at once, more than the server keeps spare
+processes for, which shows the cold start of a container whose process is started on demand.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import importlib
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 MODULE_HEADER = '''\
@@ -38,28 +42,39 @@ def _report() -> dict[str, float]:
 
 '''
 
-APP_TEMPLATE = '''
+APP_TEMPLATE = """
 app_{i} = modal.App("bench-cold-{i}")
 
 
 @app_{i}.function(scaledown_window=600)
 def cold_{i}() -> dict[str, float]:
     return _report()
-'''
+"""
+
+
+BURST_TEMPLATE = """
+
+@app_burst.function(scaledown_window=600)
+def burst_{i}() -> dict[str, float]:
+    return _report()
+"""
 
 
 def main() -> None:
-    from _common import emit, wait_until_no_containers
+    from _common import emit, wait_until_quiet
 
-    samples = int(sys.argv[1])
+    samples, burst = int(sys.argv[1]), int(sys.argv[2])
     total = samples + 1  # sample 0 is the server's first container ever: reported apart
     source = MODULE_HEADER + "".join(APP_TEMPLATE.format(i=i) for i in range(total))
+    source += '\napp_burst = modal.App("bench-cold-burst")\n' + "".join(
+        BURST_TEMPLATE.format(i=i) for i in range(burst)
+    )
     Path("bench_cold_apps.py").write_text(source)
     sys.path.insert(0, str(Path.cwd()))
     mod = importlib.import_module("bench_cold_apps")
     out = []
     for i in range(total):
-        waited_s = wait_until_no_containers()
+        waited_s = wait_until_quiet()
         app, fn = getattr(mod, f"app_{i}"), getattr(mod, f"cold_{i}")
         t0 = time.perf_counter()
         with app.run():
@@ -70,9 +85,31 @@ def main() -> None:
             t3 = time.perf_counter()
             returned_at = time.time()
         t4 = time.perf_counter()
-        out.append({"waited_s": waited_s, "app_run_s": t1 - t0, "remote_s": t3 - t2, "app_stop_s": t4 - t3,
-                    "called_at": called_at, "returned_at": returned_at, **report})
-    emit({"samples": out})
+        out.append(
+            {
+                "waited_s": waited_s,
+                "app_run_s": t1 - t0,
+                "remote_s": t3 - t2,
+                "app_stop_s": t4 - t3,
+                "called_at": called_at,
+                "returned_at": returned_at,
+                **report,
+            }
+        )
+    # A burst: `burst` distinct cold functions called at once, more than the server keeps spares for.
+    burst_out: list[dict[str, float]] = []
+    if burst:
+        wait_until_quiet()
+        fns = [getattr(mod, f"burst_{i}") for i in range(burst)]
+
+        def call(fn: object) -> None:
+            called_at, t0 = time.time(), time.perf_counter()
+            report = fn.remote()  # type: ignore[attr-defined]
+            burst_out.append({"remote_s": time.perf_counter() - t0, "called_at": called_at, **report})
+
+        with mod.app_burst.run(), ThreadPoolExecutor(burst) as pool:
+            list(pool.map(call, fns))
+    emit({"samples": out, "burst": burst_out})
 
 
 if __name__ == "__main__":

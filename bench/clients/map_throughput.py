@@ -1,4 +1,4 @@
-"""Client for `map_throughput`: one .map() over many trivial inputs, timed from the call to the last result."""
+"""Client for `map_throughput`: a .map() over many trivial inputs, timed call to last result."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ def ident(x: int) -> tuple[int, int]:
 
 
 def main() -> None:
-    from _common import emit, rpc_latencies
+    from _common import cpu_snapshot, cpu_used, emit, rpc_latencies, wait_until_quiet
 
     n = int(sys.argv[1])
     t0 = time.perf_counter()
@@ -25,10 +25,12 @@ def main() -> None:
         app_run_s = time.perf_counter() - t0
         ident.remote(-1)  # one warm container, as a steady-state service would have
         rpc = rpc_latencies(200)
+        wait_until_quiet()  # the server has replaced the spare process the first call used
         first_s = None
         # Per-result arrival times (seconds since the call) show ramp-up and steady-state rate.
         arrivals: list[float] = []
         pids: dict[int, int] = {}
+        before = cpu_snapshot()
         t0 = time.perf_counter()
         for expected, (x, pid) in enumerate(ident.map(range(n))):
             now = time.perf_counter() - t0
@@ -39,11 +41,21 @@ def main() -> None:
             if x != expected:
                 raise SystemExit(f"map result {expected} was {x}")
         total_s = time.perf_counter() - t0
+        cpu = cpu_used(before, cpu_snapshot())
     if len(arrivals) != n:
         raise SystemExit(f"map returned {len(arrivals)} results, expected {n}")
-    emit({"app_run_s": app_run_s, "n": n, "total_s": total_s, "first_result_s": first_s,
-          "arrivals_s": arrivals, "inputs_per_container": sorted(pids.values(), reverse=True),
-          "rpc_s": rpc})
+    emit(
+        {
+            "app_run_s": app_run_s,
+            "n": n,
+            "total_s": total_s,
+            "first_result_s": first_s,
+            "arrivals_s": arrivals,
+            "inputs_per_container": sorted(pids.values(), reverse=True),
+            "rpc_s": rpc,
+            "cpu_s": cpu,
+        }
+    )
 
 
 if __name__ == "__main__":
