@@ -25,7 +25,8 @@ _ALPHABET = string.ascii_letters + string.digits
 
 def new_id(kind: str) -> str:
     """A prefixed id with 22 alphanumeric characters, the shape the client's CLI recognises as an id."""
-    return f"{PREFIXES[kind]}-" + "".join(secrets.choice(_ALPHABET) for _ in range(22))
+    # 22 characters drawn from 62 (a negligible bias from the modulo is fine for unique ids).
+    return f"{PREFIXES[kind]}-" + "".join(_ALPHABET[b % 62] for b in secrets.token_bytes(22))
 
 
 def new_secret() -> str:

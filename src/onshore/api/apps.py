@@ -100,6 +100,7 @@ class AppHandlers:
         return api_pb2.AppGetOrCreateResponse(app_id=app.app_id)
 
     async def AppHeartbeat(self, req: Any, who: Principal) -> Any:
+        who.require_app(req.app_id)
         self._apps.heartbeat(req.app_id)
         return empty_pb2.Empty()
 

@@ -59,6 +59,11 @@ class ContainerHandlers:
         spec = self._functions.spec(task.function_id)
         batch = max(1, int(req.batch_max_size))
         items = await self._calls.next_inputs(task.task_id, task.function_id, batch)
+        if items and self._generation[task.task_id] != self._functions.current_generation(task.function_id):
+            # The function was redeployed while this container waited: its inputs go to a new container.
+            self._calls.give_back(task.task_id, items)
+            resp.inputs.add(kill_switch=True)
+            return resp
         if items and batch > len(items) and req.batch_linger_ms:
             await asyncio.sleep(req.batch_linger_ms / 1000)
             items += await self._calls.next_inputs(

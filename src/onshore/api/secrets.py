@@ -9,7 +9,19 @@ from modal_proto import api_pb2
 
 from onshore.api.base import Principal
 from onshore.errors import InvalidArgument, PermissionDenied
+from onshore.models import Secret
 from onshore.services.secrets import SecretService
+
+
+def _metadata(secret: Secret) -> Any:
+    """What the client shows about a secret: its name, keys and dates, never its values."""
+    return api_pb2.SecretMetadata(
+        name=secret.name,
+        creation_info=api_pb2.CreationInfo(created_at=secret.created_at, created_by="onshore"),
+        keys=sorted(secret.env),
+        environment_name=secret.environment,
+        last_used_at=secret.last_used_at or 0.0,
+    )
 
 
 class SecretHandlers:
@@ -19,7 +31,9 @@ class SecretHandlers:
     async def SecretGetOrCreate(self, req: Any, who: Principal) -> Any:
         env = req.environment_name or "main"
         kind = req.object_creation_type
-        if kind == api_pb2.OBJECT_CREATION_TYPE_ANONYMOUS_OWNED_BY_APP:
+        if kind == api_pb2.OBJECT_CREATION_TYPE_EPHEMERAL:
+            secret = self._secrets.create_anonymous("", dict(req.env_dict), env)
+        elif kind == api_pb2.OBJECT_CREATION_TYPE_ANONYMOUS_OWNED_BY_APP:
             if req.app_id:
                 who.require_app(req.app_id)
             secret = self._secrets.create_anonymous(req.app_id, dict(req.env_dict), env)
@@ -46,7 +60,7 @@ class SecretHandlers:
                 secret = self._secrets.by_name(req.deployment_name, env, list(req.required_keys))
         else:
             raise InvalidArgument(f"Unsupported secret creation type {kind}")
-        return api_pb2.SecretGetOrCreateResponse(secret_id=secret.secret_id)
+        return api_pb2.SecretGetOrCreateResponse(secret_id=secret.secret_id, metadata=_metadata(secret))
 
     async def SecretList(self, req: Any, who: Principal) -> Any:
         env = req.environment_name or "main"
@@ -58,6 +72,7 @@ class SecretHandlers:
                 last_used_at=secret.last_used_at or 0.0,
                 environment_name=secret.environment,
                 secret_id=secret.secret_id,
+                metadata=_metadata(secret),
             )
         return resp
 

@@ -8,6 +8,7 @@ caller that is already waiting) stays in memory and wakes waiters directly; noth
 from __future__ import annotations
 
 import asyncio
+import bisect
 import collections
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -38,6 +39,8 @@ INVOCATION_SYNC = 4
 DATA_FORMAT_GENERATOR_DONE = 3
 
 MAX_OUTPUTS_PER_RESPONSE = 1000
+MAP_BATCH_TARGET = 16
+MAP_LINGER_SECONDS = 0.005
 
 
 @dataclass
@@ -272,21 +275,35 @@ class CallService:
                 call.cleared.add(o.input_id)
             self._release(call)
             return [], last_entry_id
-        deadline = self._clock.monotonic() + max(0.0, timeout)
+        # Waits run on the event loop's own clock; the injected clock only stamps records.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(0.0, timeout)
         limit = max_values if max_values > 0 else MAX_OUTPUTS_PER_RESPONSE
         while True:
             if idx_range is not None:
                 lo, hi = idx_range
                 found = [o for o in call.outputs if lo <= o.idx <= hi and o.input_id not in call.cleared]
             else:
-                found = [o for o in call.outputs if o.entry_id > last_entry_id]
+                # Outputs are appended in entry-id order: find the first new one by bisection.
+                start = bisect.bisect_right(call.outputs, last_entry_id, key=lambda o: o.entry_id)
+                found = call.outputs[start : start + limit]
+                if found and call.unfinished and len(found) < MAP_BATCH_TARGET:
+                    # A map's caller polls again at once: give a few more outputs a moment to arrive, so
+                    # one response carries several (fewer polls, less CPU on both sides).
+                    linger_until = loop.time() + MAP_LINGER_SECONDS
+                    while call.unfinished and len(found) < MAP_BATCH_TARGET:
+                        remaining = linger_until - loop.time()
+                        if remaining <= 0:
+                            break
+                        await call.wait_change(remaining)
+                        found = call.outputs[start : start + limit]
             found = found[:limit]
             if found:
                 new_last = max(last_entry_id, max(o.entry_id for o in found))
                 if clear_on_success:
                     self._clear(call, found)
                 return found, new_last
-            remaining = deadline - self._clock.monotonic()
+            remaining = deadline - loop.time()
             if remaining <= 0:
                 return [], last_entry_id
             await call.wait_change(remaining)
@@ -360,6 +377,20 @@ class CallService:
                     spec.timeout_secs, self._on_timeout, item, spec.timeout_secs
                 )
         return taken
+
+    def give_back(self, task_id: str, items: list[PendingInput]) -> None:
+        """Undo next_inputs for inputs a container will not run: they wait for another container."""
+        for item in reversed(items):
+            if item.timer is not None:
+                item.timer.cancel()
+                item.timer = None
+            queue = self._queues[item.call.function_id]
+            queue.inflight = max(0, queue.inflight - 1)
+            self._task_inputs.get(task_id, set()).discard(item.input_id)
+            item.task_id = ""
+            queue.offer(item, front=True)
+        if items:
+            self.on_demand(items[0].call.function_id)
 
     def put_outputs(self, task_id: str, outputs: list[ContainerOutput]) -> None:
         for out in outputs:
@@ -502,16 +533,17 @@ class CallService:
 
         The client reconnects with its last index, and closes the stream once it has every item.
         """
-        deadline = self._clock.monotonic() + wait
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
         while True:
             fresh = [(i, c) for i, c in call.data_out if i > last_index]
             for index, chunk in fresh:
                 last_index = index
                 yield chunk
             if fresh:
-                deadline = self._clock.monotonic() + wait
+                deadline = loop.time() + wait
                 continue
-            remaining = deadline - self._clock.monotonic()
+            remaining = deadline - loop.time()
             if remaining <= 0:
                 return
             await call.wait_change(remaining)

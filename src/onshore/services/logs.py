@@ -92,7 +92,8 @@ class LogService:
         Ends without None when the timeout passes (the client reconnects with its last entry id).
         """
         log = self._apps[app_id]
-        deadline = self._clock.monotonic() + timeout
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
         while True:
             fresh = [
                 e
@@ -108,7 +109,7 @@ class LogService:
             if log.done:
                 yield None
                 return
-            remaining = deadline - self._clock.monotonic()
+            remaining = deadline - loop.time()
             if remaining <= 0:
                 return
             fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()

@@ -1,6 +1,7 @@
 """Test client for tests/e2e/test_apps.py: looks up deployed apps through the Python API from another process.
 
-Usage: apps_client.py call APP FUNCTION ARG | cls APP CLASS METHOD ARG | missing APP | function-id APP FUNCTION
+Usage: apps_client.py call APP FUNCTION [ARG] | call-error APP FUNCTION | cls APP CLASS METHOD ARG
+                      | missing APP | function-id APP FUNCTION
 Prints one `RESULT <json>` line.
 """
 
@@ -25,8 +26,11 @@ def error_of(action: object) -> dict[str, str]:
 def main(argv: list[str]) -> None:
     command = argv[0]
     if command == "call":
-        app_name, function_name, arg = argv[1:4]
-        emit(modal.Function.from_name(app_name, function_name).remote(arg))
+        app_name, function_name, *args = argv[1:]
+        emit(modal.Function.from_name(app_name, function_name).remote(*args))
+    elif command == "call-error":
+        app_name, function_name = argv[1:3]
+        emit(error_of(lambda: modal.Function.from_name(app_name, function_name).remote("x")))
     elif command == "cls":
         app_name, class_name, method, arg = argv[1:5]
         obj = modal.Cls.from_name(app_name, class_name)()

@@ -1,6 +1,7 @@
 """Test app for tests/e2e/test_apps.py: a deployed app; tests copy it, changing APP_NAME and VERSION."""
 
 import os
+import sys
 
 import modal
 
@@ -12,7 +13,8 @@ app = modal.App(APP_NAME)
 
 @app.function(scaledown_window=60)
 def hello(name: str) -> str:
-    print(f"LOG-{VERSION}-{name}", flush=True)
+    print(f"OUTLOG-{VERSION}-{name}", flush=True)
+    print(f"ERRLOG-{VERSION}-{name}", file=sys.stderr, flush=True)
     return f"{VERSION}:{name}"
 
 

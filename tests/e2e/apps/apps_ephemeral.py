@@ -10,7 +10,7 @@ import modal
 app = modal.App("e2e-apps-ephemeral")
 
 
-# A long scaledown window: when the container goes away soon after the run, it is the app's stop that ended it.
+# A long scaledown window: a container gone soon after the run was ended by its app's stop.
 @app.function(scaledown_window=60)
 def work(pid_file: str, marker: str, sleep: float) -> int:
     print(f"STDOUT-{marker}", flush=True)

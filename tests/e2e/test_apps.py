@@ -1,0 +1,272 @@
+"""Apps end to end: ephemeral runs and their end, deployments, redeploys, look-ups, `modal app` commands."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import REPO, ServerProcess, run_modal, run_python
+
+APPS = REPO / "tests" / "e2e" / "apps"
+EPHEMERAL = APPS / "apps_ephemeral.py"
+DEPLOYED = APPS / "apps_deployed.py"
+CLIENT = APPS / "apps_client.py"
+
+_APP_ID = re.compile(r"/apps/(ap-[A-Za-z0-9]{22})")
+
+
+# ---------------------------------------------------------------- helpers
+def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.2) -> Any:
+    """Poll until predicate() is truthy; return its last value (falsy on timeout)."""
+    deadline = time.monotonic() + timeout
+    value = predicate()
+    while not value and time.monotonic() < deadline:
+        time.sleep(interval)
+        value = predicate()
+    return value
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def app_list(server: ServerProcess) -> list[dict[str, Any]]:
+    result = run_modal(server, "app", "list", "--json")
+    assert result.returncode == 0, result.output
+    apps: list[dict[str, Any]] = json.loads(result.stdout)
+    return apps
+
+
+def app_row(server: ServerProcess, app_id: str) -> dict[str, Any]:
+    rows = [a for a in app_list(server) if a["app_id"] == app_id]
+    assert rows, f"{app_id} missing from `modal app list`"
+    return rows[0]
+
+
+def app_id_in(output: str) -> str:
+    match = _APP_ID.search(output)
+    assert match, f"no app id in output:\n{output}"
+    return match.group(1)
+
+
+def result_of(output: str) -> Any:
+    lines = [line for line in output.splitlines() if line.startswith("RESULT ")]
+    assert lines, f"no RESULT line in output:\n{output}"
+    return json.loads(lines[-1][len("RESULT ") :])
+
+
+def client(server: ServerProcess, *args: str) -> Any:
+    result = run_python(server, CLIENT, *args)
+    assert result.returncode == 0, result.output
+    return result_of(result.stdout)
+
+
+def app_copy(directory: Path, name: str, version: str) -> Path:
+    """A copy of the deployed test app under another name and code version."""
+    source = DEPLOYED.read_text()
+    source = source.replace('APP_NAME = "e2e-apps-deployed"', f'APP_NAME = "{name}"')
+    source = source.replace('VERSION = "v1"', f'VERSION = "{version}"')
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{name.replace('-', '_')}.py"  # one file, edited between deployments
+    path.write_text(source)
+    return path
+
+
+def deploy(server: ServerProcess, path: Path) -> str:
+    result = run_modal(server, "deploy", str(path))
+    assert result.returncode == 0, result.output
+    return app_id_in(result.output)
+
+
+def start_run(
+    server: ServerProcess, pid_file: Path, marker: str, sleep: float, **env: str
+) -> subprocess.Popen[str]:
+    """Start `modal run` of the ephemeral test app in the background."""
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "modal",
+            "run",
+            str(EPHEMERAL),
+            "--pid-file",
+            str(pid_file),
+            "--marker",
+            marker,
+            "--sleep",
+            str(sleep),
+        ],
+        env=server.env(**env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def end(proc: subprocess.Popen[str]) -> str:
+    """Make sure a background client is gone; return what it printed."""
+    if proc.poll() is None:
+        proc.kill()
+    out, _ = proc.communicate(timeout=30)
+    return out or ""
+
+
+# ---------------------------------------------------------------- ephemeral apps
+def test_run_streams_container_output_and_stops_app_when_done(server: ServerProcess, tmp_path: Path) -> None:
+    pid_file = tmp_path / "pid"
+    result = run_modal(server, "run", str(EPHEMERAL), "--pid-file", str(pid_file), "--marker", "done1")
+    assert result.returncode == 0, result.output
+    # Container stdout and stderr stream back to `modal run`.
+    assert "STDOUT-done1" in result.output
+    assert "STDERR-done1" in result.output
+    pid = result_of(result.stdout)
+    assert read_pid(pid_file) == pid
+    app_id = app_id_in(result.output)
+
+    row = app_row(server, app_id)
+    assert row["state"] == "stopped", row
+    assert row["stopped_at"], row
+    assert row["tasks"] == "0", row
+    # The function's scaledown window is 60s: the container is gone because the app stopped.
+    assert wait_for(lambda: not pid_alive(pid), 10), f"container process {pid} outlived its app"
+
+
+def test_interrupted_run_stops_app_and_its_containers(server: ServerProcess, tmp_path: Path) -> None:
+    pid_file = tmp_path / "pid"
+    proc = start_run(server, pid_file, "sigint1", sleep=120)
+    try:
+        pid = wait_for(lambda: read_pid(pid_file), 60)
+        assert pid, f"the function never started:\n{end(proc)}"
+        proc.send_signal(signal.SIGINT)
+        proc.wait(30)
+        out = end(proc)
+        app_id = app_id_in(out)
+        assert wait_for(lambda: not pid_alive(pid), 10), f"container {pid} still runs after the client left"
+        assert app_row(server, app_id)["state"] == "stopped"
+    finally:
+        end(proc)
+
+
+def test_killed_client_app_is_stopped_by_heartbeat_timeout(
+    fresh_server: ServerProcess, tmp_path: Path
+) -> None:
+    fresh_server.extra_args.extend(["--app-heartbeat-timeout", "3"])
+    fresh_server.start()
+    pid_file = tmp_path / "pid"
+    # The client heartbeats every second, well inside the server's 3s timeout.
+    proc = start_run(fresh_server, pid_file, "kill1", sleep=120, MODAL_HEARTBEAT_INTERVAL="1")
+    try:
+        pid = wait_for(lambda: read_pid(pid_file), 60)
+        assert pid, f"the function never started:\n{end(proc)}"
+        # While the client heartbeats, the app outlives the timeout.
+        time.sleep(4.5)
+        live = [a for a in app_list(fresh_server) if a["description"] == "e2e-apps-ephemeral"]
+        assert len(live) == 1 and live[0]["state"] == "ephemeral", live
+        assert live[0]["tasks"] == "1", live
+        assert pid_alive(pid)
+        app_id = live[0]["app_id"]
+
+        proc.send_signal(signal.SIGKILL)  # no goodbye: only the missing heartbeats tell
+        proc.wait(10)
+        stopped = wait_for(lambda: app_row(fresh_server, app_id)["state"] == "stopped", 20, interval=0.5)
+        assert stopped, app_row(fresh_server, app_id)
+        assert wait_for(lambda: not pid_alive(pid), 10), f"container {pid} outlived its abandoned app"
+    finally:
+        end(proc)
+
+
+# ---------------------------------------------------------------- deployed apps
+@pytest.fixture(scope="module")
+def deployed(server: ServerProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A deployed app, looked up by name by the tests below."""
+    name = "e2e-apps-lookup"
+    deploy(server, app_copy(tmp_path_factory.mktemp("deployed"), name, "v1"))
+    yield name
+
+
+def test_function_and_cls_from_name_work_from_another_process(server: ServerProcess, deployed: str) -> None:
+    assert client(server, "call", deployed, "hello", "ann") == "v1:ann"
+    assert client(server, "cls", deployed, "Greeter", "greet", "bo") == "greet-v1:bo"
+
+
+def test_unknown_app_or_function_raises_not_found(server: ServerProcess, deployed: str) -> None:
+    errors = client(server, "missing", deployed)
+    for what in ("app", "function", "cls", "app_lookup"):
+        assert errors[what]["type"] == "NotFoundError", (what, errors[what])
+
+
+def test_app_list_and_logs_show_deployed_app(server: ServerProcess, deployed: str) -> None:
+    assert client(server, "call", deployed, "hello", "logmarker") == "v1:logmarker"
+    rows = [a for a in app_list(server) if a["description"] == deployed]
+    assert [r["state"] for r in rows] == ["deployed"], rows
+
+    def logs(*args: str) -> str:
+        result = run_modal(server, "app", "logs", deployed, *args, timeout=30)
+        assert result.returncode == 0, result.output
+        return result.stdout
+
+    found = wait_for(lambda: "OUTLOG-v1-logmarker" in logs() and "ERRLOG-v1-logmarker" in logs(), 10, 0.5)
+    assert found, "container stdout or stderr missing from `modal app logs`"
+    only_stderr = logs("--source", "stderr")
+    assert "ERRLOG-v1-logmarker" in only_stderr and "OUTLOG-v1-logmarker" not in only_stderr, only_stderr
+
+
+def test_redeploy_replaces_code_and_bumps_version(server: ServerProcess, tmp_path: Path) -> None:
+    name = "e2e-apps-redeploy"
+    first = deploy(server, app_copy(tmp_path, name, "v1"))
+    assert client(server, "call", name, "hello", "x") == "v1:x"
+    assert client(server, "cls", name, "Greeter", "greet", "y") == "greet-v1:y"
+
+    second = deploy(server, app_copy(tmp_path, name, "v2"))
+    assert second == first, "a redeploy keeps the app's id"
+    # The new code answers, even though a warm v1 container (60s scaledown window) was there.
+    assert client(server, "call", name, "hello", "x") == "v2:x"
+    assert client(server, "cls", name, "Greeter", "greet", "y") == "greet-v2:y"
+
+    rows = [a for a in app_list(server) if a["description"] == name]
+    assert [r["state"] for r in rows] == ["deployed"], rows
+
+    history = run_modal(server, "app", "history", name, "--json")
+    assert history.returncode == 0, history.output
+    versions = [row["version"] for row in json.loads(history.stdout)]
+    assert versions == ["v2", "v1"], versions
+
+
+def test_app_stop_stops_deployed_app_and_its_containers(server: ServerProcess, tmp_path: Path) -> None:
+    name = "e2e-apps-stop"
+    app_id = deploy(server, app_copy(tmp_path, name, "v1"))
+    pid = client(server, "call", name, "pid")
+    assert pid_alive(pid)
+    assert app_row(server, app_id)["tasks"] == "1"
+
+    stop = run_modal(server, "app", "stop", name, "--yes")
+    assert stop.returncode == 0, stop.output
+    row = app_row(server, app_id)
+    assert row["state"] == "stopped", row
+    assert wait_for(lambda: not pid_alive(pid), 10), f"container {pid} outlived `modal app stop`"
+
+    error = client(server, "call-error", name, "hello")
+    assert error["type"] == "NotFoundError", error
