@@ -17,7 +17,8 @@ def emit(tag: str, value: object) -> None:
     print(f"RESULT {tag} {json.dumps(value)}", flush=True)
 
 
-@app.cls(scaledown_window=2)
+# A long scaledown window: on a loaded machine a container must not scale down between two calls.
+@app.cls(scaledown_window=30)
 class Model:
     n: int = modal.parameter()
     marker_dir: str = modal.parameter(default="")
@@ -75,5 +76,5 @@ def exit_hook(marker_dir: str) -> None:
     model = Model(n=7, marker_dir=marker_dir)
     emit("info", model.info.remote())
     emit("info2", model.info.remote())
-    # The container is still up (scaledown_window=2 has not passed): @exit must not have run yet.
+    # The container is still up (scaledown_window=30 has not passed): @exit must not have run yet.
     emit("marker_before_stop", (Path(marker_dir) / "exit-n7.json").exists())
