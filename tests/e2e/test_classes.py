@@ -84,11 +84,13 @@ def test_exit_runs_when_an_idle_container_scales_down(server: ServerProcess, tmp
         "scaledown.py",
         f"""
         import json
+        import os
         import sys
         import time
         from pathlib import Path
 
         sys.path.insert(0, {str(APPS)!r})
+        os.environ["E2E_CLASSES_SCALEDOWN_WINDOW"] = "2"
         import classes_lifecycle
 
         marker = Path({str(marker_dir)!r}) / "exit-n11.json"

@@ -17,8 +17,12 @@ def emit(tag: str, value: object) -> None:
     print(f"RESULT {tag} {json.dumps(value)}", flush=True)
 
 
-# A long scaledown window: on a loaded machine a container must not scale down between two calls.
-@app.cls(scaledown_window=30)
+# A long scaledown window by default, so that on a loaded machine a container does not scale down between two
+# calls; the scale-down test sets a short one (the client sends the value it sees at import).
+SCALEDOWN_WINDOW = int(os.environ.get("E2E_CLASSES_SCALEDOWN_WINDOW", "30"))
+
+
+@app.cls(scaledown_window=SCALEDOWN_WINDOW)
 class Model:
     n: int = modal.parameter()
     marker_dir: str = modal.parameter(default="")
