@@ -1,4 +1,4 @@
-"""Shared fixtures: a real Onshore server in a subprocess on loopback, and helpers to drive the real client."""
+"""Shared fixtures: a real Onshore server subprocess on loopback, and helpers to drive the real client."""
 
 from __future__ import annotations
 
@@ -33,8 +33,17 @@ class ServerProcess:
         self.log_path = self.data_dir.parent / f"{self.data_dir.name}-server.log"
         log = self.log_path.open("a")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "onshore.cli.main", "server", "--data-dir", str(self.data_dir), "--port", "0",
-             *self.extra_args],
+            [
+                sys.executable,
+                "-m",
+                "onshore.cli.main",
+                "server",
+                "--data-dir",
+                str(self.data_dir),
+                "--port",
+                "0",
+                *self.extra_args,
+            ],
             stdout=subprocess.PIPE,
             stderr=log,
             text=True,
@@ -104,8 +113,13 @@ class Result:
         return self.stdout + self.stderr
 
 
-def run_modal(server: ServerProcess, *args: str, cwd: Path | None = None, timeout: float = 120.0,
-              env: dict[str, str] | None = None) -> Result:
+def run_modal(
+    server: ServerProcess,
+    *args: str,
+    cwd: Path | None = None,
+    timeout: float = 120.0,
+    env: dict[str, str] | None = None,
+) -> Result:
     """Run the real `modal` CLI against the server."""
     proc = subprocess.run(
         [sys.executable, "-m", "modal", *args],
@@ -118,8 +132,14 @@ def run_modal(server: ServerProcess, *args: str, cwd: Path | None = None, timeou
     return Result(proc.returncode, proc.stdout, proc.stderr)
 
 
-def run_python(server: ServerProcess, script: Path, *args: str, cwd: Path | None = None, timeout: float = 120.0,
-               env: dict[str, str] | None = None) -> Result:
+def run_python(
+    server: ServerProcess,
+    script: Path,
+    *args: str,
+    cwd: Path | None = None,
+    timeout: float = 120.0,
+    env: dict[str, str] | None = None,
+) -> Result:
     """Run a Python script that uses the real client's Python API against the server."""
     proc = subprocess.run(
         [sys.executable, str(script), *args],
