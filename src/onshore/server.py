@@ -71,6 +71,10 @@ class OnshoreServer:
         self.port = config.port or _free_port(config.host)
         self.http_port = config.http_port or (self.port + 1 if config.port else _free_port(config.host))
         self.url = f"http://{config.host}:{self.port}"
+        # Containers reach the API over a unix socket in the data dir: cheaper than loopback TCP per call.
+        socket_path = self.data.root / "containers.sock"
+        self.socket_path = socket_path if len(str(socket_path)) < 100 else None
+        container_url = f"unix://{socket_path}" if self.socket_path else self.url
         self.http_url = f"http://{config.host}:{self.http_port}"
         clock = SystemClock()
         self.store = SqliteStore(self.data.database)
@@ -97,7 +101,7 @@ class OnshoreServer:
             launcher.plan,
             make_result,
             clock,
-            server_url=self.url,
+            server_url=container_url,
             stop_grace=config.container_stop_grace,
         )
         self.autoscaler = Autoscaler(
@@ -120,6 +124,7 @@ class OnshoreServer:
         ]
         self.router = Router(handlers, Authenticator(self.tokens, self.containers))
         self._grpc: GrpcServer | None = None
+        self._grpc_unix: GrpcServer | None = None
         self._http: _HttpServer | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._stopping = False
@@ -147,6 +152,10 @@ class OnshoreServer:
         self.runtime.warm_up()
         self._grpc = GrpcServer([self.router])
         await self._grpc.start(self.config.host, self.port)
+        if self.socket_path is not None:
+            self.socket_path.unlink(missing_ok=True)
+            self._grpc_unix = GrpcServer([self.router])
+            await self._grpc_unix.start(path=str(self.socket_path))
         http_config = uvicorn.Config(
             blob_app(self.blobs),
             host=self.config.host,
@@ -185,10 +194,13 @@ class OnshoreServer:
             # restart instead of failing.
             self.containers.shutting_down = True
             await self.runtime.shutdown()
-            if self._grpc is not None:
-                self._grpc.close()
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(self._grpc.wait_closed(), 3.0)
+            for grpc_server in (self._grpc, self._grpc_unix):
+                if grpc_server is not None:
+                    grpc_server.close()
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(grpc_server.wait_closed(), 3.0)
+            if self.socket_path is not None:
+                self.socket_path.unlink(missing_ok=True)
             if self._http is not None:
                 self._http.should_exit = True
                 with contextlib.suppress(Exception):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -85,6 +86,9 @@ class CallHandlers:
             )
             for item in items:
                 resp.pipelined_inputs.add(idx=item.idx, input_id=item.input_id, input_jwt=_input_jwt(item))
+            # Let a container that was waiting for this input receive it before the caller hears back:
+            # the caller's next step (waiting for the output) is not urgent, the container's work is.
+            await asyncio.sleep(0)
         return resp
 
     async def FunctionPutInputs(self, req: Any, who: Principal) -> Any:

@@ -101,6 +101,8 @@ class ContainerHandlers:
         ]
         self._calls.put_outputs(task.task_id, outputs)
         self._containers.touch(task)
+        # Let a caller waiting for these outputs hear first; the container's acknowledgement can wait a turn.
+        await asyncio.sleep(0)
         return empty_pb2.Empty()
 
     async def FunctionCallPutDataOut(self, req: Any, who: Principal) -> Any:
