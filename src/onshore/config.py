@@ -33,7 +33,7 @@ class ServerConfig:
     def resolved_max_containers(self) -> int:
         if self.max_containers > 0:
             return self.max_containers
-        return max(4, 2 * (os.cpu_count() or 2))
+        return max(8, 4 * (os.cpu_count() or 2))
 
 
 class DataDir:

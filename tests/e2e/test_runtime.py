@@ -188,3 +188,36 @@ def test_sigterm_stops_every_container(fresh_server: ServerProcess, tmp_path: Pa
             started |= _descendants(server_pid)
         fresh_server.stop()
         _kill_leftovers(started)
+
+
+def test_idle_containers_make_way_when_the_machine_is_full(tmp_path: Path) -> None:
+    """With one container slot, an idle container of one function is stopped so another function can run."""
+    server = ServerProcess(tmp_path / "data", extra_args=["--max-containers", "1"]).start()
+    try:
+        app = write_app(
+            tmp_path,
+            "full_machine.py",
+            """
+            import modal
+
+            app = modal.App("e2e-runtime-full-machine")
+
+            @app.function(scaledown_window=60)
+            def first() -> str:
+                return "first"
+
+            @app.function(scaledown_window=60)
+            def second() -> str:
+                return "second"
+
+            @app.local_entrypoint()
+            def main() -> None:
+                print("RESULT", first.remote(), second.remote(), first.remote())
+            """,
+        )
+        result = run_modal(server, "run", str(app), timeout=60)
+        assert result.returncode == 0, result.output
+        assert "RESULT first second first" in result.output
+        assert "its slot is needed by" in server.log_text()
+    finally:
+        server.stop()

@@ -67,6 +67,7 @@ class Autoscaler:
         self._wake = asyncio.Event()
         self._dirty: set[str] = set()
         self._starting: set[asyncio.Task[None]] = set()
+        self._warned_full = False
 
     def wake(self, function_id: str) -> None:
         self._dirty.add(function_id)
@@ -109,8 +110,12 @@ class Autoscaler:
         sample = self.sample(function_id, target.spec)
         desired = desired_containers(sample, target.spec)
         if desired > sample.containers:
+            want = desired - sample.containers
             room = self._containers.capacity_left()
-            for _ in range(min(desired - sample.containers, room)):
+            if room < want and sample.queued:
+                # The machine is full: idle containers of other functions make way for queued work.
+                self._evict_idle(function_id, want - room)
+            for _ in range(min(want, room)):
                 self._spawn(target)
         elif desired < sample.containers:
             now = self._clock.monotonic()
@@ -128,6 +133,38 @@ class Autoscaler:
                 asyncio.get_running_loop().create_task(
                     self._containers.stop(t.task_id, "idle past its scaledown window")
                 )
+
+    def _evict_idle(self, needed_by: str, count: int) -> None:
+        idle = sorted(
+            (
+                t
+                for t in self._containers.tasks.values()
+                if t.function_id != needed_by
+                and t.state == TaskState.RUNNING
+                and self._calls.task_busy(t.task_id) == 0
+            ),
+            key=lambda t: t.last_active,
+        )
+        evicted = 0
+        for t in idle:
+            if evicted >= count:
+                break
+            owner = self._targets(t.function_id)
+            if (
+                owner is not None
+                and len(self._containers.for_function(t.function_id)) <= owner.spec.min_containers
+            ):
+                continue
+            evicted += 1
+            asyncio.get_running_loop().create_task(
+                self._containers.stop(t.task_id, f"idle, and its slot is needed by {needed_by}")
+            )
+        if evicted < count and not self._warned_full:
+            self._warned_full = True
+            log.warning(
+                "all %d container slots are busy; queued inputs wait for a free one (see --max-containers)",
+                self._containers.capacity_total(),
+            )
 
     def _spawn(self, target: FunctionTarget) -> None:
         reserved = self._containers.reserve(target.function_id, target.app_id)

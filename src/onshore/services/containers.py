@@ -118,6 +118,9 @@ class ContainerService:
         live = sum(1 for t in self.tasks.values() if t.state != TaskState.STOPPED)
         return max(0, self._runtime.capabilities.max_containers - live)
 
+    def capacity_total(self) -> int:
+        return self._runtime.capabilities.max_containers
+
     def get(self, task_id: str) -> Task:
         task = self.tasks.get(task_id)
         if task is None:
