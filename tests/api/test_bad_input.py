@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -220,3 +221,47 @@ def test_server_still_serves_after_bad_input(server: ServerProcess) -> None:
     result = run_modal(server, "run", str(REPO / "examples" / "hello_world.py"))
     assert result.returncode == 0, result.output
     assert "square(7) = 49" in result.output
+
+
+async def test_client_outside_the_supported_series_is_refused(server: ServerProcess) -> None:
+    """A client of another protocol series gets a precise FAILED_PRECONDITION naming the supported series."""
+    host, port = server.url.removeprefix("http://").split(":")
+    channel = Channel(host, int(port))
+    try:
+        stub = api_grpc.ModalClientStub(channel)
+        metadata = {
+            "x-modal-client-version": "0.64.0",
+            "x-modal-token-id": server.token["token_id"],
+            "x-modal-token-secret": server.token["token_secret"],
+        }
+        with pytest.raises(GRPCError) as info:
+            await stub.AppList(api_pb2.AppListRequest(), metadata=metadata)
+        assert info.value.status == Status.FAILED_PRECONDITION
+        assert "1.6." in (info.value.message or "") and "0.64.0" in (info.value.message or "")
+    finally:
+        channel.close()
+
+
+def test_unimplemented_rpc_is_logged_once(server: ServerProcess) -> None:
+    """The server logs an unimplemented RPC the first time it is called, not on every call."""
+
+    async def call_twice() -> None:
+        host, port = server.url.removeprefix("http://").split(":")
+        channel = Channel(host, int(port))
+        try:
+            stub = api_grpc.ModalClientStub(channel)
+            metadata = {
+                "x-modal-token-id": server.token["token_id"],
+                "x-modal-token-secret": server.token["token_secret"],
+            }
+            for _ in range(3):
+                with pytest.raises(GRPCError):
+                    await stub.QueueGetOrCreate(api_pb2.QueueGetOrCreateRequest(), metadata=metadata)
+        finally:
+            channel.close()
+
+    asyncio.run(call_twice())
+    deadline = time.monotonic() + 5
+    while "QueueGetOrCreate" not in server.log_text() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert server.log_text().count("unimplemented RPC called: QueueGetOrCreate") == 1

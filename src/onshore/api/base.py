@@ -21,6 +21,8 @@ from onshore.services.tokens import TokenService
 log = logging.getLogger("onshore.api")
 
 MAX_REQUEST_BYTES = 64 * 1024 * 1024
+# The client series whose protocol (modal_proto) this server implements; pinned in pyproject.toml.
+SUPPORTED_CLIENT_SERIES = "1.6."
 
 _STATUS = {
     errors.NotFound: Status.NOT_FOUND,
@@ -85,6 +87,11 @@ class Authenticator:
 
     def __call__(self, metadata: Any, rpc: str) -> Principal:
         version = str(metadata.get("x-modal-client-version", ""))
+        if version and not version.startswith(SUPPORTED_CLIENT_SERIES):
+            raise errors.Conflict(
+                f"This Onshore server speaks the protocol of the modal client {SUPPORTED_CLIENT_SERIES}x "
+                f"series; this client is {version}. Install a matching client: pip install 'modal>=1.6,<1.7'"
+            )
         task_id = metadata.get(TASK_ID_HEADER)
         if task_id:
             task = self._containers.authenticate(str(task_id), str(metadata.get(TASK_SECRET_HEADER, "")))
