@@ -8,17 +8,17 @@ import pytest
 
 from onshore.errors import NotFound, PermissionDenied
 from onshore.models import FunctionSpec, RetryPolicy
-from onshore.services.calls import (
+from onshore.services.call_state import (
     INVOCATION_ASYNC,
     INVOCATION_SYNC,
     STATUS_FAILURE,
     STATUS_SUCCESS,
     STATUS_TERMINATED,
     STATUS_TIMEOUT,
-    CallService,
     CallState,
     ContainerOutput,
 )
+from onshore.services.calls import CallService
 from onshore.services.clock import FakeClock
 from onshore.store.memory import memory_store
 from onshore.store.sqlite import SqliteStore

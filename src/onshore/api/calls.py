@@ -13,7 +13,8 @@ from onshore.api.base import Principal
 from onshore.errors import Conflict, InvalidArgument, NotFound
 from onshore.models import OutputRecord
 from onshore.services.apps import AppService
-from onshore.services.calls import CallService, CallState, PendingInput
+from onshore.services.call_state import CallState, PendingInput
+from onshore.services.calls import CallService
 from onshore.services.functions import FunctionService
 
 MAX_INPUTS_OUTSTANDING = 1000

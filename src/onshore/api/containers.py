@@ -11,7 +11,8 @@ from modal_proto import api_pb2
 from onshore.api.base import Principal
 from onshore.errors import NotFound, PermissionDenied
 from onshore.services.apps import AppService
-from onshore.services.calls import CallService, ContainerOutput
+from onshore.services.call_state import ContainerOutput
+from onshore.services.calls import CallService
 from onshore.services.containers import ContainerService, Task, TaskState
 from onshore.services.functions import FunctionService
 

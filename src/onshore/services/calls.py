@@ -12,126 +12,28 @@ import bisect
 import collections
 import logging
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
 
 from onshore import ids
 from onshore.errors import InvalidArgument, NotFound, PermissionDenied
 from onshore.models import CallRecord, FunctionSpec, OutputRecord, StoredInput
+from onshore.services.call_state import (
+    INVOCATION_ASYNC,
+    INVOCATION_ASYNC_LEGACY,
+    MAP_BATCH_TARGET,
+    MAP_LINGER_SECONDS,
+    MAX_OUTPUTS_PER_RESPONSE,
+    STATUS_SUCCESS,
+    STATUS_TERMINATED,
+    STATUS_TIMEOUT,
+    CallState,
+    ContainerOutput,
+    FunctionQueue,
+    PendingInput,
+)
 from onshore.services.clock import Clock
 from onshore.store.base import CallStore
 
 log = logging.getLogger("onshore.calls")
-
-# GenericResult.GenericStatus numbers (kept here so this module stays free of protobuf).
-STATUS_SUCCESS = 1
-STATUS_FAILURE = 2
-STATUS_TERMINATED = 3
-STATUS_TIMEOUT = 4
-STATUS_INIT_FAILURE = 5
-STATUS_INTERNAL_FAILURE = 6
-
-# FunctionCallInvocationType numbers.
-INVOCATION_SYNC_LEGACY = 1
-INVOCATION_ASYNC_LEGACY = 2
-INVOCATION_ASYNC = 3
-INVOCATION_SYNC = 4
-
-DATA_FORMAT_GENERATOR_DONE = 3
-
-MAX_OUTPUTS_PER_RESPONSE = 1000
-MAP_BATCH_TARGET = 16
-MAP_LINGER_SECONDS = 0.005
-
-
-@dataclass
-class PendingInput:
-    input_id: str
-    call: CallState
-    idx: int
-    payload: bytes  # serialized FunctionInput
-    retry_count: int = 0
-    task_id: str = ""
-    started_at: float = 0.0
-    done: bool = False
-    timer: asyncio.TimerHandle | None = None
-
-
-@dataclass
-class CallState:
-    function_call_id: str
-    function_id: str
-    app_id: str
-    call_type: int
-    invocation_type: int
-    persistent: bool
-    created_at: float
-    outputs: list[OutputRecord] = field(default_factory=list)
-    cleared: set[str] = field(default_factory=set)
-    num_inputs: int = 0
-    num_done: int = 0
-    next_entry_id: int = 1
-    inputs: dict[str, PendingInput] = field(default_factory=dict)
-    data_out: list[tuple[int, bytes]] = field(default_factory=list)  # (index, serialized DataChunk)
-    waiters: list[asyncio.Future[None]] = field(default_factory=list)
-
-    @property
-    def jwt(self) -> str:
-        return f"fc:{self.function_call_id}"
-
-    @property
-    def unfinished(self) -> int:
-        return self.num_inputs - self.num_done
-
-    def notify(self) -> None:
-        waiters, self.waiters = self.waiters, []
-        for fut in waiters:
-            if not fut.done():
-                fut.set_result(None)
-
-    async def wait_change(self, timeout: float) -> None:
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.waiters.append(fut)
-        try:
-            await asyncio.wait_for(fut, timeout)
-        except TimeoutError:
-            pass
-        finally:
-            if fut in self.waiters:
-                self.waiters.remove(fut)
-
-
-@dataclass
-class ContainerOutput:
-    """An output as a container reports it (FunctionPutOutputs item)."""
-
-    input_id: str
-    status: int
-    result: bytes
-    data_format: int
-    input_started_at: float
-    output_created_at: float
-    retry_count: int
-
-
-class FunctionQueue:
-    """Inputs waiting for a container of one function, and the containers waiting for inputs."""
-
-    def __init__(self) -> None:
-        self.pending: collections.deque[PendingInput] = collections.deque()
-        self.waiters: collections.deque[asyncio.Future[PendingInput]] = collections.deque()
-        self.inflight = 0
-
-    def offer(self, item: PendingInput, front: bool = False) -> None:
-        while self.waiters:
-            fut = self.waiters.popleft()
-            if not fut.done():
-                fut.set_result(item)
-                return
-        if front:
-            self.pending.appendleft(item)
-        else:
-            self.pending.append(item)
-
 
 SpecLookup = Callable[[str], "FunctionSpec | None"]
 ResultFactory = Callable[[int, str], bytes]

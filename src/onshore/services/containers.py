@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from onshore import ids
 from onshore.errors import NotFound, Unauthenticated
 from onshore.runtimes.base import FD_INFO, ContainerSpec, Runtime
-from onshore.services.calls import STATUS_FAILURE, CallService
+from onshore.services.call_state import STATUS_FAILURE
+from onshore.services.calls import CallService
 from onshore.services.clock import Clock
 from onshore.services.logs import LogService
 
