@@ -265,3 +265,29 @@ def test_unimplemented_rpc_is_logged_once(server: ServerProcess) -> None:
     while "QueueGetOrCreate" not in server.log_text() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert server.log_text().count("unimplemented RPC called: QueueGetOrCreate") == 1
+
+
+async def test_oversized_request_is_resource_exhausted(server: ServerProcess) -> None:
+    """A request over the size limit gets RESOURCE_EXHAUSTED naming the limit, and nothing is stored."""
+    host, port = server.url.removeprefix("http://").split(":")
+    channel = Channel(host, int(port))
+    try:
+        stub = api_grpc.ModalClientStub(channel)
+        metadata = {
+            "x-modal-token-id": server.token["token_id"],
+            "x-modal-token-secret": server.token["token_secret"],
+        }
+        data = b"x" * (65 * 1024 * 1024)
+        digest = hashlib.sha256(data).hexdigest()
+        with pytest.raises(GRPCError) as info:
+            await stub.MountPutFile(
+                api_pb2.MountPutFileRequest(sha256_hex=digest, data=data), metadata=metadata
+            )
+        assert info.value.status == Status.RESOURCE_EXHAUSTED
+        assert "limit" in (info.value.message or "")
+        missing = await stub.MountBatchedCheckExistence(
+            api_pb2.MountBatchedCheckExistenceRequest(sha256_hex_hashes=[digest]), metadata=metadata
+        )
+        assert list(missing.missing_sha256_hex_hashes) == [digest]
+    finally:
+        channel.close()
