@@ -223,71 +223,42 @@ def test_server_still_serves_after_bad_input(server: ServerProcess) -> None:
     assert "square(7) = 49" in result.output
 
 
-async def test_client_outside_the_supported_series_is_refused(server: ServerProcess) -> None:
+async def test_client_outside_the_supported_series_is_refused(
+    server: ServerProcess, stub: api_grpc.ModalClientStub
+) -> None:
     """A client of another protocol series gets a precise FAILED_PRECONDITION naming the supported series."""
-    host, port = server.url.removeprefix("http://").split(":")
-    channel = Channel(host, int(port))
-    try:
-        stub = api_grpc.ModalClientStub(channel)
-        metadata = {
-            "x-modal-client-version": "0.64.0",
-            "x-modal-token-id": server.token["token_id"],
-            "x-modal-token-secret": server.token["token_secret"],
-        }
-        with pytest.raises(GRPCError) as info:
-            await stub.AppList(api_pb2.AppListRequest(), metadata=metadata)
-        assert info.value.status == Status.FAILED_PRECONDITION
-        assert "1.6." in (info.value.message or "") and "0.64.0" in (info.value.message or "")
-    finally:
-        channel.close()
+    metadata = {**_metadata(server), "x-modal-client-version": "0.64.0"}
+    with pytest.raises(GRPCError) as info:
+        await stub.AppList(api_pb2.AppListRequest(), metadata=metadata)
+    assert info.value.status == Status.FAILED_PRECONDITION
+    assert "1.6." in (info.value.message or "") and "0.64.0" in (info.value.message or "")
 
 
-def test_unimplemented_rpc_is_logged_once(server: ServerProcess) -> None:
+async def test_unimplemented_rpc_is_logged_once(
+    server: ServerProcess, stub: api_grpc.ModalClientStub
+) -> None:
     """The server logs an unimplemented RPC the first time it is called, not on every call."""
-
-    async def call_twice() -> None:
-        host, port = server.url.removeprefix("http://").split(":")
-        channel = Channel(host, int(port))
-        try:
-            stub = api_grpc.ModalClientStub(channel)
-            metadata = {
-                "x-modal-token-id": server.token["token_id"],
-                "x-modal-token-secret": server.token["token_secret"],
-            }
-            for _ in range(3):
-                with pytest.raises(GRPCError):
-                    await stub.QueueGetOrCreate(api_pb2.QueueGetOrCreateRequest(), metadata=metadata)
-        finally:
-            channel.close()
-
-    asyncio.run(call_twice())
+    for _ in range(3):
+        status, _message = await _status(server, stub.QueueGetOrCreate, api_pb2.QueueGetOrCreateRequest())
+        assert status == Status.UNIMPLEMENTED
     deadline = time.monotonic() + 5
     while "QueueGetOrCreate" not in server.log_text() and time.monotonic() < deadline:
-        time.sleep(0.1)
+        await asyncio.sleep(0.1)
     assert server.log_text().count("unimplemented RPC called: QueueGetOrCreate") == 1
 
 
-async def test_oversized_request_is_resource_exhausted(server: ServerProcess) -> None:
+async def test_oversized_request_is_resource_exhausted(
+    server: ServerProcess, stub: api_grpc.ModalClientStub
+) -> None:
     """A request over the size limit gets RESOURCE_EXHAUSTED naming the limit, and nothing is stored."""
-    host, port = server.url.removeprefix("http://").split(":")
-    channel = Channel(host, int(port))
-    try:
-        stub = api_grpc.ModalClientStub(channel)
-        metadata = {
-            "x-modal-token-id": server.token["token_id"],
-            "x-modal-token-secret": server.token["token_secret"],
-        }
-        data = b"x" * (65 * 1024 * 1024)
-        digest = hashlib.sha256(data).hexdigest()
-        with pytest.raises(GRPCError) as info:
-            await stub.MountPutFile(
-                api_pb2.MountPutFileRequest(sha256_hex=digest, data=data), metadata=metadata
-            )
-        assert info.value.status == Status.RESOURCE_EXHAUSTED
-        assert "limit" in (info.value.message or "")
-        missing = await stub.MountBatchedCheckExistence(
-            api_pb2.MountBatchedCheckExistenceRequest(sha256_hex_hashes=[digest]), metadata=metadata
-        )
-        assert list(missing.missing_sha256_hex_hashes) == [digest]
-    finally:
-        channel.close()
+    data = b"x" * (65 * 1024 * 1024)
+    digest = hashlib.sha256(data).hexdigest()
+    status, message = await _status(
+        server, stub.MountPutFile, api_pb2.MountPutFileRequest(sha256_hex=digest, data=data)
+    )
+    assert status == Status.RESOURCE_EXHAUSTED
+    assert "limit" in message
+    missing = await stub.MountBatchedCheckExistence(
+        api_pb2.MountBatchedCheckExistenceRequest(sha256_hex_hashes=[digest]), metadata=_metadata(server)
+    )
+    assert list(missing.missing_sha256_hex_hashes) == [digest]

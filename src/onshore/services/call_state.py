@@ -7,6 +7,7 @@ import collections
 from dataclasses import dataclass, field
 
 from onshore.models import OutputRecord
+from onshore.services.waiters import Waiters
 
 # GenericResult.GenericStatus numbers (kept here so this module stays free of protobuf).
 STATUS_SUCCESS = 1
@@ -58,7 +59,7 @@ class CallState:
     next_entry_id: int = 1
     inputs: dict[str, PendingInput] = field(default_factory=dict)
     data_out: list[tuple[int, bytes]] = field(default_factory=list)  # (index, serialized DataChunk)
-    waiters: list[asyncio.Future[None]] = field(default_factory=list)
+    waiters: Waiters = field(default_factory=Waiters)
 
     @property
     def jwt(self) -> str:
@@ -69,21 +70,10 @@ class CallState:
         return self.num_inputs - self.num_done
 
     def notify(self) -> None:
-        waiters, self.waiters = self.waiters, []
-        for fut in waiters:
-            if not fut.done():
-                fut.set_result(None)
+        self.waiters.notify()
 
     async def wait_change(self, timeout: float) -> None:
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.waiters.append(fut)
-        try:
-            await asyncio.wait_for(fut, timeout)
-        except TimeoutError:
-            pass
-        finally:
-            if fut in self.waiters:
-                self.waiters.remove(fut)
+        await self.waiters.wait(timeout)
 
 
 @dataclass

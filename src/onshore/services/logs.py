@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from onshore.services.clock import Clock
+from onshore.services.waiters import Waiters
 
 MAX_ENTRIES_PER_APP = 20_000
 
@@ -29,13 +30,10 @@ class _AppLog:
     )
     next_id: int = 1
     done: bool = False
-    waiters: list[asyncio.Future[None]] = field(default_factory=list)
+    waiters: Waiters = field(default_factory=Waiters)
 
     def notify(self) -> None:
-        waiters, self.waiters = self.waiters, []
-        for fut in waiters:
-            if not fut.done():
-                fut.set_result(None)
+        self.waiters.notify()
 
 
 class LogService:
@@ -112,9 +110,4 @@ class LogService:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return
-            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            log.waiters.append(fut)
-            try:
-                await asyncio.wait_for(fut, remaining)
-            except TimeoutError:
-                pass
+            await log.waiters.wait(remaining)
