@@ -107,7 +107,7 @@ class OnshoreServer:
         self.autoscaler = Autoscaler(
             self.calls, self.containers, self.functions.target, self.functions.warm_functions, clock
         )
-        self.janitor = Janitor(self.apps, config.app_heartbeat_timeout)
+        self.janitor = Janitor(self.apps, self.blobs, config.app_heartbeat_timeout)
         self.calls.on_demand = self.autoscaler.wake
         self.apps.on_stop = self._on_app_stop
 

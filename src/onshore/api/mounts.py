@@ -34,6 +34,8 @@ class MountHandlers:
         if len(data) > MAX_INLINE_FILE_BYTES and which == "data":
             raise InvalidArgument("Files over 64 MiB must be uploaded as blobs")
         self._mounts.put_file(req.sha256_hex, data)
+        if which == "data_blob_id":
+            self._blobs.delete(req.data_blob_id)  # its content now lives in the file store
         return api_pb2.MountPutFileResponse(exists=True)
 
     async def MountGetOrCreate(self, req: Any, who: Principal) -> Any:

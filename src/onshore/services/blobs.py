@@ -12,6 +12,8 @@ from onshore import ids
 from onshore.errors import InvalidArgument, NotFound, PermissionDenied
 
 MAX_BLOB_BYTES = 64 * 1024**3
+# Payloads are kept this long: like Modal's, a spawned call's result can be fetched for a week.
+BLOB_TTL_SECONDS = 7 * 24 * 3600
 PART_BYTES = 256 * 1024**2  # multipart uploads use parts of this size
 MULTIPART_THRESHOLD = 1024**3
 _BLOB_ID_RE = re.compile(r"^bl-[A-Za-z0-9]{22}$")
@@ -86,3 +88,17 @@ class BlobService:
         for n in part_numbers:
             self.part_path(blob_id, n).unlink(missing_ok=True)
         return hashlib.md5(b"".join(digests)).hexdigest() + f"-{len(digests)}"
+
+    def delete(self, blob_id: str) -> None:
+        if _BLOB_ID_RE.match(blob_id):
+            self.path(blob_id).unlink(missing_ok=True)
+
+    def collect_garbage(self, now: float, max_age: float = BLOB_TTL_SECONDS) -> int:
+        """Delete blobs (and abandoned multipart parts) last written more than max_age seconds ago."""
+        removed = 0
+        for folder in (self._root, self._root / "parts"):
+            for entry in os.scandir(folder):
+                if entry.is_file() and now - entry.stat().st_mtime > max_age:
+                    os.unlink(entry.path)
+                    removed += 1
+        return removed
