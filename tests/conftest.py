@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -150,6 +151,16 @@ def run_python(
         timeout=timeout,
     )
     return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+def results(result: Result) -> dict[str, Any]:
+    """The `RESULT <tag> <json>` lines an app printed, by tag."""
+    found: dict[str, Any] = {}
+    for line in result.stdout.splitlines():
+        if line.startswith("RESULT "):
+            _, tag, payload = line.split(" ", 2)
+            found[tag] = json.loads(payload)
+    return found
 
 
 def write_app(directory: Path, name: str, source: str) -> Path:

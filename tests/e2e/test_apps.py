@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import subprocess
@@ -15,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from onshore.cli.embedded import pid_alive
 from tests.conftest import REPO, ServerProcess, run_modal, run_python
 
 APPS = REPO / "tests" / "e2e" / "apps"
@@ -34,16 +34,6 @@ def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.2
         time.sleep(interval)
         value = predicate()
     return value
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def read_pid(path: Path) -> int | None:

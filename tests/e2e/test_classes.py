@@ -7,20 +7,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import REPO, Result, ServerProcess, run_modal, run_python, write_app
+from tests.conftest import REPO, ServerProcess, results, run_modal, run_python, write_app
 
 APPS = REPO / "tests" / "e2e" / "apps"
 LIFECYCLE = APPS / "classes_lifecycle.py"
-
-
-def results(result: Result) -> dict[str, Any]:
-    """The `RESULT <tag> <json>` lines an app printed, by tag."""
-    found: dict[str, Any] = {}
-    for line in result.stdout.splitlines():
-        if line.startswith("RESULT "):
-            _, tag, payload = line.split(" ", 2)
-            found[tag] = json.loads(payload)
-    return found
 
 
 def run_entrypoint(server: ServerProcess, entrypoint: str, *args: str) -> dict[str, Any]:

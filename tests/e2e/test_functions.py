@@ -11,22 +11,12 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import REPO, Result, ServerProcess, run_modal, run_python, write_app
+from tests.conftest import REPO, ServerProcess, results, run_modal, run_python, write_app
 
 APPS = REPO / "tests" / "e2e" / "apps"
 BASIC = APPS / "functions_basic.py"
 SPAWN = APPS / "functions_spawn.py"
 SPAWN_APP = "e2e-functions-spawn"
-
-
-def results(result: Result) -> dict[str, Any]:
-    """The `RESULT <tag> <json>` lines an app printed, by tag."""
-    found: dict[str, Any] = {}
-    for line in result.stdout.splitlines():
-        if line.startswith("RESULT "):
-            _, tag, payload = line.split(" ", 2)
-            found[tag] = json.loads(payload)
-    return found
 
 
 def run_entrypoint(
