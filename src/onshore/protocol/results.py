@@ -12,9 +12,5 @@ def make_result(status: int, message: str) -> bytes:
     return bytes(result.SerializeToString())
 
 
-def result_status(serialized: bytes) -> int:
-    return int(api_pb2.GenericResult.FromString(serialized).status)
-
-
 def _status(value: int) -> Any:
     return value

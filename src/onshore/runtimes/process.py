@@ -226,10 +226,6 @@ class ProcessRuntime:
     def running(self) -> list[str]:
         return list(self._procs)
 
-    def pid_of(self, task_id: str) -> int | None:
-        entry = self._procs.get(task_id)
-        return entry.process.pid if entry else None
-
     async def shutdown(self) -> None:
         self._closed = True
         spares, self._spares = self._spares, []

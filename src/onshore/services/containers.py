@@ -93,7 +93,6 @@ class ContainerService:
         self._server_url = server_url
         self._stop_grace = stop_grace
         self.tasks: dict[str, Task] = {}
-        self._history: list[Task] = []
         self._start_failures: dict[str, int] = {}
         self.shutting_down = False
         runtime.bind(self._on_log, self._on_exit)
@@ -121,21 +120,6 @@ class ContainerService:
 
     def capacity_total(self) -> int:
         return self._runtime.capabilities.max_containers
-
-    def get(self, task_id: str) -> Task:
-        task = self.tasks.get(task_id)
-        if task is None:
-            raise NotFound(f"Container {task_id} not found")
-        return task
-
-    def recent(self) -> list[Task]:
-        return list(self._history[-200:])
-
-    # ---------------------------------------------------------------- lifecycle
-    async def start(self, function_id: str, app_id: str) -> Task:
-        task = self.reserve(function_id, app_id)
-        await self.launch(task)
-        return task
 
     def reserve(self, function_id: str, app_id: str) -> Task:
         """Register a container synchronously, so capacity and reconcile see it before it runs."""
@@ -240,7 +224,6 @@ class ContainerService:
         task.state = TaskState.STOPPED
         task.exit_code = rc
         task.ready.set()
-        self._history.append(task)
         how = describe_exit(rc)
         if self.shutting_down:
             log.info("container %s %s during shutdown", task_id, how)

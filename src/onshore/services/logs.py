@@ -52,12 +52,6 @@ class LogService:
         log.done = True
         log.notify()
 
-    def reopen(self, app_id: str) -> None:
-        self._apps[app_id].done = False
-
-    def is_done(self, app_id: str) -> bool:
-        return self._apps[app_id].done
-
     def fetch(
         self,
         app_id: str,
