@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from onshore import ids
-from onshore.errors import NotFound, Unauthenticated
+from onshore.errors import Unauthenticated
 from onshore.runtimes.base import FD_INFO, ContainerSpec, Runtime
 from onshore.services.call_state import STATUS_FAILURE
 from onshore.services.calls import CallService
