@@ -260,3 +260,27 @@ def test_app_stop_stops_deployed_app_and_its_containers(server: ServerProcess, t
 
     error = client(server, "call-error", name, "hello")
     assert error["type"] == "NotFoundError", error
+
+
+def test_detached_run_keeps_working_after_the_client_exits(server: ServerProcess, tmp_path: Path) -> None:
+    """`modal run --detach`: the app outlives its client, so a spawned call still finishes."""
+    marker = tmp_path / "detached-marker"
+    app = tmp_path / "detached.py"
+    app.write_text(
+        "import time\n"
+        "import modal\n"
+        'app = modal.App("e2e-apps-detached")\n'
+        "@app.function()\n"
+        "def slow(path: str) -> None:\n"
+        "    time.sleep(2)\n"
+        '    open(path, "w").write("done")\n'
+        "@app.local_entrypoint()\n"
+        "def main() -> None:\n"
+        f"    slow.spawn({str(marker)!r})\n"
+    )
+    result = run_modal(server, "run", "--detach", str(app))
+    assert result.returncode == 0, result.output
+    # The leaving client's log stream ends at once instead of timing out.
+    assert "Timed out waiting for final app logs" not in result.output
+    assert wait_for(lambda: marker.exists(), 20), "the spawned call did not finish after the client exited"
+    assert marker.read_text() == "done"

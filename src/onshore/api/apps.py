@@ -130,6 +130,9 @@ class AppHandlers:
         who.require_app(req.app_id)
         reason = api_pb2.AppDisconnectReason.Name(req.reason) if req.reason else "client disconnected"
         await self._apps.client_disconnected(req.app_id, reason.lower())
+        if self._apps.get(req.app_id).state == AppState.DETACHED:
+            # The app runs on; the leaving client's log stream ends (`modal app logs` can follow it later).
+            self._logs.release_followers(req.app_id)
         return empty_pb2.Empty()
 
     async def AppStop(self, req: Any, who: Principal) -> Any:

@@ -30,6 +30,8 @@ class _AppLog:
     )
     next_id: int = 1
     done: bool = False
+    # Bumped to end the streams open now (a detached run's client leaving) without ending the app's log.
+    epoch: int = 0
     waiters: Waiters = field(default_factory=Waiters)
 
     def notify(self) -> None:
@@ -50,6 +52,12 @@ class LogService:
     def mark_done(self, app_id: str) -> None:
         log = self._apps[app_id]
         log.done = True
+        log.notify()
+
+    def release_followers(self, app_id: str) -> None:
+        """End the streams that follow the app now, as if it were done; later followers are not affected."""
+        log = self._apps[app_id]
+        log.epoch += 1
         log.notify()
 
     def fetch(
@@ -84,6 +92,7 @@ class LogService:
         Ends without None when the timeout passes (the client reconnects with its last entry id).
         """
         log = self._apps[app_id]
+        epoch = log.epoch
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
@@ -98,7 +107,7 @@ class LogService:
                 last_entry_id = fresh[-1].entry_id
                 yield fresh
                 continue
-            if log.done:
+            if log.done or log.epoch != epoch:
                 yield None
                 return
             remaining = deadline - loop.time()
