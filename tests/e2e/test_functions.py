@@ -177,6 +177,8 @@ def test_remote_exception_is_reraised_with_type_message_and_remote_traceback(
     assert "ARGS ('remote-boom-42',)" in caught.stdout, caught.output
     # The traceback holds the remote frame: the function's file, the raising line and the function's name.
     assert f'functions_basic.py", line {raise_line}, in explode' in caught.stdout, caught.output
+    # ...and not the client's own container frames, which the client strips as it does on Modal.
+    assert "_container_entrypoint.py" not in caught.stdout, caught.output
 
     # Uncaught under `modal run`, the command fails and shows the error.
     result = run_modal(server, "run", f"{BASIC}::remote_error")

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import importlib.util
 import json
 import logging
 import os
@@ -40,6 +42,22 @@ if line:
     sys.argv = ["modal._container_entrypoint"]
     runpy.run_module("modal._container_entrypoint", run_name="__main__", alter_sys=True)
 """
+
+
+def _modal_package(python: str) -> Path | None:
+    """Where the modal package of this Python environment lives (without importing it here)."""
+    if python == sys.executable:
+        spec = importlib.util.find_spec("modal")
+        if spec is None or not spec.submodule_search_locations:
+            return None
+        return Path(next(iter(spec.submodule_search_locations)))
+    env_dir = Path(python).parent.parent
+    found = sorted(env_dir.glob("lib/python*/site-packages/modal"))
+    return found[0] if found else None
+
+
+def _package_key(python: str) -> str:
+    return hashlib.sha256(python.encode()).hexdigest()[:12]
 
 
 def _die_with_server() -> None:
@@ -83,8 +101,23 @@ class ProcessRuntime:
     def bind(self, on_log: LogSink, on_exit: ExitSink) -> None:
         self._on_log, self._on_exit = on_log, on_exit
 
-    def _base_env(self) -> dict[str, str]:
+    def _client_package_dir(self, python: str) -> str:
+        """A folder holding `modal` as `<folder>/pkg/modal`, which the container imports the client from.
+
+        Modal containers have the client at /pkg/modal, and the client drops the frames under "/pkg/modal/"
+        from remote tracebacks; importing it from a path of that shape keeps users' tracebacks clean.
+        """
+        source = _modal_package(python)
+        link = self._state_dir / "pkg" / _package_key(python) / "pkg" / "modal"
+        if source is not None and not link.exists():
+            link.parent.mkdir(parents=True, exist_ok=True)
+            with contextlib.suppress(FileExistsError):
+                link.symlink_to(source, target_is_directory=True)
+        return str(link.parent)
+
+    def _base_env(self, python: str = sys.executable) -> dict[str, str]:
         env = {k: os.environ[k] for k in _PASSTHROUGH if k in os.environ}
+        env["PYTHONPATH"] = self._client_package_dir(python)
         env["MODAL_IS_REMOTE"] = "1"
         env["MODAL_CONFIG_PATH"] = str(self._state_dir / "no-modal.toml")
         env["PYTHONUNBUFFERED"] = "1"
@@ -154,7 +187,7 @@ class ProcessRuntime:
             stdin.close()
             self.warm_up()
         else:
-            full_env = self._base_env()
+            full_env = self._base_env(python)
             full_env.update(env)
             entry = await self._spawn(
                 python,
