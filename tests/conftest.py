@@ -114,6 +114,11 @@ class Result:
         return self.stdout + self.stderr
 
 
+def _run(argv: list[str], cwd: Path | None, timeout: float, env: dict[str, str]) -> Result:
+    proc = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
 def run_modal(
     server: ServerProcess,
     *args: str,
@@ -122,15 +127,7 @@ def run_modal(
     env: dict[str, str] | None = None,
 ) -> Result:
     """Run the real `modal` CLI against the server."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "modal", *args],
-        cwd=cwd,
-        env=env or server.env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    return Result(proc.returncode, proc.stdout, proc.stderr)
+    return _run([sys.executable, "-m", "modal", *args], cwd, timeout, env or server.env())
 
 
 def run_python(
@@ -142,15 +139,7 @@ def run_python(
     env: dict[str, str] | None = None,
 ) -> Result:
     """Run a Python script that uses the real client's Python API against the server."""
-    proc = subprocess.run(
-        [sys.executable, str(script), *args],
-        cwd=cwd or script.parent,
-        env=env or server.env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    return Result(proc.returncode, proc.stdout, proc.stderr)
+    return _run([sys.executable, str(script), *args], cwd or script.parent, timeout, env or server.env())
 
 
 def results(result: Result) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from google.protobuf import empty_pb2
 from modal_proto import api_pb2
 
 from onshore.api.base import Principal
-from onshore.errors import InvalidArgument, Unimplemented
+from onshore.errors import InvalidArgument, NotFound, Unimplemented
 from onshore.models import App, AppState
 from onshore.protocol.functions import handle_metadata
 from onshore.services.apps import AppService
@@ -83,8 +83,6 @@ class AppHandlers:
                 api_pb2.OBJECT_CREATION_TYPE_CREATE_IF_MISSING,
                 api_pb2.OBJECT_CREATION_TYPE_CREATE_FAIL_IF_EXISTS,
             ):
-                from onshore.errors import NotFound
-
                 raise NotFound(f"App '{req.app_name}' not found")
             app = self._apps.create(
                 req.app_name, AppState.INITIALIZING, req.environment_name, who.client_version

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 from google.protobuf import empty_pb2
 from modal_proto import api_pb2
@@ -34,7 +34,7 @@ def output_item(o: OutputRecord) -> Any:
         result=api_pb2.GenericResult.FromString(o.result),
         idx=o.idx,
         input_id=o.input_id,
-        data_format=_enum(o.data_format),
+        data_format=cast(Any, o.data_format),
         task_id=o.task_id,
         input_started_at=o.input_started_at,
         output_created_at=o.output_created_at,
@@ -145,8 +145,3 @@ class CallHandlers:
         call = self._call(req.function_call_id, who)
         async for chunk in self._calls.iter_data_out(call, int(req.last_index)):
             yield api_pb2.DataChunk.FromString(chunk)
-
-
-def _enum(value: int) -> Any:
-    """A stored enum number, typed as the protobuf enum it came from."""
-    return value

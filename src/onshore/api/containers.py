@@ -31,11 +31,17 @@ class ContainerHandlers:
         self._functions = functions
         self._calls = calls
         self._containers = containers
-        self._generation: dict[str, int] = {}
+
+    def _note_generation(self, task: Task) -> None:
+        if task.generation is None:
+            task.generation = self._functions.current_generation(task.function_id)
+
+    def _is_outdated(self, task: Task) -> bool:
+        return task.generation != self._functions.current_generation(task.function_id)
 
     async def ContainerHello(self, req: Any, who: Principal) -> Any:
         task = _task(who)
-        self._generation.setdefault(task.task_id, self._functions.current_generation(task.function_id))
+        self._note_generation(task)
         return empty_pb2.Empty()
 
     async def ContainerHeartbeat(self, req: Any, who: Principal) -> Any:
@@ -50,17 +56,17 @@ class ContainerHandlers:
         task = _task(who)
         if req.function_id != task.function_id:
             raise PermissionDenied(f"This container runs {task.function_id}, not {req.function_id}")
-        self._generation.setdefault(task.task_id, self._functions.current_generation(task.function_id))
+        self._note_generation(task)
         self._containers.mark_running(task)
         resp = api_pb2.FunctionGetInputsResponse()
-        stale = self._generation[task.task_id] != self._functions.current_generation(task.function_id)
+        stale = self._is_outdated(task)
         if task.state == TaskState.STOPPING or stale or not self._functions.is_runnable(task.function_id):
             resp.inputs.add(kill_switch=True)
             return resp
         spec = self._functions.spec(task.function_id)
         batch = max(1, int(req.batch_max_size))
         items = await self._calls.next_inputs(task.task_id, task.function_id, batch)
-        if items and self._generation[task.task_id] != self._functions.current_generation(task.function_id):
+        if items and self._is_outdated(task):
             # The function was redeployed while this container waited: its inputs go to a new container.
             self._calls.give_back(task.task_id, items)
             resp.inputs.add(kill_switch=True)

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from modal_proto import api_pb2
 
 
 def make_result(status: int, message: str) -> bytes:
-    result = api_pb2.GenericResult(status=_status(status), exception=message, traceback=message)
+    result = api_pb2.GenericResult(status=cast(Any, status), exception=message, traceback=message)
     return bytes(result.SerializeToString())
-
-
-def _status(value: int) -> Any:
-    return value

@@ -43,6 +43,7 @@ class Task:
     last_active: float = 0.0
     inputs_served: int = 0
     stop_reason: str = ""
+    generation: int | None = None  # the function definition it runs (a redeploy makes it outdated)
     exit_code: int | None = None
     ready: asyncio.Event = field(default_factory=asyncio.Event)
 
