@@ -144,14 +144,34 @@ class Mount:
 
 
 @dataclass
+class ImageConfig:
+    """What a built image declares to the containers that run on it."""
+
+    python_version: str = ""  # full version of the image's interpreter, e.g. "3.11.7"
+    workdir: str = "/root"
+    env: dict[str, str] = field(default_factory=dict)
+    cmd: list[str] = field(default_factory=list)
+    entrypoint: list[str] = field(default_factory=list)
+    shell: list[str] = field(default_factory=lambda: ["/bin/sh", "-c"])
+    user: str = ""
+    python: str = ""  # the interpreter inside the container; "" = the host's (the default image)
+    layers: list[str] = field(default_factory=list)  # process runtime: layer dirs, bottom to top
+    ref: str = ""  # docker runtime: the engine's image id
+
+
+@dataclass
 class ImageRecord:
     image_id: str
     content_hash: str
     definition: bytes
     created_at: float
-    status: str = "ready"  # ready | failed
+    status: str = "ready"  # building | ready | failed
     error: str = ""
     python_version: str = ""
+    config: ImageConfig | None = None
+    runtime: str = ""
+    base_image_ids: list[str] = field(default_factory=list)
+    build_seconds: float = 0.0
 
 
 @dataclass

@@ -25,6 +25,9 @@ from onshore.api.secrets import SecretHandlers
 from onshore.api.transport import CoalescingServer as GrpcServer
 from onshore.config import DataDir, ServerConfig
 from onshore.http.blobs import blob_app
+from onshore.images.model import Builder
+from onshore.images.process_builder import ProcessBuilder
+from onshore.images.pythons import PythonFinder
 from onshore.loops.autoscaler import Autoscaler
 from onshore.loops.janitor import Janitor
 from onshore.models import App
@@ -39,7 +42,7 @@ from onshore.services.calls import CallService
 from onshore.services.clock import SystemClock
 from onshore.services.containers import ContainerService
 from onshore.services.functions import FunctionService
-from onshore.services.images import ImageService
+from onshore.services.images import ImageInputs, ImageService
 from onshore.services.logs import LogService
 from onshore.services.mounts import MountService
 from onshore.services.secrets import SecretService
@@ -64,7 +67,9 @@ def _free_port(host: str) -> int:
 
 
 class OnshoreServer:
-    def __init__(self, config: ServerConfig, runtime: Runtime | None = None) -> None:
+    def __init__(
+        self, config: ServerConfig, runtime: Runtime | None = None, builder: Builder | None = None
+    ) -> None:
         self.config = config
         self.data = DataDir(config.data_dir)
         self.data.ensure()
@@ -85,7 +90,16 @@ class OnshoreServer:
         self.secrets = SecretService(self.store, clock)
         self.mounts = MountService(self.store, self.data.root / "files", self.data.root / "workdirs", clock)
         self.blobs = BlobService(self.data.root / "blobs", self.data.blob_key(), self.http_url)
-        self.images = ImageService(self.store, clock)
+        self.images = ImageService(
+            self.store,
+            builder or ProcessBuilder(self.data.root / "images", PythonFinder()),
+            ImageInputs(
+                mount_checksum=lambda mount_id: self.mounts.checksum(self.mounts.get(mount_id)),
+                materialize_mount=self.mounts.materialize_tree,
+                secret_env=self.secrets.env_for,
+            ),
+            clock,
+        )
         self.logs = LogService(clock)
         self.calls = CallService(self.store, self.functions.spec, make_result, clock)
         self.runtime: Runtime = runtime or ProcessRuntime(
@@ -93,7 +107,7 @@ class OnshoreServer:
             ClientEnvironments(self.data.root / "envs"),
             config.resolved_max_containers(),
         )
-        launcher = Launcher(self.apps, self.functions, self.mounts, self.secrets)
+        launcher = Launcher(self.apps, self.functions, self.mounts, self.secrets, self.images)
         self.containers = ContainerService(
             self.runtime,
             self.calls,
@@ -139,6 +153,7 @@ class OnshoreServer:
         for app in self.apps.stop_orphans_after_restart():
             self.logs.mark_done(app.app_id)
         self.functions.load_live()
+        self.images.restore()
         requeued, failed = self.calls.restore(self.functions.is_runnable)
         if requeued or failed:
             log.info("restored spawned calls: %d inputs queued again, %d failed", requeued, failed)
@@ -193,6 +208,7 @@ class OnshoreServer:
             # Containers ended by the shutdown keep their spawned inputs unfinished: they run again after a
             # restart instead of failing.
             self.containers.shutting_down = True
+            await self.images.shutdown()
             await self.runtime.shutdown()
             for grpc_server in (self._grpc, self._grpc_unix):
                 if grpc_server is not None:

@@ -1,4 +1,4 @@
-"""gRPC handlers for images: accept what the runtime can run, refuse the rest as a failed build."""
+"""gRPC handlers for images: decode a layer, get or build it, stream its build to the client."""
 
 from __future__ import annotations
 
@@ -8,22 +8,53 @@ from typing import Any
 from modal_proto import api_pb2
 
 from onshore.api.base import Principal
-from onshore.errors import NotFound
+from onshore.images.model import BuildFunction, LayerRequest
 from onshore.models import ImageRecord
-from onshore.services.images import ImageLayer, ImageService
+from onshore.services.images import READY, ImageService
 
 BUILDER_VERSION = "2025.06"
 
 
 def _result(record: ImageRecord) -> Any:
-    if record.status == "ready":
+    if record.status == READY:
         return api_pb2.GenericResult(status=api_pb2.GenericResult.GENERIC_STATUS_SUCCESS)
     return api_pb2.GenericResult(status=api_pb2.GenericResult.GENERIC_STATUS_FAILURE, exception=record.error)
 
 
 def _metadata(record: ImageRecord) -> Any:
+    config = record.config
     return api_pb2.ImageMetadata(
-        python_version_info=record.python_version, workdir="/root", image_builder_version=BUILDER_VERSION
+        python_version_info=record.python_version,
+        workdir=config.workdir if config is not None else "/root",
+        image_builder_version=BUILDER_VERSION,
+    )
+
+
+def layer_request(req: Any) -> LayerRequest:
+    image = req.image
+    build_function = None
+    if req.build_function_id or image.HasField("build_function") or image.build_function_def:
+        fn = image.build_function
+        build_function = BuildFunction(
+            function_id=req.build_function_id,
+            definition=(fn.definition or image.build_function_def).encode(),
+            globals=bytes(fn.globals or image.build_function_globals),
+            input=fn.input.SerializeToString() if fn.HasField("input") else b"",
+        )
+    return LayerRequest(
+        commands=list(image.dockerfile_commands),
+        base_images=[(b.docker_tag, b.image_id) for b in image.base_images],
+        context_files={f.filename: bytes(f.data) for f in image.context_files},
+        context_mount_id=image.context_mount_id,
+        build_function=build_function,
+        secret_ids=list(image.secret_ids),
+        build_args=dict(image.build_args),
+        gpu=bool(image.gpu_config.count or image.gpu_config.gpu_type),
+        registry_auth=bool(image.image_registry_config.registry_auth_type),
+        volume_mounts=len(image.volume_mounts),
+        force_build=bool(req.force_build),
+        builder_version=req.builder_version,
+        app_id=req.app_id,
     )
 
 
@@ -32,23 +63,26 @@ class ImageHandlers:
         self._images = images
 
     async def ImageGetOrCreate(self, req: Any, who: Principal) -> Any:
-        image = req.image
-        layer = ImageLayer(
-            dockerfile_commands=list(image.dockerfile_commands),
-            base_image_ids=[b.image_id for b in image.base_images],
-            context_files=len(image.context_files) + (1 if image.context_mount_id else 0),
-            has_build_function=bool(image.build_function_def or image.HasField("build_function")),
-            gpu=bool(image.gpu_config.count or image.gpu_config.gpu_type),
-            secret_ids=list(image.secret_ids),
-            builder_version=req.builder_version,
-        )
-        record = self._images.get_or_create(layer)
-        return api_pb2.ImageGetOrCreateResponse(
-            image_id=record.image_id, result=_result(record), metadata=_metadata(record)
-        )
+        record = self._images.get_or_create(layer_request(req))
+        response = api_pb2.ImageGetOrCreateResponse(image_id=record.image_id)
+        if record.status != "building":  # a finished build (cache hit or failure) answers at once
+            response.result.CopyFrom(_result(record))
+            response.metadata.CopyFrom(_metadata(record))
+        return response
 
     async def ImageJoinStreaming(self, req: Any, who: Principal) -> AsyncIterator[Any]:
-        record = self._images.get(req.image_id)
-        if record is None:
-            raise NotFound(f"Image {req.image_id} not found")
-        yield api_pb2.ImageJoinStreamingResponse(result=_result(record), metadata=_metadata(record), eof=True)
+        async for update in self._images.join(req.image_id, req.last_entry_id, req.timeout):
+            response = api_pb2.ImageJoinStreamingResponse()
+            for entry in update.entries:
+                response.task_logs.add(
+                    data=entry.text,
+                    timestamp=entry.timestamp,
+                    file_descriptor=api_pb2.FILE_DESCRIPTOR_STDOUT,
+                )
+            if update.entries:
+                response.entry_id = str(update.entries[-1].entry_id)
+            if update.finished is not None:
+                response.result.CopyFrom(_result(update.finished))
+                response.metadata.CopyFrom(_metadata(update.finished))
+                response.eof = True
+            yield response

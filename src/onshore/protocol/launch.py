@@ -8,14 +8,21 @@ from onshore.protocol.functions import handle_metadata
 from onshore.services.apps import AppService
 from onshore.services.containers import LaunchPlan
 from onshore.services.functions import FunctionService
+from onshore.services.images import ImageService
 from onshore.services.mounts import MountService
 from onshore.services.secrets import SecretService
 
 
 class Launcher:
     def __init__(
-        self, apps: AppService, functions: FunctionService, mounts: MountService, secrets: SecretService
+        self,
+        apps: AppService,
+        functions: FunctionService,
+        mounts: MountService,
+        secrets: SecretService,
+        images: ImageService,
     ) -> None:
+        self._images = images
         self._apps = apps
         self._functions = functions
         self._mounts = mounts
@@ -65,4 +72,5 @@ class Launcher:
             code_dir=str(code_dir),
             client_version=self._mounts.client_version(list(definition.mount_ids)),
             env=self._secrets.env_for(list(definition.secret_ids)),
+            image=self._images.config_for(definition.image_id),
         )

@@ -6,6 +6,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from onshore.models import ImageConfig
+
 FD_STDOUT = 1
 FD_STDERR = 2
 FD_INFO = 3
@@ -32,6 +34,7 @@ class ContainerSpec:
     code_dir: str  # host directory holding the files that appear under /root
     client_version: str  # version of the modal client the container runs
     env: dict[str, str] = field(default_factory=dict)
+    image: ImageConfig | None = None  # None: the default image (the host's Python, as the server runs it)
 
 
 class Runtime(Protocol):

@@ -19,8 +19,9 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from onshore.images.pythons import ClientPackages
 from onshore.runtimes.base import FD_STDERR, FD_STDOUT, Capabilities, ContainerSpec, ExitSink, LogSink
-from onshore.runtimes.pyenv import ClientEnvironments
+from onshore.runtimes.pyenv import ClientEnvironments, installed_client_version
 
 log = logging.getLogger("onshore.runtime.process")
 
@@ -84,8 +85,14 @@ class ProcessRuntime:
     name = "process"
 
     def __init__(
-        self, state_dir: Path, envs: ClientEnvironments, max_containers: int, spares: int = 2
+        self,
+        state_dir: Path,
+        envs: ClientEnvironments,
+        max_containers: int,
+        spares: int = 2,
+        packages: ClientPackages | None = None,
     ) -> None:
+        self._packages = packages or ClientPackages(state_dir / "client-packages")
         self.capabilities = Capabilities(max_containers=max_containers)
         self._state_dir = state_dir
         self._state_dir.mkdir(parents=True, exist_ok=True)
@@ -168,14 +175,26 @@ class ProcessRuntime:
             self._refilling = False
 
     # ---------------------------------------------------------------- containers
+    async def _image_python(self, spec: ContainerSpec) -> tuple[str, dict[str, str]]:
+        """The interpreter a container runs and the environment its image adds."""
+        image = spec.image
+        if image is None:
+            return await self._envs.python_for(spec.client_version), {}
+        env = dict(image.env)
+        if not image.python:  # the server's own interpreter, with what the image's ENV lines set
+            return await self._envs.python_for(spec.client_version), env
+        version = spec.client_version or installed_client_version()
+        env["PYTHONPATH"] = await self._packages.folder(version, image.python, image.python_version)
+        return image.python, env
+
     async def start(self, spec: ContainerSpec) -> int:
-        python = await self._envs.python_for(spec.client_version)
+        python, image_env = await self._image_python(spec)
         args_path = self._state_dir / f"{spec.task_id}.args"
         args_path.write_bytes(spec.container_args)
-        env = dict(spec.env)
+        env = {**image_env, **spec.env}
         env["MODAL_CONTAINER_ARGUMENTS_PATH"] = str(args_path)
         env["MODAL_TASK_ID"] = spec.task_id
-        entry = self._take_spare() if python == sys.executable else None
+        entry = self._take_spare() if python == sys.executable and "PYTHONPATH" not in env else None
         if entry is not None:
             entry.task_id = spec.task_id
             self._procs[spec.task_id] = entry

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from onshore import ids
 from onshore.errors import Unauthenticated
+from onshore.models import ImageConfig
 from onshore.runtimes.base import FD_INFO, ContainerSpec, Runtime
 from onshore.services.call_state import STATUS_FAILURE
 from onshore.services.calls import CallService
@@ -56,6 +57,7 @@ class LaunchPlan:
     code_dir: str
     client_version: str
     env: dict[str, str]
+    image: ImageConfig | None = None
 
 
 MAX_START_FAILURES = 3
@@ -144,6 +146,7 @@ class ContainerService:
                 code_dir=plan.code_dir,
                 client_version=plan.client_version,
                 env=env,
+                image=plan.image,
             )
             task.pid = await self._runtime.start(spec)
         except Exception as exc:

@@ -1,105 +1,211 @@
-"""Images: recognise what the process runtime can honour today, refuse the rest with a clear reason."""
+"""Images: content-addressed layers, built once by the runtime's builder, followed live through build logs."""
 
 from __future__ import annotations
 
-import hashlib
-import re
-import sys
-from dataclasses import dataclass, field
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
 
 from onshore import ids
-from onshore.models import ImageRecord
+from onshore.errors import InvalidArgument, NotFound
+from onshore.images import dockerfile
+from onshore.images.buildlog import BuildLogs, LogEntry
+from onshore.images.model import Builder, BuildFailed, BuildJob, LayerRequest, content_hash
+from onshore.models import ImageConfig, ImageRecord
 from onshore.services.clock import Clock
 from onshore.store.base import ImageStore
 
-# Commands of the client's default image (and of Image.debian_slim()) after its FROM line. The process
-# runtime runs on the host's Python with the host's system packages, which stands for these layers.
-_BASE_SETUP = {
-    "RUN apt-get update",
-    "RUN apt-get install -y gcc gfortran build-essential",
-    "RUN pip install --upgrade pip wheel uv",
-    "RUN echo 'debconf debconf/frontend select Noninteractive' | debconf-set-selections",
-}
-_FROM_PYTHON_SLIM = re.compile(r"^FROM python:(\d+)\.(\d+)(?:\.\d+)?-slim-(bookworm|bullseye|trixie)$")
+log = logging.getLogger("onshore.images")
+
+BUILDING, READY, FAILED = "building", "ready", "failed"
+MAX_CONCURRENT_BUILDS = 2
 
 
 @dataclass
-class ImageLayer:
-    dockerfile_commands: list[str]
-    base_image_ids: list[str] = field(default_factory=list)
-    context_files: int = 0
-    has_build_function: bool = False
-    gpu: bool = False
-    secret_ids: list[str] = field(default_factory=list)
-    builder_version: str = ""
+class JoinUpdate:
+    """One message of a build's stream: new log lines, and the finished record once the build is over."""
 
-    def content_hash(self) -> str:
-        h = hashlib.sha256()
-        for part in (*self.dockerfile_commands, "|", *self.base_image_ids, "|", str(self.context_files)):
-            h.update(part.encode() + b"\0")
-        h.update(f"{self.has_build_function}{self.gpu}{self.secret_ids}{self.builder_version}".encode())
-        return h.hexdigest()
+    entries: list[LogEntry]
+    finished: ImageRecord | None = None
 
 
-def host_python_version() -> str:
-    return ".".join(str(p) for p in sys.version_info[:3])
+@dataclass
+class ImageInputs:
+    """What the image service reads from other domains: mounts and secrets."""
+
+    mount_checksum: Callable[[str], str]
+    materialize_mount: Callable[[str], Path]  # a host dir laid out as '/' with the mount's files
+    secret_env: Callable[[list[str]], dict[str, str]]
 
 
 class ImageService:
-    def __init__(self, store: ImageStore, clock: Clock) -> None:
+    def __init__(self, store: ImageStore, builder: Builder, inputs: ImageInputs, clock: Clock) -> None:
         self._store = store
+        self._builder = builder
+        self._inputs = inputs
         self._clock = clock
+        self.logs = BuildLogs()
+        self._builds: dict[str, asyncio.Task[None]] = {}
+        self._slots = asyncio.Semaphore(MAX_CONCURRENT_BUILDS)
 
-    def get_or_create(self, layer: ImageLayer) -> ImageRecord:
-        content_hash = layer.content_hash()
-        existing = self._store.find_image(content_hash)
-        if existing is not None:
-            return existing
-        error = self._refusal(layer)
-        record = ImageRecord(
-            image_id=ids.new_id("image"),
-            content_hash=content_hash,
-            definition=b"",
-            created_at=self._clock.now(),
-            status="failed" if error else "ready",
-            error=error,
-            python_version=host_python_version(),
-        )
-        self._store.put_image(record)
+    @property
+    def runtime(self) -> str:
+        return self._builder.name
+
+    def restore(self) -> None:
+        """After a restart: a build that was running when the server stopped is failed, so it is rebuilt."""
+        for record in self._store.list_images():
+            if record.status == BUILDING:
+                record.status = FAILED
+                record.error = "The server stopped during this build; it is rebuilt on the next request."
+                self._store.put_image(record)
+
+    def get(self, image_id: str) -> ImageRecord:
+        record = self._store.get_image(image_id)
+        if record is None:
+            raise NotFound(f"Image {image_id} not found")
         return record
 
-    def get(self, image_id: str) -> ImageRecord | None:
-        return self._store.get_image(image_id)
+    def config_for(self, image_id: str) -> ImageConfig | None:
+        """The config containers of this image run with; None for an image without one (an old server's)."""
+        if not image_id:
+            return None
+        record = self.get(image_id)
+        if record.status != READY:
+            raise InvalidArgument(f"Image {image_id} is not built ({record.status}): {record.error}")
+        return record.config
 
-    def _refusal(self, layer: ImageLayer) -> str:
-        """Why this layer cannot be honoured on the process runtime, or '' when it can."""
-        later = "custom image layers are not built by Onshore yet (the images feature is planned)"
-        if layer.base_image_ids:
-            extra = [c for c in layer.dockerfile_commands if c.strip() != "FROM base"]
-            shown = "; ".join(extra[:3]) or "a layer on top of another image"
-            return (
-                f"This image adds layers to its base ({shown}): {later}. Only the default image runs today."
-            )
-        if layer.has_build_function:
-            return f"Image.run_function is not supported: {later}."
-        if layer.context_files:
-            return f"Images with copied local files (copy=True) are not supported: {later}."
-        commands = [c.strip() for c in layer.dockerfile_commands if c.strip()]
-        if not commands:
-            return "The image has no Dockerfile commands."
-        match = _FROM_PYTHON_SLIM.match(commands[0])
-        if match is None:
-            return f"Base image '{commands[0]}' is not supported: {later}. Only the default image runs today."
-        wanted = (int(match.group(1)), int(match.group(2)))
-        if wanted != sys.version_info[:2]:
-            have = f"{sys.version_info[0]}.{sys.version_info[1]}"
-            return (
-                f"The image asks for Python {wanted[0]}.{wanted[1]}, but the process runtime runs containers "
-                f"on the server's Python {have}; use python_version='{have}' (other versions come with the "
-                "images feature)."
-            )
-        for command in commands[1:]:
-            if command in _BASE_SETUP or command.startswith("CMD "):
-                continue
-            return f"Image command '{command}' is not supported: {later}."
+    # ---------------------------------------------------------------- get or create
+    def get_or_create(self, request: LayerRequest) -> ImageRecord:
+        """The image for this layer: a cache hit, a build in progress, or a new build started now."""
+        parents = [self.get(image_id) for _, image_id in request.base_images]
+        refusal = self._refusal(request, parents)
+        mount_id = request.context_mount_id
+        mount_checksum = self._inputs.mount_checksum(mount_id) if mount_id else ""
+        key = content_hash(request, [p.content_hash for p in parents], mount_checksum, self.runtime)
+        record = self._store.find_image(key)
+        if record is not None and record.status == READY and not request.force_build:
+            return record
+        if record is not None and record.status == BUILDING and record.image_id in self._builds:
+            return record
+        record = ImageRecord(
+            image_id=record.image_id if record is not None else ids.new_id("image"),
+            content_hash=key,
+            definition="\n".join(request.commands).encode(),
+            created_at=self._clock.now(),
+            status=BUILDING,
+            runtime=self.runtime,
+            base_image_ids=[p.image_id for p in parents],
+        )
+        self.logs.start(record.image_id)
+        if refusal:
+            return self._fail(record, refusal)
+        try:
+            instructions = dockerfile.parse(request.commands)
+        except InvalidArgument as exc:
+            return self._fail(record, str(exc))
+        self._store.put_image(record)
+        job = BuildJob(
+            image_id=record.image_id,
+            content_hash=key,
+            instructions=instructions,
+            parent=parents[0].config if parents else None,
+            context_files=dict(request.context_files),
+            build_args=dict(request.build_args),
+            build_function=request.build_function,
+            force=request.force_build,
+        )
+        self._builds[record.image_id] = asyncio.get_running_loop().create_task(
+            self._build(record, job, request)
+        )
+        return record
+
+    def _refusal(self, request: LayerRequest, parents: list[ImageRecord]) -> str:
+        if len(parents) > 1:
+            return "An image layer with several base images is not supported."
+        for parent in parents:
+            if parent.status != READY:
+                return f"Its base image {parent.image_id} did not build: {parent.error}"
+        if request.gpu:
+            return "Building images on a GPU (gpu= on an image layer) is not supported yet."
+        if request.volume_mounts:
+            return "Volumes mounted during image builds are not supported yet."
+        if request.registry_auth:
+            return "Private registries (registry secrets) are not supported yet."
         return ""
+
+    def _fail(self, record: ImageRecord, error: str) -> ImageRecord:
+        record.status = FAILED
+        record.error = error
+        self._store.put_image(record)
+        self.logs.append(record.image_id, f"Image build failed: {error}\n")
+        self.logs.finish(record.image_id)
+        return record
+
+    async def _build(self, record: ImageRecord, job: BuildJob, request: LayerRequest) -> None:
+        image_id = record.image_id
+        started = time.monotonic()
+        try:
+            async with self._slots:
+                if request.context_mount_id:
+                    job.context_dir = await asyncio.to_thread(
+                        self._inputs.materialize_mount, request.context_mount_id
+                    )
+                job.secret_env = self._inputs.secret_env(request.secret_ids)
+                config = await self._builder.build(job, lambda text: self.logs.append(image_id, text))
+        except BuildFailed as exc:
+            self._fail(record, str(exc))
+        except asyncio.CancelledError:
+            self._fail(record, "The build was cancelled: the server is stopping.")
+            raise
+        except Exception as exc:  # a bug in a builder must not leave the client waiting forever
+            log.exception("image build %s failed unexpectedly", image_id)
+            self._fail(record, f"Onshore could not build this image: {type(exc).__name__}: {exc}")
+        else:
+            record.status = READY
+            record.error = ""
+            record.config = config
+            record.python_version = config.python_version
+            record.build_seconds = round(time.monotonic() - started, 3)
+            self._store.put_image(record)
+            self.logs.finish(image_id)
+        finally:
+            self._builds.pop(image_id, None)
+
+    # ---------------------------------------------------------------- following a build
+    async def join(self, image_id: str, last_entry_id: str, timeout: float) -> AsyncIterator[JoinUpdate]:
+        """Log lines after `last_entry_id` as they come, then the finished record; ends early at `timeout`."""
+        self.get(image_id)
+        try:
+            last = int(last_entry_id or 0)
+        except ValueError:
+            raise InvalidArgument(f"Bad last_entry_id {last_entry_id!r}") from None
+        deadline = self._clock.monotonic() + max(1.0, min(timeout or 55.0, 300.0))
+        while True:
+            # The record first: once it says the build is over, every line of it is already in the log.
+            record = self.get(image_id)
+            done = record.status != BUILDING
+            entries = self.logs.since(image_id, last)
+            if entries or done:
+                if entries:
+                    last = entries[-1].entry_id
+                yield JoinUpdate(entries, record if done else None)
+                if done:
+                    return
+            remaining = deadline - self._clock.monotonic()
+            if remaining <= 0:
+                return
+            await self.logs.wait(image_id, last, remaining)
+
+    async def shutdown(self) -> None:
+        builds = dict(self._builds)
+        for task in builds.values():
+            task.cancel()
+        await asyncio.gather(*builds.values(), return_exceptions=True)
+        for image_id in builds:  # a build cancelled before it began has not recorded its end
+            record = self._store.get_image(image_id)
+            if record is not None and record.status == BUILDING:
+                self._fail(record, "The build was cancelled: the server is stopping.")

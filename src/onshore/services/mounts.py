@@ -102,6 +102,26 @@ class MountService:
                 return mount.client_version
         return ""
 
+    def materialize_tree(self, mount_id: str) -> Path:
+        """A host directory laid out as '/' holding this mount's files at their absolute paths (cached)."""
+        mount = self.get(mount_id)
+        target = self._workdirs / f"tree-{self.checksum(mount)[:24]}"
+        if (target / ".ready").exists():
+            return target / "root"
+        tmp = self._workdirs / f"tree-{os.getpid()}.{ids.new_secret()[-8:]}"
+        for f in mount.files:
+            dest = tmp / "root" / f.filename.lstrip("/")
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(self._file_path(f.sha256_hex), dest)
+            os.chmod(dest, f.mode & 0o777 or 0o644)
+        (tmp / "root").mkdir(parents=True, exist_ok=True)
+        try:
+            os.replace(tmp, target)
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)  # another build laid it out first
+        (target / ".ready").touch()
+        return target / "root"
+
     def materialize(self, mount_ids: list[str]) -> Path:
         """A host directory laid out as the container's filesystem root for these mounts (cached).
 

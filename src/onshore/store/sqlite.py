@@ -207,7 +207,12 @@ class SqliteStore:
         return self._one(ImageRecord, "SELECT data FROM images WHERE image_id = ?", (image_id,))
 
     def find_image(self, content_hash: str) -> ImageRecord | None:
-        return self._one(ImageRecord, "SELECT data FROM images WHERE content_hash = ?", (content_hash,))
+        return self._one(
+            ImageRecord, "SELECT data FROM images WHERE content_hash = ? ORDER BY rowid DESC", (content_hash,)
+        )
+
+    def list_images(self) -> list[ImageRecord]:
+        return self._many(ImageRecord, "SELECT data FROM images ORDER BY rowid")
 
     # -- spawned calls
     def put_call(self, call: CallRecord) -> None:

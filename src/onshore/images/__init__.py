@@ -1,0 +1,1 @@
+"""Image builds: Dockerfile-command layers become built images for a runtime, cached by content."""

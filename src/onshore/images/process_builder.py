@@ -1,0 +1,320 @@
+"""Build image layers for the process runtime: a uv virtual environment per layer, on host interpreters."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from onshore.images import dockerfile
+from onshore.images.dockerfile import Instruction
+from onshore.images.model import BuildFailed, BuildJob, LogFn
+from onshore.images.pythons import PythonFinder, uv_binary
+from onshore.models import ImageConfig
+
+
+def host_python_version() -> str:
+    return ".".join(str(p) for p in sys.version_info[:3])
+
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+# What the client's debian_slim() base layer runs after FROM: on the process runtime the host provides the
+# compilers and tools these install, so they are acknowledged, not run.
+_BASE_SETUP = {
+    "apt-get update",
+    "apt-get install -y gcc gfortran build-essential",
+    "pip install --upgrade pip wheel uv",
+    "echo 'debconf debconf/frontend select Noninteractive' | debconf-set-selections",
+}
+_FROM_PYTHON = re.compile(r"^(?:docker\.io/)?(?:library/)?python:(\d+)\.(\d+)(?:\.\d+)?(?:-[\w.-]+)?$")
+_UV_COPY = re.compile(r"^ghcr\.io/astral-sh/uv(:[\w.-]+)?$")
+_APT_INSTALL = re.compile(r"^(?:DEBIAN_FRONTEND=\S+\s+)?apt-get\s+install\s+(.*)$")
+_PIP = re.compile(r"^(?:python3?\s+-m\s+pip|pip3?)\s+install\s+(.*)$")
+_PYTHON_OPTION = re.compile(r"--python(?:=|\s+)(?:\$\(command -v python3?\)|\S+)")
+_UV_PIP = re.compile(r"^(?:/\.uv/uv|uv)\s+pip\s+install\s+(.*)$")
+# pip options uv accepts as they are, and the ones that take a value.
+_PIP_FLAGS_SAME = {
+    "--upgrade", "-U", "--no-deps", "--pre", "--no-build-isolation", "--compile-bytecode", "--compile",
+    "--quiet", "-q", "--no-cache-dir", "--no-cache", "--system", "--force-reinstall", "--no-binary",
+    "--only-binary", "--index-url", "-i", "--extra-index-url", "--find-links", "-f", "--requirement", "-r",
+    "--constraint", "-c", "--editable", "-e", "--python", "--index-strategy", "--prerelease", "--no-index",
+}  # fmt: skip
+_PIP_DROP = {"--no-cache-dir", "--no-cache", "--system", "--compile"}
+
+
+def _missing_apt_packages(packages: list[str]) -> list[str]:
+    if shutil.which("dpkg-query") is None:
+        return packages
+    missing = []
+    for package in packages:
+        name = package.split("=", 1)[0]
+        out = subprocess.run(
+            ["dpkg-query", "-W", "-f=${Status}", name], capture_output=True, text=True, check=False
+        )
+        if "install ok installed" not in out.stdout:
+            missing.append(name)
+    return missing
+
+
+class ProcessBuilder:
+    """Image layers as directories in the data dir: `venv/` (the image's Python environment) and config."""
+
+    name = "process"
+
+    def __init__(self, root: Path, pythons: PythonFinder) -> None:
+        self._root = root
+        self._root.mkdir(parents=True, exist_ok=True)
+        self._pythons = pythons
+
+    async def build(self, job: BuildJob, log: LogFn) -> ImageConfig:
+        layer = self._root / job.content_hash[:32]
+        shutil.rmtree(layer, ignore_errors=True)
+        layer.mkdir(parents=True)
+        try:
+            return await _LayerBuild(job, layer, self._pythons, log).run()
+        except BaseException:
+            shutil.rmtree(layer, ignore_errors=True)
+            raise
+
+
+class _LayerBuild:
+    def __init__(self, job: BuildJob, layer: Path, pythons: PythonFinder, log: LogFn) -> None:
+        self.job = job
+        self.layer = layer
+        self.pythons = pythons
+        self.log = log
+        self.config = replace(job.parent) if job.parent is not None else ImageConfig()
+        self.config.env = dict(self.config.env)
+        self.args: dict[str, str] = {}
+        self.own_venv = False
+
+    async def run(self) -> ImageConfig:
+        if self.job.build_function is not None:
+            raise BuildFailed(
+                "Image.run_function is not supported by the process runtime yet: it needs container "
+                "isolation to capture what the function writes."
+            )
+        instructions = self.job.instructions
+        if self.job.parent is None:
+            if not instructions or instructions[0].keyword != "FROM":
+                raise BuildFailed("The first command of an image must be FROM")
+        for index, instruction in enumerate(instructions):
+            self.log(f"#{index + 1} {instruction.line}\n")
+            await self.step(instruction, first=index == 0)
+        (self.layer / ".ready").touch()
+        return self.config
+
+    def variables(self) -> dict[str, str]:
+        values = {"PATH": DEFAULT_PATH, **self.args, **self.config.env}
+        values.update({k: v for k, v in self.job.build_args.items() if k in self.args})
+        return values
+
+    async def step(self, ins: Instruction, first: bool) -> None:
+        kw = ins.keyword
+        if kw == "FROM":
+            await self.from_(ins, first)
+        elif kw == "RUN":
+            await self.run_command(ins)
+        elif kw == "ENV":
+            for pair in ins.args:
+                key, value = dockerfile.split_pair(pair)
+                self.config.env[key] = dockerfile.expand(value, self.variables())
+        elif kw == "ARG":
+            for pair in ins.args:
+                key, value = dockerfile.split_pair(pair)
+                self.args[key] = self.job.build_args.get(key, value)
+        elif kw == "WORKDIR":
+            path = dockerfile.expand(ins.text, self.variables())
+            self.config.workdir = os.path.normpath(os.path.join(self.config.workdir or "/", path))
+            if self.config.workdir != "/root":
+                self.log(f"note: the workdir is {self.config.workdir}; this runtime runs code from /root\n")
+        elif kw == "CMD":
+            self.config.cmd = ins.args if ins.exec_form else [*self.config.shell, ins.text]
+        elif kw == "ENTRYPOINT":
+            self.config.entrypoint = ins.args if ins.exec_form else [*self.config.shell, ins.text]
+        elif kw == "SHELL":
+            self.config.shell = ins.args
+        elif kw == "USER":
+            self.config.user = ins.text
+        elif kw in ("LABEL", "EXPOSE"):
+            self.log(f"note: {kw} is recorded nowhere on this runtime\n")
+        elif kw in ("COPY", "ADD"):
+            await self.copy(ins)
+        else:  # pragma: no cover - the parser admits no other keyword
+            raise BuildFailed(f"Unsupported instruction {ins.line}")
+
+    async def from_(self, ins: Instruction, first: bool) -> None:
+        ref = ins.args[0]
+        if self.job.parent is not None:
+            if not first or ref != "base":
+                raise BuildFailed(f"'{ins.line}': a layer on a base image starts with 'FROM base'")
+            return
+        if not first:
+            raise BuildFailed(f"'{ins.line}': multi-stage builds are not supported")
+        match = _FROM_PYTHON.match(ref)
+        if match is None:
+            raise BuildFailed(
+                f"Base image '{ref}' cannot be used by the process runtime, which runs containers on this "
+                "host's system and Python interpreters: start from Image.debian_slim(python_version=...), or "
+                "run the server with --runtime docker to use registry images."
+            )
+        minor = f"{match.group(1)}.{match.group(2)}"
+        python, version = await asyncio.to_thread(self.pythons.find, minor)
+        self.log(f"using the host's Python {version} ({python}) for {ref}\n")
+        # The server's own interpreter is the default image: containers then run in the server's environment.
+        self.config.python = "" if version == host_python_version() else python
+        self.config.python_version = version
+
+    # ---------------------------------------------------------------- RUN
+    async def run_command(self, ins: Instruction) -> None:
+        if ins.exec_form:
+            command = shlex.join(ins.args)
+        else:
+            command = ins.text
+        normalized = " ".join(command.split())
+        if normalized in _BASE_SETUP:
+            self.log("provided by the host\n")
+            return
+        if normalized == "apt-get update":
+            self.log("the process runtime uses the host's system packages; nothing to update\n")
+            return
+        apt = _APT_INSTALL.match(normalized)
+        if apt is not None:
+            return self.apt(ins, apt.group(1))
+        pip = _PIP.match(normalized)
+        uv = _UV_PIP.match(normalized)
+        if pip is not None or uv is not None:
+            rest = (pip or uv).group(1)  # type: ignore[union-attr]
+            rest = _PYTHON_OPTION.sub(" ", rest)  # uv_pip_install names the image's python: this layer's venv
+            return await self.pip(ins, shlex.split(rest), uv=uv is not None)
+        raise BuildFailed(
+            f"'{ins.line}': the process runtime cannot run arbitrary commands in image builds yet (it needs "
+            "container isolation, which is not in place); pip/uv installs, apt packages already on the host, "
+            "ENV, WORKDIR and CMD are supported. Use --runtime docker for other commands."
+        )
+
+    def apt(self, ins: Instruction, rest: str) -> None:
+        packages = [w for w in shlex.split(rest) if not w.startswith("-")]
+        missing = _missing_apt_packages(packages)
+        if missing:
+            names = ", ".join(missing)
+            raise BuildFailed(
+                f"'{ins.line}': apt package{'s' if len(missing) > 1 else ''} {names} "
+                f"{'are' if len(missing) > 1 else 'is'} not installed on this host; the process runtime uses "
+                f"the host's system packages: install {'them' if len(missing) > 1 else 'it'}, or use "
+                "--runtime docker"
+            )
+        self.log(f"installed on the host: {', '.join(packages)}\n")
+
+    async def ensure_venv(self) -> str:
+        """This layer's own environment: a new venv on the base interpreter, or a copy of the parent's."""
+        venv = self.layer / "venv"
+        if self.own_venv:
+            return str(venv / "bin" / "python")
+        if not self.config.python_version:
+            raise BuildFailed("The image has no Python interpreter (its base layer did not set one)")
+        parent_python = self.config.python or getattr(sys, "_base_executable", sys.executable)
+        parent_venv = Path(parent_python).parent.parent
+        if (parent_venv / "pyvenv.cfg").exists():
+            # Hard links: uv replaces files rather than writing into them, so the parent stays intact.
+            await asyncio.to_thread(shutil.copytree, parent_venv, venv, symlinks=True, copy_function=os.link)
+        else:
+            argv = [uv_binary(), "venv", "--quiet", "--seed", "--relocatable", "--python", parent_python]
+            await self.exec([*argv, str(venv)], "create the image's virtual environment")
+        self.own_venv = True
+        python = str(venv / "bin" / "python")
+        self.config.python = python
+        self.config.env["VIRTUAL_ENV"] = str(venv)
+        path = self.config.env.get("PATH", DEFAULT_PATH)
+        bin_dir = str(venv / "bin")
+        parts = [p for p in path.split(":") if not p.endswith("/venv/bin") or p == bin_dir]
+        self.config.env["PATH"] = ":".join([bin_dir, *[p for p in parts if p != bin_dir]])
+        return python
+
+    async def pip(self, ins: Instruction, words: list[str], uv: bool) -> None:
+        python = await self.ensure_venv()
+        args: list[str] = []
+        for word in words:
+            if word.startswith("/") and word.lstrip("/") in {n.lstrip("/") for n in self.job.context_files}:
+                word = str(self.context_file(word))
+            args.append(word)
+        flags = [w.split("=", 1)[0] for w in args if w.startswith("-")]
+        if uv or all(f in _PIP_FLAGS_SAME for f in flags):
+            uv_args: list[str] = []
+            for word in args:
+                name = word.split("=", 1)[0]
+                if name in _PIP_DROP:
+                    continue
+                if name == "--pre" and not uv:
+                    uv_args += ["--prerelease", "allow"]
+                    continue
+                uv_args.append(word)
+            argv = [uv_binary(), "pip", "install", "--python", python, *uv_args]
+        else:
+            argv = [python, "-m", "pip", "install", *args]
+        await self.exec(argv, ins.line)
+        env = {k: v for k, v in self.config.env.items() if k != "VIRTUAL_ENV"}
+        self.config.env = {**env, "VIRTUAL_ENV": str(Path(python).parent.parent)}
+
+    def context_file(self, name: str) -> Path:
+        data = next(d for n, d in self.job.context_files.items() if n.lstrip("/") == name.lstrip("/"))
+        path = self.layer / "context" / name.lstrip("/")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        return path
+
+    async def copy(self, ins: Instruction) -> None:
+        source_image = ins.flags.get("from", "")
+        if source_image and _UV_COPY.match(source_image):
+            self.log("uv is provided by the host\n")
+            return
+        sources = ins.args[:-1]
+        if all(s.lstrip("/") in {n.lstrip("/") for n in self.job.context_files} for s in sources):
+            if all(s == ins.args[-1] for s in sources):
+                # A file a pip command reads (pip_install_from_requirements): read from the context.
+                self.log("kept for the build steps that read it\n")
+                return
+        raise BuildFailed(
+            f"'{ins.line}': copying files into images (copy=True, COPY, ADD) is not supported by the process "
+            "runtime yet: it needs container isolation to place files at their paths. Add local files "
+            "without copy=True (they are mounted at /root), or use --runtime docker."
+        )
+
+    async def exec(self, argv: list[str], what: str) -> None:
+        env = dict(os.environ)
+        env.update(self.job.secret_env)
+        env.update({k: v for k, v in self.config.env.items() if k != "PATH"})
+        env["PATH"] = self.config.env.get("PATH", os.environ.get("PATH", DEFAULT_PATH))
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            stdin=asyncio.subprocess.DEVNULL,
+            env=env,
+            cwd=str(self.layer),
+        )
+        assert proc.stdout is not None
+        tail: list[str] = []
+        try:
+            while True:
+                line = await proc.stdout.readline()
+                if not line:
+                    break
+                text = line.decode(errors="replace")
+                self.log(text)
+                tail = [*tail[-39:], text]
+            rc = await proc.wait()
+        except BaseException:  # cancelled (the server stops): the build step must not outlive it
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+            raise
+        if rc != 0:
+            raise BuildFailed(f"'{what}' failed with exit code {rc}. The end of its output:\n{''.join(tail)}")

@@ -1,0 +1,203 @@
+"""Image builds on the process runtime via the real client: pip/uv layers, env, cache, force, failures."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from onshore.images.pythons import PythonFinder
+from tests.conftest import ServerProcess, results, run_modal, write_app
+
+SIX_APP = """
+import json
+import os
+import sys
+
+import modal
+
+image = modal.Image.debian_slim().pip_install("six").env({"GREETING": "hello from the image"})
+app = modal.App("onshore-test-images-six", image=image)
+
+
+@app.function()
+def probe() -> dict:
+    import six
+
+    return {"six": six.__version__, "greeting": os.environ["GREETING"], "prefix": sys.prefix}
+
+
+@app.local_entrypoint()
+def main() -> None:
+    print("RESULT probe", json.dumps(probe.remote()))
+"""
+
+BUILD_LINE = "RUN python -m pip install six"
+
+
+def test_pip_layer_env_and_cache(fresh_server: ServerProcess, tmp_path: Path) -> None:
+    app = write_app(tmp_path, "six_app.py", SIX_APP)
+    fresh_server.start()
+    first = run_modal(fresh_server, "run", str(app), timeout=300)
+    assert first.returncode == 0, first.output
+    # The build streamed to the client: the step, and uv's own output.
+    assert BUILD_LINE in first.output and "six==" in first.output, first.output
+    probe = results(first)["probe"]
+    assert probe["greeting"] == "hello from the image"
+    assert probe["six"].count(".") >= 1
+    assert probe["prefix"] != sys.prefix and Path(probe["prefix"], "pyvenv.cfg").exists()
+
+    # The same layers again: a cache hit, nothing rebuilt.
+    second = run_modal(fresh_server, "run", str(app))
+    assert second.returncode == 0, second.output
+    assert BUILD_LINE not in second.output, second.output
+    assert results(second)["probe"] == probe
+
+    # The cache survives a restart.
+    fresh_server.stop()
+    fresh_server.start()
+    third = run_modal(fresh_server, "run", str(app))
+    assert third.returncode == 0, third.output
+    assert BUILD_LINE not in third.output, third.output
+    assert results(third)["probe"] == probe
+
+    # MODAL_FORCE_BUILD rebuilds every layer.
+    forced = run_modal(fresh_server, "run", str(app), env=fresh_server.env(MODAL_FORCE_BUILD="1"))
+    assert forced.returncode == 0, forced.output
+    assert BUILD_LINE in forced.output, forced.output
+    assert results(forced)["probe"]["six"] == probe["six"]
+
+
+def test_install_variants(server: ServerProcess, tmp_path: Path) -> None:
+    (tmp_path / "requirements.txt").write_text("six\n")
+    (tmp_path / "pyproject.toml").write_text(
+        '[project]\nname = "demo"\nversion = "0.1"\ndependencies = ["idna"]\n'
+    )
+    app = write_app(
+        tmp_path,
+        "variants_app.py",
+        """
+        import json
+
+        import modal
+
+        image = (
+            modal.Image.debian_slim()
+            .uv_pip_install("attrs")
+            .pip_install_from_requirements("requirements.txt")
+            .pip_install_from_pyproject("pyproject.toml")
+            .workdir("/root")
+        )
+        app = modal.App("onshore-test-images-variants", image=image)
+
+
+        @app.function()
+        def probe() -> dict:
+            import attr
+            import idna
+            import six
+
+            return {"attrs": bool(attr.__name__), "six": bool(six.__version__), "idna": bool(idna.__name__)}
+
+
+        @app.local_entrypoint()
+        def main() -> None:
+            print("RESULT probe", json.dumps(probe.remote()))
+        """,
+    )
+    result = run_modal(server, "run", str(app), cwd=tmp_path, timeout=300)
+    assert result.returncode == 0, result.output
+    assert results(result)["probe"] == {"attrs": True, "six": True, "idna": True}
+
+
+def test_failed_build_names_the_command_and_its_output(server: ServerProcess, tmp_path: Path) -> None:
+    app = write_app(
+        tmp_path,
+        "broken_app.py",
+        """
+        import modal
+
+        image = modal.Image.debian_slim().pip_install("onshore-no-such-package-q7x")
+        app = modal.App("onshore-test-images-broken", image=image)
+
+
+        @app.function()
+        def f() -> int:
+            return 1
+        """,
+    )
+    result = run_modal(server, "run", str(app) + "::f", timeout=300)
+    assert result.returncode != 0, result.output
+    error = result.output[result.output.find("Image build for") :]
+    assert "pip install onshore-no-such-package-q7x" in error, result.output
+    assert (
+        "failed with exit code" in error and "onshore-no-such-package-q7x" in error.split("exit code", 1)[1]
+    )
+
+
+def test_missing_apt_package_is_explained(server: ServerProcess, tmp_path: Path) -> None:
+    app = write_app(
+        tmp_path,
+        "apt_app.py",
+        """
+        import modal
+
+        image = modal.Image.debian_slim().apt_install("onshore-no-such-apt-package")
+        app = modal.App("onshore-test-images-apt", image=image)
+
+
+        @app.function()
+        def f() -> int:
+            return 1
+        """,
+    )
+    result = run_modal(server, "run", str(app) + "::f", timeout=120)
+    assert result.returncode != 0, result.output
+    assert "apt package onshore-no-such-apt-package is not installed on this host" in result.output, (
+        result.output
+    )
+    assert "--runtime docker" in result.output
+
+
+def _other_python() -> str | None:
+    own = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    minors = {v.rsplit(".", 1)[0] for v in PythonFinder().interpreters()}
+    usable = sorted(m for m in minors - {own} if m in {"3.10", "3.12", "3.13"})
+    return usable[-1] if usable else None
+
+
+@pytest.mark.slow
+def test_image_on_another_python_version(server: ServerProcess, tmp_path: Path) -> None:
+    version = _other_python()
+    if version is None:
+        pytest.skip("this host has no Python 3.10, 3.12 or 3.13 interpreter besides the server's own")
+    app = write_app(
+        tmp_path,
+        "version_app.py",
+        f"""
+        import json
+        import sys
+
+        import modal
+
+        image = modal.Image.debian_slim(python_version="{version}").pip_install("six")
+        app = modal.App("onshore-test-images-version", image=image)
+
+
+        @app.function()
+        def probe() -> str:
+            import six
+
+            return "%d.%d" % sys.version_info[:2] + (" six" if six else "")
+
+
+        @app.local_entrypoint()
+        def main() -> None:
+            print("RESULT probe", json.dumps(probe.remote()))
+        """,
+    )
+    result = run_modal(server, "run", str(app), timeout=400)
+    assert result.returncode == 0, result.output
+    assert results(result)["probe"] == f"{version} six"
+    assert f"using the host's Python {version}" in result.output
