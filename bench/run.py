@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import images
 from harness import (
     REPO,
     BenchServer,
@@ -43,10 +44,28 @@ class Sizes:
     cold_samples: int
     map_inputs: int
     python_samples: int
+    image_rpcs: int
+    image_builds: int
 
 
-FULL = Sizes(warm_calls=1000, warm_warmup=100, cold_samples=12, map_inputs=10_000, python_samples=5)
-QUICK = Sizes(warm_calls=150, warm_warmup=20, cold_samples=3, map_inputs=1_000, python_samples=2)
+FULL = Sizes(
+    warm_calls=1000,
+    warm_warmup=100,
+    cold_samples=12,
+    map_inputs=10_000,
+    python_samples=5,
+    image_rpcs=200,
+    image_builds=3,
+)
+QUICK = Sizes(
+    warm_calls=150,
+    warm_warmup=20,
+    cold_samples=3,
+    map_inputs=1_000,
+    python_samples=2,
+    image_rpcs=30,
+    image_builds=1,
+)
 
 
 def bench_warm_remote(sizes: Sizes) -> dict[str, Any]:
@@ -187,6 +206,9 @@ BENCHMARKS: dict[str, Callable[[Sizes], dict[str, Any]]] = {
     "warm_remote": bench_warm_remote,
     "cold_start": bench_cold_start,
     "map_throughput": bench_map_throughput,
+    "image_cache_hit": lambda sizes: images.bench_image_cache_hit(sizes.image_rpcs),
+    "image_build_numpy": lambda sizes: images.bench_image_build_numpy(sizes.image_builds),
+    "image_cold_start": lambda sizes: images.bench_image_cold_start(sizes.cold_samples),
 }
 
 
