@@ -190,6 +190,21 @@ def test_root_shows_the_code_dir_with_private_writes(run: Runner, tmp_path: Path
     assert done.returncode == 0 and (code / "vol.txt").read_text() == "v\n"
 
 
+def test_binds_nest_inside_the_code_dir(run: Runner, tmp_path: Path) -> None:
+    """A dir the code dir's bind hides (e.g. the host's Python under /root) can be bound back."""
+    code = make_layer(tmp_path / "code", {"app.py": "import sys; print(sys.version_info[0])\n"})
+    prefix = Path(sys.base_prefix).resolve()
+    inner = "/root/.onshore-test/python"
+    binds = [Bind(code, "/root", overlay=True), Bind(prefix, inner), Bind(prefix, str(prefix))]
+    done = run.run(
+        spec(binds=binds, workdir="/root"),
+        f"{PYTHON} -I app.py; ls {inner} | grep -c bin; ls -A /root",
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[:2] == ["3", "1"]
+    assert ".onshore-test" in done.stdout.split() and not (code / ".onshore-test").exists()
+
+
 def test_own_pid_namespace(run: Runner) -> None:
     done = run.run(spec(), "echo $$; ls /proc | grep -c '^[0-9]'")
     assert done.returncode == 0, done.stderr
@@ -339,7 +354,16 @@ def test_bad_specs_are_refused(tmp_path: Path) -> None:
     (tmp_path / "s4" / "f").write_text("")
     with pytest.raises(SandboxError, match="not empty"):
         sandbox.command(spec(), ["true"], tmp_path / "s4", mech)
-    assert not (tmp_path / "s1").exists() and not (tmp_path / "s3").exists()
+    with pytest.raises(SandboxError, match="overlap"):
+        sandbox.command(spec(layers=[tmp_path], upper=tmp_path / "up"), ["true"], tmp_path / "s5", mech)
+    if Path("/dev/shm").is_dir() and os.stat("/dev/shm").st_dev != os.stat(tmp_path).st_dev:
+        other_fs = Path(tempfile.mkdtemp(dir="/dev/shm"))
+        try:
+            with pytest.raises(SandboxError, match="same filesystem"):
+                sandbox.command(spec(upper=other_fs), ["true"], tmp_path / "s6", mech)
+        finally:
+            shutil.rmtree(other_fs)
+    assert not any((tmp_path / f"s{i}").exists() for i in (1, 2, 3, 5, 6))
 
 
 @pytest.fixture

@@ -338,8 +338,13 @@ def _check(spec: SandboxSpec, argv: list[str], scratch: Path) -> None:
             raise SandboxError(f"bind target {target}: /proc and /sys are the sandbox's own")
     if len({b.target for b in spec.binds}) != len(spec.binds):
         raise SandboxError("two binds have the same target")
-    if scratch.exists() and any(scratch.iterdir()):
-        raise SandboxError(f"scratch dir {scratch} is not empty")
+    trees = [("layer", os.path.realpath(p)) for p in spec.layers] + [("scratch", str(scratch))]
+    if spec.upper is not None:
+        trees.append(("upper", os.path.realpath(spec.upper)))
+    for i, (kind, path) in enumerate(trees):
+        for other_kind, other in trees[i + 1 :]:
+            if _is_under(path, other) or _is_under(other, path):
+                raise SandboxError(f"the {kind} {path} and the {other_kind} {other} overlap")
     if spec.upper is not None:
         spec.upper.mkdir(parents=True, exist_ok=True)
         scratch.mkdir(parents=True, exist_ok=True)
@@ -365,9 +370,11 @@ def command(
             raise SandboxError(f"no sandbox on this machine: {support.reason}")
         mechanism = "root" if support.mechanism == "root" else "userns"
     scratch = Path(os.path.abspath(scratch))
-    _check(spec, argv, scratch)
-    scratch.mkdir(parents=True, exist_ok=True)
+    if scratch.exists() and any(scratch.iterdir()):
+        raise SandboxError(f"scratch dir {scratch} is not empty")
     try:
+        _check(spec, argv, scratch)
+        scratch.mkdir(parents=True, exist_ok=True)
         plan = _Planner(spec, scratch).plan()
         plan["mechanism"] = mechanism
         plan["argv"] = list(argv)
@@ -376,7 +383,7 @@ def command(
         with os.fdopen(fd, "w") as f:
             json.dump(plan, f)
     except BaseException:
-        cleanup(scratch)
+        cleanup(scratch)  # (it was absent or empty)
         raise
     return [sys.executable, "-I", "-S", str(INIT_PROGRAM), str(config)]
 

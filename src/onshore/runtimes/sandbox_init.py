@@ -28,7 +28,9 @@ import select
 import shutil
 import signal
 import sys
-from typing import Any
+import traceback
+from collections.abc import Callable
+from typing import Any, NoReturn
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWIPC = 0x08000000
@@ -257,6 +259,15 @@ def _forward_to(pid_box: list[int]) -> None:
         signal.signal(sig, handler)
 
 
+def _never_return(function: Callable[..., None], *args: Any) -> NoReturn:
+    """Run a forked child's part; whatever happens, the child never returns into its parent's code."""
+    try:
+        function(*args)
+    except BaseException:
+        traceback.print_exc()
+    os._exit(SETUP_FAILED)
+
+
 def _exec_command(plan: dict[str, Any]) -> None:
     """In the command's process: default signal handling (Python ignores SIGPIPE), then exec."""
     for sig in (*FORWARDED, signal.SIGPIPE, signal.SIGXFSZ):
@@ -287,7 +298,7 @@ def _init(plan: dict[str, Any], alive_r: int, status_w: int) -> None:
     _forward_to(child)
     pid = os.fork()
     if pid == 0:
-        _exec_command(plan)
+        _never_return(_exec_command, plan)
     child.append(pid)
     _unblock_signals()
     status = 0
@@ -356,6 +367,7 @@ def _end_like(report: str, fallback: int) -> None:
 
 
 def main(config_path: str) -> None:
+    _block_signals()  # until the init exists to forward them to (the init itself keeps them blocked)
     with open(config_path) as f:
         plan: dict[str, Any] = json.load(f)
     os.unlink(config_path)
@@ -371,15 +383,12 @@ def main(config_path: str) -> None:
         os._exit(SETUP_FAILED)
     alive_r, alive_w = os.pipe()
     status_r, status_w = os.pipe()
-    init: list[int] = []
-    _forward_to(init)
-    _block_signals()
     pid = os.fork()
     if pid == 0:
         os.close(alive_w)
         os.close(status_r)
-        _init(plan, alive_r, status_w)
-    init.append(pid)
+        _never_return(_init, plan, alive_r, status_w)
+    _forward_to([pid])
     os.close(alive_r)
     os.close(status_w)
     _unblock_signals()
