@@ -122,6 +122,26 @@ def test_host_files_are_read_only(run: Runner) -> None:
     assert not Path(f"/usr/{name}").exists() and not Path(f"/etc/{name}").exists()
 
 
+def test_host_files_can_take_private_writes(run: Runner) -> None:
+    name = f"onshore-{uuid.uuid4().hex}"
+    done = run.run(
+        spec(private_host_writes=True), f"echo x > /usr/{name} && cat /usr/{name}; ls /usr/bin/env"
+    )
+    assert done.stdout.split() == ["x", "/usr/bin/env"], done.stderr
+    assert not Path(f"/usr/{name}").exists()
+
+
+DEV = "fd full null ptmx pts random shm stderr stdin stdout tty urandom zero"
+
+
+def test_dev_is_minimal_and_works(run: Runner) -> None:
+    program = "import os; os.openpty(); open('/dev/shm/x', 'w'); print(*sorted(os.listdir('/dev')))"
+    script = f'echo x > /dev/null && head -c 4 /dev/urandom | wc -c && {PYTHON} -I -c "{program}"'
+    done = run.run(spec(), script)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:2] == ["4", DEV]
+
+
 def test_layer_files_show_at_their_paths(run: Runner, tmp_path: Path) -> None:
     bottom = make_layer(tmp_path / "l1", {"/opt/onshore-t/a.txt": "from bottom", "/models/m": "weights"})
     top = make_layer(tmp_path / "l2", {"/opt/onshore-t/a.txt": "from top", "/usr/local/onshore-t": "u"})

@@ -2,12 +2,14 @@
 
 A sandboxed program sees:
 
-- the host's filesystem with the image layers (overlayfs dirs, bottom to top) on top of it. In RUN mode
-  (`SandboxSpec.upper` is None) the host's own directories are read-only, and the root and the directories
-  the layers provide take writes into private scratch space; in BUILD mode every write outside /tmp, /proc,
-  /dev, /sys and the binds lands in `upper` (new and changed files, whiteouts for deletions, opaque dirs as
-  `user.overlay.opaque=y`), so `upper` can become the next layer. The layers, `upper`, `scratch` and
-  `SandboxSpec.hidden` are not visible inside;
+- the host's filesystem with the image layers (overlayfs dirs, bottom to top) on top of it.
+  RUN mode (`SandboxSpec.upper` is None): the host's own directories are read-only (unless
+  `private_host_writes`); the root and the directories the layers provide take writes into private
+  scratch space that goes when the sandbox ends.
+  BUILD mode: every write outside /tmp, /proc, /dev, /sys and the binds lands in `upper` (new and changed
+  files, 0/0 character devices as whiteouts for deletions, opaque dirs marked `user.overlay.opaque=y`), so
+  `upper` can become the next layer.
+  The layers, `upper`, `scratch` and `SandboxSpec.hidden` are not visible inside;
 - a private tmpfs /tmp, its own /proc (a pid namespace: the command is pid 2, under a small init), a
   minimal /dev (null, zero, full, random, urandom, tty, pts, shm) and the host's /sys, read-only;
 - the binds at their targets; the host's network (not unshared).
@@ -68,6 +70,8 @@ class SandboxSpec:
     env: dict[str, str] = field(default_factory=dict)  # the command's whole environment
     hidden: list[Path] = field(default_factory=list)  # host paths not to show (e.g. the data dir)
     cgroup_procs: list[Path] = field(default_factory=list)  # cgroup.procs files to join before starting
+    # RUN mode: the host's directories take writes too, into private scratch (one more overlay each).
+    private_host_writes: bool = False
 
 
 @dataclass(frozen=True)
@@ -251,7 +255,7 @@ class _Planner:
                 )
 
     def host_dir(self, path: str, dirs: list[int]) -> None:
-        if not dirs and self.upper is None:
+        if not dirs and self.upper is None and not self.spec.private_host_writes:
             self.mounts.append({"op": "bind", "source": path, "target": self.inside(path), "readonly": True})
             return
         if any(m != path and _is_under(m, path) for m in self.host_mounts):
