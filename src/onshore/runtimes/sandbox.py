@@ -98,12 +98,23 @@ def _is_under(path: str, directory: str) -> bool:
     return path == directory or path.startswith(directory.rstrip("/") + "/")
 
 
-def _host_mountpoints() -> list[str]:
-    points = []
+# Kernel filesystems that overlayfs cannot take as a lower dir (a debootstrap's /proc, a cgroup tree...):
+# where the host has one mounted, the sandbox shows it read-only as it is.
+_NOT_OVERLAYABLE = frozenset(
+    {"proc", "sysfs", "cgroup", "cgroup2", "devpts", "mqueue", "debugfs", "tracefs", "securityfs", "pstore"}
+    | {"bpf", "binfmt_misc", "configfs", "fusectl", "hugetlbfs", "autofs", "nsfs", "efivarfs", "rpc_pipefs"}
+)
+
+
+def _host_mountpoints() -> dict[str, str]:
+    """Mount point -> filesystem type, for every mount this process sees."""
+    points: dict[str, str] = {}
     with open("/proc/self/mountinfo") as f:
         for line in f:
-            point = line.split()[4]  # with " ", tab, newline and "\\" as octal escapes
-            points.append(re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), point))
+            fields = line.split()
+            point = fields[4]  # with " ", tab, newline and "\\" as octal escapes
+            fstype = fields[fields.index("-") + 1] if "-" in fields else ""
+            points[re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), point)] = fstype
     return points
 
 
@@ -136,9 +147,11 @@ class _Planner:
         self.descend = {"/"}
         for path in [*reserved, *self.targets]:
             self.descend.update(_ancestors(path))
+        all_mounts = _host_mountpoints()
         self.host_mounts = [
-            m for m in _host_mountpoints() if not any(_is_under(m, r) or _is_under(r, m) for r in reserved)
+            m for m in all_mounts if not any(_is_under(m, r) or _is_under(r, m) for r in reserved)
         ]
+        self.kernel_mounts = {m for m, fstype in all_mounts.items() if fstype in _NOT_OVERLAYABLE}
         self.mounts: list[dict[str, Any]] = []
         self.created: list[str] = []  # dirs made in upper, in the order they were made
         self.count = 0
@@ -255,7 +268,9 @@ class _Planner:
                 )
 
     def host_dir(self, path: str, dirs: list[int]) -> None:
-        if not dirs and self.upper is None and not self.spec.private_host_writes:
+        if path in self.kernel_mounts or (
+            not dirs and self.upper is None and not self.spec.private_host_writes
+        ):
             self.mounts.append({"op": "bind", "source": path, "target": self.inside(path), "readonly": True})
             return
         if any(m != path and _is_under(m, path) for m in self.host_mounts):
