@@ -8,6 +8,7 @@ import logging
 import os
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -33,9 +34,11 @@ from onshore.loops.janitor import Janitor
 from onshore.models import App
 from onshore.protocol.launch import Launcher
 from onshore.protocol.results import make_result
+from onshore.runtimes import sandbox
 from onshore.runtimes.base import Runtime
 from onshore.runtimes.process import ProcessRuntime
 from onshore.runtimes.pyenv import ClientEnvironments
+from onshore.runtimes.sandbox import Support
 from onshore.services.apps import AppService
 from onshore.services.blobs import BlobService
 from onshore.services.calls import CallService
@@ -90,9 +93,17 @@ class OnshoreServer:
         self.secrets = SecretService(self.store, clock)
         self.mounts = MountService(self.store, self.data.root / "files", self.data.root / "workdirs", clock)
         self.blobs = BlobService(self.data.root / "blobs", self.data.blob_key(), self.http_url)
+        self.sandbox = Support("none", "the server was given its runtime and builder")
+        if runtime is None or builder is None:
+            self.sandbox = sandbox.probe()
+            if not self.sandbox.available:
+                log.warning("containers and image builds run without isolation: %s", self.sandbox.reason)
+        # What containers and image builds must not see: the server's data (tokens, the database, other
+        # apps' files) and the home directory of the user running the server.
+        hidden = [self.data.root.resolve()] + ([Path.home()] if Path.home() != Path("/") else [])
         self.images = ImageService(
             self.store,
-            builder or ProcessBuilder(self.data.root / "images", PythonFinder()),
+            builder or ProcessBuilder(self.data.root / "images", PythonFinder(), self.sandbox, hidden),
             ImageInputs(
                 mount_checksum=lambda mount_id: self.mounts.checksum(self.mounts.get(mount_id)),
                 materialize_mount=self.mounts.materialize_tree,
@@ -106,6 +117,8 @@ class OnshoreServer:
             self.data.root / "containers",
             ClientEnvironments(self.data.root / "envs"),
             config.resolved_max_containers(),
+            sandbox=self.sandbox,
+            hidden=hidden,
         )
         launcher = Launcher(self.apps, self.functions, self.mounts, self.secrets, self.images)
         self.containers = ContainerService(

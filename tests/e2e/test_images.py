@@ -17,7 +17,11 @@ import sys
 
 import modal
 
-image = modal.Image.debian_slim().pip_install("six").env({"GREETING": "hello from the image"})
+image = (
+    modal.Image.debian_slim()
+    .pip_install("six")
+    .env({"GREETING": "hello from the image", "PROBE_DATA_DIR": "DATA_DIR/token.json"})
+)
 app = modal.App("onshore-test-images-six", image=image)
 
 
@@ -25,7 +29,20 @@ app = modal.App("onshore-test-images-six", image=image)
 def probe() -> dict:
     import six
 
-    return {"six": six.__version__, "greeting": os.environ["GREETING"], "prefix": sys.prefix}
+    try:
+        open("/usr/onshore-probe", "w")
+        usr_writable = True
+    except OSError:
+        usr_writable = False
+    return {
+        "six": six.__version__,
+        "greeting": os.environ["GREETING"],
+        "prefix": sys.prefix,
+        "pid": os.getpid(),
+        "cwd": os.getcwd(),
+        "usr_writable": usr_writable,
+        "sees_data_dir": os.path.exists(os.environ.get("PROBE_DATA_DIR", "/nonexistent")),
+    }
 
 
 @app.local_entrypoint()
@@ -37,7 +54,7 @@ BUILD_LINE = "RUN python -m pip install six"
 
 
 def test_pip_layer_env_and_cache(fresh_server: ServerProcess, tmp_path: Path) -> None:
-    app = write_app(tmp_path, "six_app.py", SIX_APP)
+    app = write_app(tmp_path, "six_app.py", SIX_APP.replace("DATA_DIR", str(fresh_server.data_dir)))
     fresh_server.start()
     first = run_modal(fresh_server, "run", str(app), timeout=300)
     assert first.returncode == 0, first.output
@@ -47,6 +64,9 @@ def test_pip_layer_env_and_cache(fresh_server: ServerProcess, tmp_path: Path) ->
     assert probe["greeting"] == "hello from the image"
     assert probe["six"].count(".") >= 1
     assert probe["prefix"] != sys.prefix and Path(probe["prefix"], "pyvenv.cfg").exists()
+    # It ran isolated: its own pid namespace, the code at /root, the host read-only, the data dir hidden.
+    assert probe["pid"] < 10 and probe["cwd"] == "/root" and not probe["usr_writable"], probe
+    assert not probe["sees_data_dir"], probe
 
     # The same layers again: a cache hit, nothing rebuilt.
     second = run_modal(fresh_server, "run", str(app))
@@ -201,3 +221,91 @@ def test_image_on_another_python_version(server: ServerProcess, tmp_path: Path) 
     assert result.returncode == 0, result.output
     assert results(result)["probe"] == f"{version} six"
     assert f"using the host's Python {version}" in result.output
+
+
+def test_commands_files_and_workdir(server: ServerProcess, tmp_path: Path) -> None:
+    (tmp_path / "pkgsrc" / "mylib").mkdir(parents=True)
+    (tmp_path / "pkgsrc" / "mylib" / "__init__.py").write_text("VALUE = 42\n")
+    (tmp_path / "data.txt").write_text("data!\n")
+    (tmp_path / "helper_mod.py").write_text('WHO = "helper"\n')
+    app = write_app(
+        tmp_path,
+        "files_app.py",
+        """
+        import json
+        import os
+
+        import modal
+
+        image = (
+            modal.Image.debian_slim()
+            .run_commands("echo hello > /opt/greeting", "mkdir -p /models && echo w > /models/m")
+            .run_commands("python -c 'import sys; print(\\"prefix\\", sys.prefix)'")
+            .pip_install("six")
+            .run_commands("rm /opt/greeting", "python -c 'import six'")
+            .add_local_file("data.txt", "/opt/data.txt", copy=True)
+            .add_local_dir("pkgsrc", "/opt/pkgsrc", copy=True)
+            .add_local_python_source("helper_mod", copy=True)
+            .workdir("/work")
+        )
+        app = modal.App("onshore-test-images-files", image=image)
+
+
+        @app.function()
+        def probe() -> dict:
+            import helper_mod
+
+            return {
+                "models": open("/models/m").read(),
+                "greeting": os.path.exists("/opt/greeting"),
+                "data": open("/opt/data.txt").read(),
+                "pkg": open("/opt/pkgsrc/mylib/__init__.py").read(),
+                "helper": helper_mod.WHO,
+                "cwd": os.getcwd(),
+                "host_home_hidden": not os.path.exists("/root/.bashrc"),
+            }
+
+
+        @app.local_entrypoint()
+        def main() -> None:
+            print("RESULT probe", json.dumps(probe.remote()))
+        """,
+    )
+    result = run_modal(server, "run", str(app), cwd=tmp_path, timeout=300)
+    assert result.returncode == 0, result.output
+    assert results(result)["probe"] == {
+        "models": "w\n",
+        "greeting": False,  # deleted by a later layer
+        "data": "data!\n",
+        "pkg": "VALUE = 42\n",
+        "helper": "helper",
+        "cwd": "/work",
+        "host_home_hidden": True,
+    }
+    # RUN ran in the image's environment: its python is the image's venv.
+    assert "prefix " in result.output and "/images/" in result.output.split("prefix ", 1)[1].split("\n")[0]
+    # Nothing the build wrote reached the host.
+    assert not Path("/models/m").exists() or Path("/models/m").read_text() != "w\n"
+
+
+def test_failing_command_fails_the_build(server: ServerProcess, tmp_path: Path) -> None:
+    app = write_app(
+        tmp_path,
+        "failing_app.py",
+        """
+        import modal
+
+        image = modal.Image.debian_slim().run_commands("echo about to fail && exit 7")
+        app = modal.App("onshore-test-images-failing", image=image)
+
+
+        @app.function()
+        def f() -> int:
+            return 1
+        """,
+    )
+    result = run_modal(server, "run", str(app) + "::f", timeout=120)
+    assert result.returncode != 0, result.output
+    error = result.output[result.output.find("Image build for") :]
+    assert "RUN echo about to fail && exit 7' failed with exit code 7" in error, result.output
+    assert "about to fail" in error.split("exit code 7", 1)[1]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import shlex
@@ -12,11 +13,15 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from onshore.images import context as context_dir
 from onshore.images import dockerfile
 from onshore.images.dockerfile import Instruction
 from onshore.images.model import BuildFailed, BuildJob, LogFn
 from onshore.images.pythons import PythonFinder, uv_binary
 from onshore.models import ImageConfig
+from onshore.runtimes import sandbox
+from onshore.runtimes.container_fs import interpreter_binds
+from onshore.runtimes.sandbox import Bind, SandboxError, SandboxSpec, Support
 
 
 def host_python_version() -> str:
@@ -68,28 +73,53 @@ class ProcessBuilder:
 
     name = "process"
 
-    def __init__(self, root: Path, pythons: PythonFinder) -> None:
+    def __init__(
+        self,
+        root: Path,
+        pythons: PythonFinder,
+        sandbox: Support | None = None,
+        hidden: list[Path] | None = None,
+    ) -> None:
         self._root = root
         self._root.mkdir(parents=True, exist_ok=True)
         self._pythons = pythons
+        self._sandbox = sandbox or Support("none", "not probed")
+        self._hidden = hidden or []
 
     async def build(self, job: BuildJob, log: LogFn) -> ImageConfig:
         layer = self._root / job.content_hash[:32]
-        shutil.rmtree(layer, ignore_errors=True)
+        await asyncio.to_thread(_remove, layer)
         layer.mkdir(parents=True)
         try:
-            return await _LayerBuild(job, layer, self._pythons, log).run()
+            build = _LayerBuild(job, layer, self._pythons, log)
+            build.sandbox, build.hidden = self._sandbox, self._hidden
+            return await build.run()
         except BaseException:
-            shutil.rmtree(layer, ignore_errors=True)
+            await asyncio.to_thread(_remove, layer)
             raise
 
 
+def _remove(path: Path) -> None:
+    """Remove a layer dir; overlay whiteouts and read-only dirs included."""
+    if path.exists():
+        for dirpath, dirnames, _ in os.walk(path):
+            for name in dirnames:
+                with contextlib.suppress(OSError):
+                    os.chmod(os.path.join(dirpath, name), 0o755)
+        shutil.rmtree(path, ignore_errors=True)
+
+
 class _LayerBuild:
+    sandbox: Support
+    hidden: list[Path]
+
     def __init__(self, job: BuildJob, layer: Path, pythons: PythonFinder, log: LogFn) -> None:
         self.job = job
         self.layer = layer
+        self.rootfs = layer / "rootfs"  # the layer's files, at their paths in the image
         self.pythons = pythons
         self.log = log
+        self.steps = 0
         self.config = replace(job.parent) if job.parent is not None else ImageConfig()
         self.config.env = dict(self.config.env)
         self.args: dict[str, str] = {}
@@ -108,6 +138,8 @@ class _LayerBuild:
         for index, instruction in enumerate(instructions):
             self.log(f"#{index + 1} {instruction.line}\n")
             await self.step(instruction, first=index == 0)
+        if self.rootfs.exists() and any(self.rootfs.iterdir()):
+            self.config.layers = [*self.config.layers, str(self.rootfs)]
         (self.layer / ".ready").touch()
         return self.config
 
@@ -134,7 +166,8 @@ class _LayerBuild:
             path = dockerfile.expand(ins.text, self.variables())
             self.config.workdir = os.path.normpath(os.path.join(self.config.workdir or "/", path))
             if self.config.workdir != "/root":
-                self.log(f"note: the workdir is {self.config.workdir}; this runtime runs code from /root\n")
+                # Docker makes the WORKDIR; here it is made in the layer, where containers will find it.
+                (self.rootfs / self.config.workdir.lstrip("/")).mkdir(parents=True, exist_ok=True)
         elif kw == "CMD":
             self.config.cmd = ins.args if ins.exec_form else [*self.config.shell, ins.text]
         elif kw == "ENTRYPOINT":
@@ -194,11 +227,37 @@ class _LayerBuild:
             rest = (pip or uv).group(1)  # type: ignore[union-attr]
             rest = _PYTHON_OPTION.sub(" ", rest)  # uv_pip_install names the image's python: this layer's venv
             return await self.pip(ins, shlex.split(rest), uv=uv is not None)
-        raise BuildFailed(
-            f"'{ins.line}': the process runtime cannot run arbitrary commands in image builds yet (it needs "
-            "container isolation, which is not in place); pip/uv installs, apt packages already on the host, "
-            "ENV, WORKDIR and CMD are supported. Use --runtime docker for other commands."
+        await self.run_sandboxed(ins, [*self.config.shell, command] if not ins.exec_form else ins.args)
+
+    async def run_sandboxed(self, ins: Instruction, argv: list[str]) -> None:
+        """A RUN command in a BUILD-mode sandbox: what it writes becomes this layer's files."""
+        if not self.sandbox.available:
+            raise BuildFailed(
+                f"'{ins.line}': running commands in image builds needs Linux namespaces, and this host has "
+                f"none ({self.sandbox.reason}). pip/uv installs, apt packages already on the host, ENV, "
+                "WORKDIR and CMD work without them; or use --runtime docker."
+            )
+        python = await self.ensure_venv()  # `python` and `pip` in the command are the image's
+        venv = Path(python).parent.parent
+        binds = [Bind(venv, str(venv), writable=True), *interpreter_binds(python, self.hidden)]
+        env = {**self.job.secret_env, **self.variables()}
+        self.rootfs.mkdir(exist_ok=True)
+        self.steps += 1
+        scratch = self.layer / f"scratch-{self.steps}"
+        workdir = self.config.workdir or "/"
+        wrapper = ["/bin/sh", "-c", 'mkdir -p "$1" && cd "$1" && shift && exec "$@"', "sh", workdir, *argv]
+        layers = [Path(layer) for layer in self.config.layers]  # the base image's files (this layer's: upper)
+        spec = SandboxSpec(
+            layers=layers, upper=self.rootfs, binds=binds, workdir="/", env=env, hidden=self.hidden
         )
+        try:
+            full = await asyncio.to_thread(sandbox.command, spec, wrapper, scratch)
+        except SandboxError as exc:
+            raise BuildFailed(f"'{ins.line}': could not set up the build sandbox: {exc}") from None
+        try:
+            await self.exec(full, ins.line)
+        finally:
+            await asyncio.to_thread(sandbox.cleanup, scratch)
 
     def apt(self, ins: Instruction, rest: str) -> None:
         packages = [w for w in shlex.split(rest) if not w.startswith("-")]
@@ -275,17 +334,30 @@ class _LayerBuild:
         if source_image and _UV_COPY.match(source_image):
             self.log("uv is provided by the host\n")
             return
+        if source_image:
+            raise BuildFailed(
+                f"'{ins.line}': COPY --from another image is not supported by the process runtime"
+            )
         sources = ins.args[:-1]
-        if all(s.lstrip("/") in {n.lstrip("/") for n in self.job.context_files} for s in sources):
-            if all(s == ins.args[-1] for s in sources):
-                # A file a pip command reads (pip_install_from_requirements): read from the context.
-                self.log("kept for the build steps that read it\n")
-                return
-        raise BuildFailed(
-            f"'{ins.line}': copying files into images (copy=True, COPY, ADD) is not supported by the process "
-            "runtime yet: it needs container isolation to place files at their paths. Add local files "
-            "without copy=True (they are mounted at /root), or use --runtime docker."
+        dest = dockerfile.expand(ins.args[-1], self.variables())
+        if ins.flags.get("chown"):
+            self.log(
+                "note: --chown is not applied by the process runtime (files belong to the server's user)\n"
+            )
+        context = await asyncio.to_thread(
+            context_dir.assemble, self.layer / "context", self.job.context_files, self.job.context_dir
         )
+        placed = await asyncio.to_thread(
+            context_dir.copy_into,
+            self.rootfs,
+            context,
+            sources,
+            dest,
+            self.config.workdir,
+            add=ins.keyword == "ADD",
+            chmod=ins.flags.get("chmod", ""),
+        )
+        self.log(f"placed {', '.join(placed[:5])}{' ...' if len(placed) > 5 else ''}\n")
 
     async def exec(self, argv: list[str], what: str) -> None:
         env = dict(os.environ)
@@ -299,6 +371,7 @@ class _LayerBuild:
             stdin=asyncio.subprocess.DEVNULL,
             env=env,
             cwd=str(self.layer),
+            start_new_session=True,
         )
         assert proc.stdout is not None
         tail: list[str] = []

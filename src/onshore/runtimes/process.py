@@ -19,9 +19,14 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from onshore.errors import Conflict
 from onshore.images.pythons import ClientPackages
+from onshore.models import ImageConfig
+from onshore.runtimes import sandbox
 from onshore.runtimes.base import FD_STDERR, FD_STDOUT, Capabilities, ContainerSpec, ExitSink, LogSink
+from onshore.runtimes.container_fs import ContainerLayout
 from onshore.runtimes.pyenv import ClientEnvironments, installed_client_version
+from onshore.runtimes.sandbox import Support
 
 log = logging.getLogger("onshore.runtime.process")
 
@@ -77,6 +82,7 @@ def _die_with_server() -> None:
 class _Proc:
     process: asyncio.subprocess.Process
     task_id: str = ""
+    scratch: Path | None = None  # a sandboxed container's scratch dir, removed when it ends
     readers: list[asyncio.Task[None]] = field(default_factory=list)
     waiter: asyncio.Task[None] | None = None
 
@@ -91,8 +97,13 @@ class ProcessRuntime:
         max_containers: int,
         spares: int = 2,
         packages: ClientPackages | None = None,
+        sandbox: Support | None = None,
+        hidden: list[Path] | None = None,
     ) -> None:
         self._packages = packages or ClientPackages(state_dir / "client-packages")
+        # Containers of custom images run in Linux namespaces where the host allows it (sandbox.probe()).
+        self._sandbox = sandbox or Support("none", "not probed")
+        self._hidden = hidden or []
         self.capabilities = Capabilities(max_containers=max_containers)
         self._state_dir = state_dir
         self._state_dir.mkdir(parents=True, exist_ok=True)
@@ -175,6 +186,34 @@ class ProcessRuntime:
             self._refilling = False
 
     # ---------------------------------------------------------------- containers
+    async def _start_sandboxed(self, spec: ContainerSpec, image: ImageConfig) -> _Proc:
+        """A container of a custom image: its interpreter in a sandbox with the image's files."""
+        version = spec.client_version or installed_client_version()
+        python = image.python or await self._envs.python_for(spec.client_version)
+        pkg = None
+        if image.python:
+            pkg = Path(await self._packages.folder(version, image.python, image.python_version)).parent
+        args_path = self._state_dir / f"{spec.task_id}.args"
+        args_path.write_bytes(spec.container_args)
+        layout = ContainerLayout(image, python, Path(spec.code_dir), args_path, pkg, self._hidden)
+        env = {k: os.environ[k] for k in _PASSTHROUGH if k in os.environ}
+        env.update(
+            {"MODAL_IS_REMOTE": "1", "PYTHONUNBUFFERED": "1", "MODAL_CONFIG_PATH": "/nonexistent.toml"}
+        )
+        env.update(image.env)
+        env.update(spec.env)
+        env["MODAL_TASK_ID"] = spec.task_id
+        scratch = self._state_dir / "sandboxes" / spec.task_id
+        argv = await asyncio.to_thread(
+            sandbox.command, layout.spec(env, []), [python, "-m", "modal._container_entrypoint"], scratch
+        )
+        launcher = {k: os.environ[k] for k in ("PATH", "LANG") if k in os.environ}
+        entry = await self._spawn(
+            argv[0], argv[1:], launcher, str(self._state_dir), asyncio.subprocess.DEVNULL
+        )
+        entry.scratch = scratch
+        return entry
+
     async def _image_python(self, spec: ContainerSpec) -> tuple[str, dict[str, str]]:
         """The interpreter a container runs and the environment its image adds."""
         image = spec.image
@@ -188,6 +227,18 @@ class ProcessRuntime:
         return image.python, env
 
     async def start(self, spec: ContainerSpec) -> int:
+        image = spec.image
+        if image is not None and (image.layers or image.python):
+            if self._sandbox.available:
+                boxed = await self._start_sandboxed(spec, image)
+                boxed.task_id = spec.task_id
+                self._procs[spec.task_id] = boxed
+                return boxed.process.pid
+            if image.layers:
+                raise Conflict(
+                    "This image places files in the container's filesystem, which needs Linux namespaces, "
+                    f"and this host has none: {self._sandbox.reason}"
+                )
         python, image_env = await self._image_python(spec)
         args_path = self._state_dir / f"{spec.task_id}.args"
         args_path.write_bytes(spec.container_args)
@@ -253,6 +304,8 @@ class ProcessRuntime:
         self._procs.pop(entry.task_id, None)
         with contextlib.suppress(FileNotFoundError):
             (self._state_dir / f"{entry.task_id}.args").unlink()
+        if entry.scratch is not None:
+            await asyncio.to_thread(sandbox.cleanup, entry.scratch)
         self._on_exit(entry.task_id, rc)
 
     async def stop(self, task_id: str, grace: float) -> None:

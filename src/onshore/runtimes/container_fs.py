@@ -1,0 +1,92 @@
+"""The filesystem of a sandboxed process container: image layers, the code at /root, the client at /pkg."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from onshore.models import ImageConfig
+from onshore.runtimes.sandbox import Bind, SandboxSpec
+
+# Where a container finds the server's socket and its ContainerArguments file.
+SOCKET_TARGET = "/onshore/api.sock"
+ARGS_TARGET = "/onshore/container-arguments"
+PKG_TARGET = "/pkg"
+
+
+def _is_under(path: Path, parents: list[Path]) -> bool:
+    return any(path == p or p in path.parents for p in parents)
+
+
+def interpreter_prefix(python: str) -> Path:
+    """The installation an interpreter (or a venv's interpreter) runs from."""
+    venv = Path(python).parent.parent
+    cfg = venv / "pyvenv.cfg"
+    if cfg.exists():
+        for line in cfg.read_text().splitlines():
+            key, _, value = line.partition("=")
+            if key.strip() == "home":
+                return Path(os.path.realpath(value.strip())).parent
+    return Path(os.path.realpath(python)).parent.parent
+
+
+def interpreter_binds(python: str, hidden: list[Path]) -> list[Bind]:
+    """The installation of an interpreter, shown where it is when it lies in a hidden dir (e.g. ~/.pyenv)."""
+    prefix = Path(os.path.realpath(interpreter_prefix(python)))
+    return [Bind(prefix, str(prefix))] if _is_under(prefix, hidden) else []
+
+
+@dataclass
+class ContainerLayout:
+    """What one container's sandbox is made of; `spec()` turns it into the sandbox's spec."""
+
+    image: ImageConfig
+    python: str  # the interpreter the container runs
+    code_dir: Path  # a layer-shaped dir's `root/`: the user's files for /root
+    args_path: Path
+    pkg_folder: Path | None  # `<folder>` holding `pkg/modal`; None when the interpreter has the client
+    hidden: list[Path]  # host paths a container must not see (the data dir, the user's home)
+
+    def spec(self, env: dict[str, str], cgroup_procs: list[Path]) -> SandboxSpec:
+        binds: list[Bind] = []
+        seen: set[str] = set()
+
+        def bind_back(path: Path) -> None:
+            """A host path the container needs that lies in a hidden dir: shown read-only where it is."""
+            real = Path(os.path.realpath(path))
+            if _is_under(real, self.hidden) and str(real) not in seen:
+                seen.add(str(real))
+                binds.append(Bind(real, str(real)))
+
+        env = dict(env)
+        bind_back(interpreter_prefix(self.python))
+        venv = Path(self.python).parent.parent
+        if (venv / "pyvenv.cfg").exists():
+            bind_back(venv)
+        python_path = []
+        if self.pkg_folder is not None:
+            binds.append(Bind(self.pkg_folder / "pkg", PKG_TARGET))
+            python_path.append(PKG_TARGET)
+        binds.append(Bind(self.args_path, ARGS_TARGET))
+        env["MODAL_CONTAINER_ARGUMENTS_PATH"] = ARGS_TARGET
+        server_url = env.get("MODAL_SERVER_URL", "")
+        if server_url.startswith("unix://"):
+            binds.append(Bind(Path(server_url[len("unix://") :]), SOCKET_TARGET))
+            env["MODAL_SERVER_URL"] = f"unix://{SOCKET_TARGET}"
+        workdir = self.image.workdir or "/root"
+        if workdir != "/root":
+            python_path.append("/root")  # the user's code stays importable from another workdir
+        if python_path:
+            env["PYTHONPATH"] = ":".join(python_path)
+        else:
+            env.pop("PYTHONPATH", None)
+        env.setdefault("HOME", "/root")
+        return SandboxSpec(
+            layers=[*(Path(layer) for layer in self.image.layers), self.code_dir.parent],
+            binds=binds,
+            workdir=workdir,
+            env=env,
+            hidden=list(self.hidden),
+            cgroup_procs=cgroup_procs,
+        )
