@@ -19,8 +19,19 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from onshore.errors import NotFound
 from onshore.images.pythons import ClientPackages
-from onshore.runtimes.base import FD_STDERR, FD_STDOUT, Capabilities, ContainerSpec, ExitSink, LogSink
+from onshore.runtimes.base import (
+    FD_STDERR,
+    FD_STDOUT,
+    Capabilities,
+    ContainerSpec,
+    ExecProcess,
+    ExecSpec,
+    ExitSink,
+    LogSink,
+)
+from onshore.runtimes.process_exec import ExecTarget, start_exec
 from onshore.runtimes.pyenv import ClientEnvironments, installed_client_version
 
 log = logging.getLogger("onshore.runtime.process")
@@ -79,6 +90,8 @@ class _Proc:
     task_id: str = ""
     readers: list[asyncio.Task[None]] = field(default_factory=list)
     waiter: asyncio.Task[None] | None = None
+    env: dict[str, str] = field(default_factory=dict)  # its whole environment and working directory
+    cwd: str = ""
 
 
 class ProcessRuntime:
@@ -142,7 +155,7 @@ class ProcessRuntime:
             start_new_session=True,  # its own process group, so a stop ends everything it started
             preexec_fn=_die_with_server if sys.platform == "linux" else None,
         )
-        entry = _Proc(process)
+        entry = _Proc(process, env=env, cwd=cwd)
         assert process.stdout is not None and process.stderr is not None
         entry.readers = [
             asyncio.create_task(self._pump(entry, FD_STDOUT, process.stdout)),
@@ -197,6 +210,7 @@ class ProcessRuntime:
         entry = self._take_spare() if python == sys.executable and "PYTHONPATH" not in env else None
         if entry is not None:
             entry.task_id = spec.task_id
+            entry.env, entry.cwd = {**entry.env, **env}, spec.code_dir
             self._procs[spec.task_id] = entry
             stdin = entry.process.stdin
             assert stdin is not None
@@ -274,6 +288,12 @@ class ProcessRuntime:
         if entry.waiter is not None:
             with contextlib.suppress(Exception):
                 await asyncio.shield(entry.waiter)
+
+    async def exec(self, task_id: str, spec: ExecSpec) -> ExecProcess:
+        entry = self._procs.get(task_id)
+        if entry is None or entry.process.returncode is not None:
+            raise NotFound(f"Container {task_id} is not running")
+        return await start_exec(ExecTarget(entry.process.pid, entry.env, entry.cwd), spec)
 
     def running(self) -> list[str]:
         return list(self._procs)
