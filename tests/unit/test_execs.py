@@ -8,7 +8,7 @@ import pytest
 
 from onshore.errors import AlreadyExists, Conflict, InvalidArgument, NotFound, Unauthenticated
 from onshore.models import FunctionSpec
-from onshore.runtimes.base import FD_STDERR, FD_STDOUT, ExecSpec
+from onshore.runtimes.base import FD_STDERR, FD_STDOUT, ExecSpec, PtySize
 from onshore.runtimes.fake import FakeExec, FakeRuntime
 from onshore.services import execs as execs_module
 from onshore.services.call_state import STATUS_SUCCESS, ContainerOutput
@@ -132,6 +132,25 @@ async def test_exec_refusals() -> None:
     task.state = TaskState.STOPPING
     with pytest.raises(Conflict, match="stopping"):
         await h.exec(task, "ex-3")
+    starting = h.containers.reserve(FN, APP)  # not launched yet
+    with pytest.raises(Conflict, match="still starting"):
+        await h.exec(starting, "ex-4")
+
+
+async def test_a_terminal_nobody_reads_is_hung_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(execs_module, "ORPHANED_PTY_SECONDS", 0.1)
+    h = Harness()
+    task = await h.container()
+    read = await h.exec(task, "ex-read", pty=PtySize())
+    reader = asyncio.create_task(h.read_all(task, "ex-read", FD_STDOUT))
+    piped = await h.exec(task, "ex-piped")  # a piped command may run unread
+    orphan = await h.exec(task, "ex-orphan", pty=PtySize())
+    await asyncio.sleep(0.3)
+    assert orphan.killed and not read.killed and not piped.killed
+    # The client that read it went away: after a while, its terminal is hung up too.
+    reader.cancel()
+    await asyncio.sleep(0.3)
+    assert read.killed and not piped.killed
 
 
 async def test_stop_reruns_running_inputs_elsewhere() -> None:

@@ -82,6 +82,8 @@ def _exec_spec(req: Any) -> ExecSpec:
             if value
         }
         pty = PtySize(rows=info.winsz_rows, cols=info.winsz_cols, env=env)
+    # runtime_debug asks for debugging of Modal's own container runtime (a client-internal setting): it has no
+    # counterpart here.
     return ExecSpec(
         argv=list(req.command_args),
         env=dict(req.env),

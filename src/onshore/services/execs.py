@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
 from collections.abc import AsyncIterator
@@ -40,6 +39,9 @@ MAX_READ_CHUNK = 1024 * 1024
 MAX_LIVE_EXECS_PER_CONTAINER = 32
 # An ended command's exit status and output stay readable this long.
 KEEP_ENDED_SECONDS = 300.0
+# A command on a terminal (`modal shell`) that no client has read for this long was left behind (the client
+# went away without ending it): it is hung up, as a terminal that closes would.
+ORPHANED_PTY_SECONDS = 30.0
 # After a command exits, how long its exit status waits for readers to take the rest of its output: a
 # client prints output as it reads it, and would otherwise see the exit status first and leave.
 OUTPUT_DRAIN_SECONDS = 2.0
@@ -129,6 +131,9 @@ class ExecSession:
     ended: asyncio.Event = field(default_factory=asyncio.Event)  # exited, and its output taken or timed out
     jobs: list[asyncio.Task[None]] = field(default_factory=list)
     stdin_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    pty: bool = False
+    readers: int = 0
+    orphan_timer: asyncio.TimerHandle | None = None
 
 
 class ExecService:
@@ -140,19 +145,34 @@ class ExecService:
         self._clock = clock
         self.tokens = RouterTokens(clock)
         self._sessions: dict[str, ExecSession] = {}
+        self._starting: dict[str, tuple[str, asyncio.Event]] = {}  # exec id -> (container, started)
 
     # ---------------------------------------------------------------- start
     async def start(self, task_id: str, exec_id: str, spec: ExecSpec, timeout_secs: int = 0) -> None:
         if not exec_id:
             raise InvalidArgument("TaskExecStart: exec_id is required")
         existing = self._sessions.get(exec_id)
-        if existing is not None:
-            if existing.task_id != task_id:
+        starting = self._starting.get(exec_id)
+        owner = existing.task_id if existing else starting[0] if starting else None
+        if owner is not None:
+            if owner != task_id:
                 raise AlreadyExists(f"Exec {exec_id} already exists in another container")
+            if starting is not None:
+                await starting[1].wait()
+                self.session(task_id, exec_id)  # NotFound if that start failed
             return  # a retried start: it runs already
+        self._starting[exec_id] = (task_id, asyncio.Event())
+        try:
+            await self._start(task_id, exec_id, spec, timeout_secs)
+        finally:
+            self._starting.pop(exec_id)[1].set()
+
+    async def _start(self, task_id: str, exec_id: str, spec: ExecSpec, timeout_secs: int) -> None:
         task = self._tasks.live_task(task_id)
         if task.state == TaskState.STOPPING:
             raise Conflict(f"Container {task_id} is stopping: it takes no new commands")
+        if not task.pid:
+            raise Conflict(f"Container {task_id} is still starting: try again in a moment")
         live = sum(1 for s in self._sessions.values() if s.task_id == task_id and s.returncode is None)
         if live >= MAX_LIVE_EXECS_PER_CONTAINER:
             raise ResourceExhausted(
@@ -161,8 +181,9 @@ class ExecService:
             )
         process = await self._runtime.exec(task_id, spec)
         outputs = {FD_STDOUT: OutputBuffer(), FD_STDERR: OutputBuffer()}
-        session = ExecSession(exec_id, task_id, process, outputs)
+        session = ExecSession(exec_id, task_id, process, outputs, pty=spec.pty is not None)
         self._sessions[exec_id] = session
+        self._watch_readers(session)
         # With a PTY both arrive on stdout, and stderr ends when the command does.
         piped = {FD_STDOUT: spec.stdout == EXEC_PIPE, FD_STDERR: spec.stderr == EXEC_PIPE}
         pumps = []
@@ -195,18 +216,34 @@ class ExecService:
             rc = -9
         session.returncode = rc
         # Its output may still be in the pipes, and the client may not have read all of it yet.
-        pending = [asyncio.ensure_future(b.delivered.wait()) for b in session.outputs.values()]
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.gather(*pumps, *pending), OUTPUT_DRAIN_SECONDS)
-        for future in pending:
-            future.cancel()
-        for pump in pumps:
-            pump.cancel()  # something it started still holds its output open: the stream ends here
+        delivered = [asyncio.ensure_future(b.delivered.wait()) for b in session.outputs.values()]
+        await asyncio.wait([*pumps, *delivered], timeout=OUTPUT_DRAIN_SECONDS)
+        for job in [*pumps, *delivered]:
+            job.cancel()  # a pump still running: something it started holds its output open; it ends here
         for buffer in session.outputs.values():
             buffer.end()
         session.ended.set()
         log.info("exec %s in %s ended with %d", session.exec_id, session.task_id, rc)
         asyncio.get_running_loop().call_later(KEEP_ENDED_SECONDS, self._forget, session)
+
+    def _watch_readers(self, session: ExecSession) -> None:
+        """A terminal nobody reads from is hung up after a while (only terminals: a piped command may well
+        run unread, as a sandbox's exec does)."""
+        if session.orphan_timer is not None:
+            session.orphan_timer.cancel()
+            session.orphan_timer = None
+        if session.pty and session.readers == 0 and session.returncode is None:
+            loop = asyncio.get_running_loop()
+            session.orphan_timer = loop.call_later(ORPHANED_PTY_SECONDS, self._hang_up_orphan, session)
+
+    def _hang_up_orphan(self, session: ExecSession) -> None:
+        if session.readers == 0 and session.returncode is None:
+            log.info(
+                "exec %s in %s: no client reads its terminal any more; hung up",
+                session.exec_id,
+                session.task_id,
+            )
+            session.process.kill()
 
     def _time_out(self, session: ExecSession, seconds: int) -> None:
         if session.returncode is None:
@@ -227,9 +264,15 @@ class ExecService:
     async def read(self, task_id: str, exec_id: str, fd: int, offset: int) -> AsyncIterator[bytes]:
         if offset < 0:
             raise InvalidArgument(f"Bad output offset {offset}")
-        buffer = self.session(task_id, exec_id).outputs[fd]
-        async for chunk in buffer.read(offset):
-            yield chunk
+        session = self.session(task_id, exec_id)
+        session.readers += 1
+        self._watch_readers(session)
+        try:
+            async for chunk in session.outputs[fd].read(offset):
+                yield chunk
+        finally:
+            session.readers -= 1
+            self._watch_readers(session)
 
     async def write_stdin(self, task_id: str, exec_id: str, offset: int, data: bytes, eof: bool) -> None:
         """Write at a stream offset; a retried write (an offset already written) is not written twice."""
@@ -278,5 +321,5 @@ class ExecService:
             if session.returncode is None:
                 session.process.kill()
             jobs.extend(session.jobs)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.gather(*jobs, return_exceptions=True), OUTPUT_DRAIN_SECONDS + 1)
+        if jobs:
+            await asyncio.wait(jobs, timeout=OUTPUT_DRAIN_SECONDS + 1)
