@@ -12,17 +12,21 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
+from modal_proto.task_command_router_grpc import TaskCommandRouterBase
 
 from onshore.api.apps import AppHandlers
 from onshore.api.base import Authenticator, Router
 from onshore.api.blobs import BlobHandlers
 from onshore.api.calls import CallHandlers
+from onshore.api.command_router import ROUTER_FEATURES, CommandRouterHandlers, RouterAuthenticator
 from onshore.api.containers import ContainerHandlers
 from onshore.api.environments import EnvironmentHandlers
 from onshore.api.functions import FunctionHandlers
 from onshore.api.images import ImageHandlers
+from onshore.api.logs import LogHandlers
 from onshore.api.mounts import MountHandlers
 from onshore.api.secrets import SecretHandlers
+from onshore.api.tasks import TaskHandlers
 from onshore.api.transport import CoalescingServer as GrpcServer
 from onshore.config import DataDir, ServerConfig
 from onshore.http.blobs import blob_app
@@ -43,12 +47,14 @@ from onshore.services.apps import AppService
 from onshore.services.blobs import BlobService
 from onshore.services.calls import CallService
 from onshore.services.clock import SystemClock
-from onshore.services.containers import ContainerService
+from onshore.services.containers import ContainerService, Task
+from onshore.services.execs import ExecService
 from onshore.services.functions import FunctionService
 from onshore.services.images import ImageInputs, ImageService
 from onshore.services.logs import LogService
 from onshore.services.mounts import MountService
 from onshore.services.secrets import SecretService
+from onshore.services.tasks import TaskDirectory
 from onshore.services.tokens import TokenService
 from onshore.store.sqlite import SqliteStore
 
@@ -131,6 +137,9 @@ class OnshoreServer:
             server_url=container_url,
             stop_grace=config.container_stop_grace,
         )
+        self.tasks = TaskDirectory(self.containers, self.calls, self.logs, clock)
+        self.execs = ExecService(self.runtime, self.tasks, clock)
+        self.containers.on_exit = self._on_container_exit
         self.autoscaler = Autoscaler(
             self.calls, self.containers, self.functions.target, self.functions.warm_functions, clock
         )
@@ -143,6 +152,8 @@ class OnshoreServer:
             FunctionHandlers(self.apps, self.functions),
             CallHandlers(self.apps, self.functions, self.calls),
             ContainerHandlers(self.apps, self.functions, self.calls, self.containers),
+            TaskHandlers(self.apps, self.tasks, self.execs, router_url=self.url),
+            LogHandlers(self.apps, self.logs, self.tasks),
             MountHandlers(self.mounts, self.blobs),
             BlobHandlers(self.blobs),
             SecretHandlers(self.secrets),
@@ -150,12 +161,23 @@ class OnshoreServer:
             EnvironmentHandlers(),
         ]
         self.router = Router(handlers, Authenticator(self.tokens, self.containers))
+        # The task command router (commands run in containers) is served next to the API, on its port.
+        self.command_router = Router(
+            [CommandRouterHandlers(self.execs)],
+            RouterAuthenticator(self.execs.tokens),
+            service=TaskCommandRouterBase,
+            features=ROUTER_FEATURES,
+        )
         self._grpc: GrpcServer | None = None
         self._grpc_unix: GrpcServer | None = None
         self._http: _HttpServer | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._stopping = False
         self._stopped = asyncio.Event()
+
+    def _on_container_exit(self, task: Task) -> None:
+        self.tasks.record_exit(task)
+        self.execs.container_ended(task.task_id)
 
     async def _on_app_stop(self, app: App, reason: str) -> None:
         self.calls.drop_app_calls(app.app_id, f"The app was stopped ({reason})")
@@ -178,7 +200,7 @@ class OnshoreServer:
             self.data.write_json(self.data.token_file, {"token_id": token.token_id, "token_secret": secret})
         self._restore()
         self.runtime.warm_up()
-        self._grpc = GrpcServer([self.router])
+        self._grpc = GrpcServer([self.router, self.command_router])
         await self._grpc.start(self.config.host, self.port)
         if self.socket_path is not None:
             self.socket_path.unlink(missing_ok=True)
@@ -222,6 +244,7 @@ class OnshoreServer:
             # restart instead of failing.
             self.containers.shutting_down = True
             await self.images.shutdown()
+            await self.execs.shutdown()
             await self.runtime.shutdown()
             for grpc_server in (self._grpc, self._grpc_unix):
                 if grpc_server is not None:

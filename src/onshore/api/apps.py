@@ -1,8 +1,7 @@
-"""gRPC handlers for apps: create, publish, lookup, stop, list, history and logs."""
+"""gRPC handlers for apps: create, publish, lookup, stop, list and history (logs: api/logs.py)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 from google.protobuf import empty_pb2
@@ -15,7 +14,7 @@ from onshore.protocol.functions import handle_metadata
 from onshore.services.apps import AppService
 from onshore.services.containers import ContainerService
 from onshore.services.functions import FunctionService
-from onshore.services.logs import LogEntry, LogService
+from onshore.services.logs import LogService
 
 _STATE_TO_PROTO = {
     AppState.INITIALIZING: api_pb2.APP_STATE_INITIALIZING,
@@ -35,18 +34,6 @@ def lifecycle(app: App) -> Any:
         stopped_at=app.stopped_at or 0.0,
         version=app.version,
     )
-
-
-def log_batches(entries: list[LogEntry]) -> list[Any]:
-    """Group consecutive entries of one container into TaskLogsBatch messages."""
-    batches: list[Any] = []
-    for entry in entries:
-        if not batches or batches[-1].task_id != entry.task_id:
-            batches.append(api_pb2.TaskLogsBatch(task_id=entry.task_id, function_id=entry.function_id))
-        batch = batches[-1]
-        batch.items.add(data=entry.data, timestamp=entry.timestamp, file_descriptor=entry.fd)
-        batch.entry_id = str(entry.entry_id)
-    return batches
 
 
 class AppHandlers:
@@ -199,38 +186,3 @@ class AppHandlers:
         if records:
             resp.production_app_version = records[-1].version
         return resp
-
-    async def AppGetLogs(self, req: Any, who: Principal) -> AsyncIterator[Any]:
-        who.require_app(req.app_id)
-        self._apps.get(req.app_id)
-        try:
-            last = int(req.last_entry_id.split("-")[0]) if req.last_entry_id else 0
-        except ValueError:
-            raise InvalidArgument(f"Bad last_entry_id {req.last_entry_id!r}") from None
-        timeout = min(max(req.timeout, 0.0), 55.0) or 55.0
-        async for entries in self._logs.follow(
-            req.app_id, last, timeout, task_id=req.task_id, function_id=req.function_id
-        ):
-            if entries is None:
-                yield api_pb2.TaskLogsBatch(app_done=True, entry_id=str(last))
-                return
-            last = entries[-1].entry_id
-            for batch in log_batches(entries):
-                yield batch
-
-    async def AppFetchLogs(self, req: Any, who: Principal) -> Any:
-        who.require_app(req.app_id)
-        self._apps.get(req.app_id)
-        since = req.since.ToNanoseconds() / 1e9 if req.HasField("since") else 0.0
-        until = req.until.ToNanoseconds() / 1e9 if req.HasField("until") else float("inf")
-        entries = self._logs.fetch(
-            req.app_id,
-            since,
-            until,
-            int(req.limit),
-            task_id=req.task_id,
-            function_id=req.function_id,
-            fd=int(req.source),
-            search=req.search_text,
-        )
-        return api_pb2.AppFetchLogsResponse(batches=log_batches(entries))

@@ -47,10 +47,12 @@ def status_for(exc: errors.OnshoreError) -> Status:
 class Principal:
     """Who is calling: a client holding a token, or a container holding its own credential."""
 
-    kind: str  # "client" | "container"
+    kind: str  # "client" | "container" | "anonymous" | "exec" (a holder of a command-router token)
     token_id: str = ""
     task: Task | None = None
     client_version: str = ""
+    peer_host: str = ""  # the caller's address ("" over the unix socket)
+    granted_task_id: str = ""  # kind "exec": the container its command-router token grants access to
 
     @property
     def is_container(self) -> bool:
@@ -67,6 +69,8 @@ _FEATURES = [
     ("SharedVolume", "network file systems (modal.NetworkFileSystem) are"),
     ("Volume", "volumes (modal.Volume) are"),
     ("Sandbox", "sandboxes (modal.Sandbox) are"),
+    # The client asks for an input-plane token first when it creates a (V2) sandbox, e.g. for `modal shell`.
+    ("AuthTokenGet", "sandboxes (modal.Sandbox; `modal shell` of a function or image) are"),
     ("Queue", "queues (modal.Queue) are"),
     ("Dict", "dicts (modal.Dict) are"),
     ("Proxy", "proxies are"),
@@ -107,26 +111,40 @@ class Authenticator:
         )
 
 
-def _rpc_table() -> dict[str, grpclib.const.Handler]:
-    """Every RPC of the client's service definition, with its cardinality and message types."""
+def _rpc_table(service: type[Any]) -> dict[str, grpclib.const.Handler]:
+    """Every RPC of a service definition (a grpclib *Base class), with its cardinality and message types."""
 
     async def placeholder(stream: Any) -> None:  # pragma: no cover - replaced below
         raise GRPCError(Status.UNIMPLEMENTED)
 
-    names = sorted(api_grpc.ModalClientBase.__abstractmethods__)
-    shell = type("Shell", (api_grpc.ModalClientBase,), {name: placeholder for name in names})()
+    names = sorted(service.__abstractmethods__)
+    shell = type("Shell", (service,), {name: placeholder for name in names})()
     return dict(shell.__mapping__())
 
 
-class Router:
-    """Merges the domain handlers into one grpclib service; what no handler implements is UNIMPLEMENTED."""
+AuthFunction = Callable[[Any, str], Principal]  # (request metadata, RPC name) -> who is calling
 
-    def __init__(self, handlers: list[object], auth: Authenticator) -> None:
+
+class Router:
+    """Merges the domain handlers into one grpclib service; what no handler implements is UNIMPLEMENTED.
+
+    By default it serves the client's API (api_grpc.ModalClientBase); `service` and `features` let it serve
+    another service definition (the task command router) with its own authentication.
+    """
+
+    def __init__(
+        self,
+        handlers: list[object],
+        auth: AuthFunction,
+        service: type[Any] = api_grpc.ModalClientBase,
+        features: list[tuple[str, str]] | None = None,
+    ) -> None:
         self._auth = auth
+        self._features = _FEATURES if features is None else features
         self._unimplemented_logged: set[str] = set()
         self._mapping: dict[str, grpclib.const.Handler] = {}
         self.implemented: set[str] = set()
-        for path, spec in _rpc_table().items():
+        for path, spec in _rpc_table(service).items():
             name = path.rsplit("/", 1)[1]
             method = None
             for handler in handlers:
@@ -139,8 +157,10 @@ class Router:
                 self.implemented.add(name)
                 if spec.cardinality == grpclib.const.Cardinality.UNARY_STREAM:
                     wrapped = self._unary_stream(name, method)
-                else:
+                elif spec.cardinality == grpclib.const.Cardinality.UNARY_UNARY:
                     wrapped = self._unary_unary(name, method)
+                else:
+                    raise TypeError(f"{name}: client-streaming RPCs are not routed; implement it on its own")
             self._mapping[path] = grpclib.const.Handler(
                 wrapped, spec.cardinality, spec.request_type, spec.reply_type
             )
@@ -150,6 +170,9 @@ class Router:
 
     async def _begin(self, name: str, stream: Any) -> tuple[Any, Principal]:
         principal = self._auth(stream.metadata, name)
+        address = stream.peer.addr()
+        if isinstance(address, tuple) and address:
+            principal.peer_host = str(address[0])
         request = await stream.recv_message()
         if request is None:
             raise errors.InvalidArgument(f"{name}: empty request")
@@ -183,7 +206,7 @@ class Router:
         return handle
 
     def _unimplemented(self, name: str) -> Callable[[Any], Any]:
-        feature = next((f for prefix, f in _FEATURES if name.startswith(prefix)), "")
+        feature = next((f for prefix, f in self._features if name.startswith(prefix)), "")
         message = f"Onshore does not implement {name} yet" + (
             f": {feature} not supported yet" if feature else ""
         )

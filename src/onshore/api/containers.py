@@ -1,4 +1,4 @@
-"""gRPC handlers for the container's side: hello, heartbeats, inputs, outputs, generator data, stops."""
+"""gRPC handlers for the container's side: hello, heartbeats, inputs, outputs, generator data, results."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from google.protobuf import empty_pb2
 from modal_proto import api_pb2
 
 from onshore.api.base import Principal
-from onshore.errors import NotFound, PermissionDenied
+from onshore.errors import PermissionDenied
 from onshore.services.apps import AppService
 from onshore.services.call_state import ContainerOutput
 from onshore.services.calls import CallService
@@ -126,29 +126,3 @@ class ContainerHandlers:
         if req.result.status != api_pb2.GenericResult.GENERIC_STATUS_SUCCESS:
             self._containers.init_failed(task, bytes(req.result.SerializeToString()))
         return empty_pb2.Empty()
-
-    async def ContainerStop(self, req: Any, who: Principal) -> Any:
-        if who.task is not None:
-            if req.task_id and req.task_id != who.task.task_id:
-                raise PermissionDenied("A container can only stop itself")
-            who.task.state = TaskState.STOPPING  # it stops fetching inputs; its process ends by itself
-            return api_pb2.ContainerStopResponse()
-        task = self._containers.tasks.get(req.task_id)
-        if task is None:
-            raise NotFound(f"Container {req.task_id} not found or already stopped")
-        await self._containers.stop(req.task_id, "stopped by request")
-        return api_pb2.ContainerStopResponse()
-
-    async def TaskList(self, req: Any, who: Principal) -> Any:
-        resp = api_pb2.TaskListResponse()
-        for task in self._containers.tasks.values():
-            if req.app_id and task.app_id != req.app_id:
-                continue
-            app = self._apps.find(task.app_id)
-            resp.tasks.add(
-                task_id=task.task_id,
-                app_id=task.app_id,
-                app_description=(app.name or app.description) if app else "",
-                started_at=task.started_at,
-            )
-        return resp

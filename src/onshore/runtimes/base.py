@@ -37,6 +37,54 @@ class ContainerSpec:
     image: ImageConfig | None = None  # None: the default image (the host's Python, as the server runs it)
 
 
+# Where an exec'd command's stdout/stderr go: kept for readers, dropped, or (stderr only) merged into stdout.
+EXEC_PIPE = "pipe"
+EXEC_DEVNULL = "devnull"
+EXEC_TO_STDOUT = "stdout"
+
+
+@dataclass
+class PtySize:
+    rows: int = 24
+    cols: int = 80
+    env: dict[str, str] = field(default_factory=dict)  # TERM, COLORTERM... of the caller's terminal
+
+
+@dataclass
+class ExecSpec:
+    """A command to run inside a running container, with the container's environment and working dir."""
+
+    argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)  # added to the container's environment
+    workdir: str = ""  # "" : the container's working directory
+    pty: PtySize | None = None  # a terminal: stdout and stderr both arrive on stdout
+    stdout: str = EXEC_PIPE
+    stderr: str = EXEC_PIPE
+
+
+class ExecProcess(Protocol):
+    """A command running inside a container (see Runtime.exec)."""
+
+    pid: int
+
+    async def read(self, fd: int) -> bytes:
+        """The next output chunk of FD_STDOUT or FD_STDERR; b"" once that stream has ended."""
+        ...
+
+    async def write(self, data: bytes) -> None:
+        """Write to its stdin (the terminal's input with a PTY)."""
+        ...
+
+    async def close_stdin(self) -> None: ...
+    async def wait(self) -> int:
+        """Its return code; negative: killed by that signal."""
+        ...
+
+    def kill(self) -> None:
+        """End it and everything it started, at once."""
+        ...
+
+
 class Runtime(Protocol):
     name: str
     capabilities: Capabilities
@@ -51,5 +99,10 @@ class Runtime(Protocol):
         ...
 
     async def stop(self, task_id: str, grace: float) -> None: ...
+    async def exec(self, task_id: str, spec: ExecSpec) -> ExecProcess:
+        """Run a command in a running container; errors.NotFound if it is not running, InvalidArgument if
+        the command cannot be started."""
+        ...
+
     def running(self) -> list[str]: ...
     async def shutdown(self) -> None: ...

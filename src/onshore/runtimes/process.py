@@ -14,17 +14,28 @@ import importlib.util
 import json
 import logging
 import os
+import shutil
 import signal
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from onshore.errors import Conflict
+from onshore.errors import Conflict, NotFound
 from onshore.images.pythons import ClientPackages
 from onshore.models import ImageConfig
 from onshore.runtimes import sandbox
-from onshore.runtimes.base import FD_STDERR, FD_STDOUT, Capabilities, ContainerSpec, ExitSink, LogSink
+from onshore.runtimes.base import (
+    FD_STDERR,
+    FD_STDOUT,
+    Capabilities,
+    ContainerSpec,
+    ExecProcess,
+    ExecSpec,
+    ExitSink,
+    LogSink,
+)
 from onshore.runtimes.container_fs import ContainerLayout
+from onshore.runtimes.process_exec import ExecTarget, start_exec
 from onshore.runtimes.pyenv import ClientEnvironments, installed_client_version
 from onshore.runtimes.sandbox import Support
 
@@ -78,6 +89,29 @@ def _die_with_server() -> None:
         pass
 
 
+def _nsenter(spawned: int, user_namespace: bool) -> list[str]:
+    """The command prefix that enters a sandboxed container: the namespaces and root of its init process."""
+    nsenter = shutil.which("nsenter")
+    if nsenter is None:
+        raise Conflict("`modal container exec` into an isolated container needs nsenter (util-linux)")
+    init = 0
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                raw = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(raw[raw.rindex(")") + 2 :].split()[1]) == spawned:
+                init = int(entry)
+                break
+    if not init:
+        raise NotFound("The container's sandbox has no running init process")
+    flags = ["--mount", "--pid", "--root", "--wd"]
+    if user_namespace:
+        flags += ["--user", "--preserve-credentials"]
+    return [nsenter, f"--target={init}", *flags]
+
+
 @dataclass
 class _Proc:
     process: asyncio.subprocess.Process
@@ -85,6 +119,8 @@ class _Proc:
     scratch: Path | None = None  # a sandboxed container's scratch dir, removed when it ends
     readers: list[asyncio.Task[None]] = field(default_factory=list)
     waiter: asyncio.Task[None] | None = None
+    env: dict[str, str] = field(default_factory=dict)  # its whole environment and working directory
+    cwd: str = ""
 
 
 class ProcessRuntime:
@@ -153,7 +189,7 @@ class ProcessRuntime:
             start_new_session=True,  # its own process group, so a stop ends everything it started
             preexec_fn=_die_with_server if sys.platform == "linux" else None,
         )
-        entry = _Proc(process)
+        entry = _Proc(process, env=env, cwd=cwd)
         assert process.stdout is not None and process.stderr is not None
         entry.readers = [
             asyncio.create_task(self._pump(entry, FD_STDOUT, process.stdout)),
@@ -212,6 +248,8 @@ class ProcessRuntime:
             argv[0], argv[1:], launcher, str(self._state_dir), asyncio.subprocess.DEVNULL
         )
         entry.scratch = scratch
+        boxed = layout.spec(env, [])
+        entry.env, entry.cwd = boxed.env, boxed.workdir  # what `modal container exec` runs with
         return entry
 
     async def _image_python(self, spec: ContainerSpec) -> tuple[str, dict[str, str]]:
@@ -248,6 +286,7 @@ class ProcessRuntime:
         entry = self._take_spare() if python == sys.executable and "PYTHONPATH" not in env else None
         if entry is not None:
             entry.task_id = spec.task_id
+            entry.env, entry.cwd = {**entry.env, **env}, spec.code_dir
             self._procs[spec.task_id] = entry
             stdin = entry.process.stdin
             assert stdin is not None
@@ -327,6 +366,15 @@ class ProcessRuntime:
         if entry.waiter is not None:
             with contextlib.suppress(Exception):
                 await asyncio.shield(entry.waiter)
+
+    async def exec(self, task_id: str, spec: ExecSpec) -> ExecProcess:
+        entry = self._procs.get(task_id)
+        if entry is None or entry.process.returncode is not None:
+            raise NotFound(f"Container {task_id} is not running")
+        enter: list[str] = []
+        if entry.scratch is not None:
+            enter = _nsenter(entry.process.pid, self._sandbox.mechanism == "userns")
+        return await start_exec(ExecTarget(entry.process.pid, entry.env, entry.cwd, enter), spec)
 
     def running(self) -> list[str]:
         return list(self._procs)

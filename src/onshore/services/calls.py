@@ -318,6 +318,13 @@ class CallService:
     def take_cancellations(self, task_id: str) -> list[str]:
         return self._task_cancels.pop(task_id, [])
 
+    def requeue_task_inputs(self, task_id: str) -> int:
+        """Put the inputs in flight on a container back in their queues, for other containers to run."""
+        items = [self._inputs[i] for i in self._task_inputs.get(task_id, ()) if i in self._inputs]
+        items = [item for item in items if not item.done]
+        self.give_back(task_id, items)
+        return len(items)
+
     def fail_task_inputs(self, task_id: str, status: int, message: str) -> int:
         """Fail (or retry) every input in flight on a container that is gone."""
         input_ids = self._task_inputs.pop(task_id, set())

@@ -46,6 +46,9 @@ class Task:
     stop_reason: str = ""
     generation: int | None = None  # the function definition it runs (a redeploy makes it outdated)
     exit_code: int | None = None
+    finished_at: float = 0.0
+    draining: bool = False  # STOPPING after its current inputs (a graceful stop); a stop() still ends it
+    requeue_inputs: bool = False  # inputs in flight when it ends run again elsewhere instead of failing
     ready: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -98,6 +101,8 @@ class ContainerService:
         self.tasks: dict[str, Task] = {}
         self._start_failures: dict[str, int] = {}
         self.shutting_down = False
+        # Told of every container that ended (after its state, exit code and end time are set).
+        self.on_exit: Callable[[Task], None] = lambda task: None
         runtime.bind(self._on_log, self._on_exit)
         calls.kill_task = self.kill
 
@@ -175,8 +180,13 @@ class ContainerService:
 
     async def stop(self, task_id: str, reason: str, grace: float | None = None) -> None:
         task = self.tasks.get(task_id)
-        if task is None or task.state in (TaskState.STOPPING, TaskState.STOPPED):
+        if (
+            task is None
+            or task.state == TaskState.STOPPED
+            or (task.state == TaskState.STOPPING and not task.draining)
+        ):
             return
+        task.draining = False
         started = task.ready.is_set()
         task.state = TaskState.STOPPING
         task.stop_reason = reason
@@ -227,12 +237,16 @@ class ContainerService:
         reached_inputs = task.ready.is_set()
         task.state = TaskState.STOPPED
         task.exit_code = rc
+        task.finished_at = self._clock.now()
         task.ready.set()
+        self.on_exit(task)
         how = describe_exit(rc)
         if self.shutting_down:
             log.info("container %s %s during shutdown", task_id, how)
             return
         reason = f" ({task.stop_reason})" if task.stop_reason else ""
+        if task.requeue_inputs:
+            self._calls.requeue_task_inputs(task_id)
         message = f"Container {task_id} {how} while running this input{reason}"
         failed = self._calls.fail_task_inputs(task_id, STATUS_FAILURE, message)
         if failed or (not expected and rc != 0):
