@@ -26,7 +26,11 @@ _ALPHABET = string.ascii_letters + string.digits
 def new_id(kind: str) -> str:
     """A prefixed id with 22 alphanumeric characters, the shape the client's CLI recognises as an id."""
     # 22 characters drawn from 62 (a negligible bias from the modulo is fine for unique ids).
-    return f"{PREFIXES[kind]}-" + "".join(_ALPHABET[b % 62] for b in secrets.token_bytes(22))
+    suffix = "".join(_ALPHABET[b % 62] for b in secrets.token_bytes(22))
+    if kind == "task" and suffix.endswith("V"):
+        # The client takes a task id ending in "V" for a V2 sandbox's (and execs into it another way).
+        suffix = suffix[:-1] + _ALPHABET[secrets.randbelow(47)]  # a-z, A-U: never "V"
+    return f"{PREFIXES[kind]}-" + suffix
 
 
 def new_secret() -> str:

@@ -309,3 +309,46 @@ def test_failing_command_fails_the_build(server: ServerProcess, tmp_path: Path) 
     error = result.output[result.output.find("Image build for") :]
     assert "RUN echo about to fail && exit 7' failed with exit code 7" in error, result.output
     assert "about to fail" in error.split("exit code 7", 1)[1]
+
+
+def test_exec_enters_an_isolated_container(server: ServerProcess, tmp_path: Path) -> None:
+    app = write_app(
+        tmp_path,
+        "exec_app.py",
+        """
+        import json
+        import os
+
+        import modal
+
+        image = modal.Image.debian_slim().run_commands("echo from-the-layer > /opt/layer.txt")
+        app = modal.App("onshore-test-images-exec", image=image)
+
+
+        @app.function(scaledown_window=60)
+        def task_id() -> str:
+            return os.environ["MODAL_TASK_ID"]
+
+
+        @app.local_entrypoint()
+        def main() -> None:
+            task = task_id.remote()
+            print("RESULT task", json.dumps(task), flush=True)
+            import subprocess
+            import sys
+
+            for argv in (["cat", "/opt/layer.txt"], ["pwd"], ["sh", "-c", "ls /proc | grep -c '^[0-9]'"]):
+                done = subprocess.run(
+                    [sys.executable, "-m", "modal", "container", "exec", task, "--", *argv],
+                    capture_output=True,
+                    text=True,
+                )
+                print("RESULT " + argv[0], json.dumps(done.stdout.strip() or done.stderr), flush=True)
+        """,
+    )
+    result = run_modal(server, "run", str(app), timeout=300)
+    assert result.returncode == 0, result.output
+    found = results(result)
+    assert found["cat"] == "from-the-layer", found
+    assert found["pwd"] == "/root", found
+    assert int(found["sh"]) < 10, found  # its own pid namespace: the init, the container, the exec'd shell

@@ -247,3 +247,11 @@ def test_file_store_survives_reopening(tmp_path: Path) -> None:
         assert conn.execute("PRAGMA user_version").fetchone()[0] >= 1
     finally:
         conn.close()
+
+
+def test_task_ids_never_look_like_v2_sandbox_tasks() -> None:
+    from onshore import ids
+
+    # The client routes `modal container exec` for a task id ending in "V" to the V2 sandbox API.
+    task_ids = [ids.new_id("task") for _ in range(5000)]
+    assert all(t.startswith("ta-") and len(t) == 25 and not t.endswith("V") for t in task_ids)
