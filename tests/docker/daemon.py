@@ -30,6 +30,7 @@ ISOLATION_FLAGS = [
     "--bridge=none",
     "--userland-proxy=false",
 ]
+# Tried in order; ONSHORE_TEST_DOCKER_STORAGE_DRIVER names one to use alone.
 STORAGE_DRIVERS = ["overlay2", "vfs"]
 
 
@@ -96,7 +97,8 @@ def start_dockerd(timeout: float = 60.0) -> Dockerd:
         data_root, keep = run_dir / "data-root", False
     data_root.mkdir(parents=True, exist_ok=True)
     failures = []
-    for driver in STORAGE_DRIVERS:
+    forced = os.environ.get("ONSHORE_TEST_DOCKER_STORAGE_DRIVER")
+    for driver in [forced] if forced else STORAGE_DRIVERS:
         daemon = _launch(run_dir, data_root, driver, keep, lock, timeout)
         if isinstance(daemon, Dockerd):
             return daemon

@@ -307,3 +307,42 @@ async def test_list_by_labels(scratch: Scratch, base_image: str) -> None:
     for cid in ids.values():
         await engine.remove(cid)
     assert await engine.list_containers(scratch.labels) == []
+
+
+async def test_container_reaches_host_unix_socket(
+    scratch: Scratch, base_image: str, tmp_path: Path
+) -> None:
+    """The way containers talk to the server: a host unix socket in a bind-mounted directory, no network."""
+    sock_dir = tmp_path / "sock"
+    sock_dir.mkdir()
+    received: list[bytes] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        received.append(await reader.readline())
+        writer.write(b"pong\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_unix_server(serve, path=str(sock_dir / "server.sock"))
+    client = (
+        "import socket; s = socket.socket(socket.AF_UNIX); s.connect('/run/onshore/server.sock'); "
+        "s.sendall(b'ping\\n'); print(s.makefile().readline().strip())"
+    )
+    try:
+        cid = await scratch.engine.run(
+            RunConfig(
+                image=base_image,
+                command=["python", "-c", client],
+                name=scratch.name("socket"),
+                binds=[(str(sock_dir), "/run/onshore", False)],
+                network="none",
+                labels=scratch.labels,
+            )
+        )
+        logs = Lines()
+        await asyncio.wait_for(scratch.engine.logs(cid, logs.run), 60)
+        assert await scratch.engine.wait(cid) == (0, False), logs.text(2)
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert received == [b"ping\n"] and logs.text() == "pong\n"
