@@ -309,9 +309,7 @@ async def test_list_by_labels(scratch: Scratch, base_image: str) -> None:
     assert await engine.list_containers(scratch.labels) == []
 
 
-async def test_container_reaches_host_unix_socket(
-    scratch: Scratch, base_image: str, tmp_path: Path
-) -> None:
+async def test_container_reaches_host_unix_socket(scratch: Scratch, base_image: str, tmp_path: Path) -> None:
     """The way containers talk to the server: a host unix socket in a bind-mounted directory, no network."""
     sock_dir = tmp_path / "sock"
     sock_dir.mkdir()
