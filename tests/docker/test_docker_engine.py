@@ -17,7 +17,6 @@ from onshore.runtimes.docker_engine import (
     DockerError,
     NotFoundError,
     RunConfig,
-    _context_tar,
 )
 from tests.docker.conftest import Scratch
 from tests.docker.daemon import Dockerd, dockerd_version
@@ -71,11 +70,15 @@ async def test_unreachable_engine_is_a_clear_error(tmp_path: Path) -> None:
         await engine.close()
 
 
-def test_context_paths_are_checked() -> None:
-    with pytest.raises(DockerError, match="not a relative path inside the context"):
-        _context_tar("FROM x", {"../escape": b""})
-    with pytest.raises(DockerError, match="reserved by Onshore's image builder"):
-        _context_tar("FROM x", {".dockerignore": b""})
+async def test_context_paths_are_checked(tmp_path: Path) -> None:
+    engine = DockerEngine(f"unix://{tmp_path}/no-such.sock")  # refused before any engine call
+    try:
+        with pytest.raises(DockerError, match="not a relative path inside the context"):
+            await engine.build("FROM x", {"../escape": b""}, "t:1", print)
+        with pytest.raises(DockerError, match="reserved by Onshore's image builder"):
+            await engine.build("FROM x", {".dockerignore": b""}, "t:1", print)
+    finally:
+        await engine.close()
 
 
 async def test_build_layers(scratch: Scratch, base_image: str) -> None:
@@ -130,6 +133,7 @@ async def test_failing_build_step(scratch: Scratch, base_image: str) -> None:
     err = info.value
     assert err.step == "RUN echo one && echo the-last-words >&2 && exit 3"
     assert "the-last-words" in err.output_tail and "one" in err.output_tail
+    assert "\x1b" not in err.output_tail and "intermediate container" not in err.output_tail
     assert "returned a non-zero code: 3" in str(err) and err.step in str(err)
     assert "never" not in logs.text()
 

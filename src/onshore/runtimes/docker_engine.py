@@ -30,6 +30,10 @@ DOCKERFILE_NAME = ".onshore.Dockerfile"
 RESERVED_CONTEXT_PATHS = frozenset({DOCKERFILE_NAME, ".dockerignore"})
 BUILD_OUTPUT_TAIL_LINES = 40
 _STEP_RE = re.compile(r"^Step \d+/\d+ : (.*)$")
+# The legacy builder wraps a step's stderr in these (bright red, reset); the lines are plain without them.
+_STDERR_MARKS = re.compile(r"\x1b\[91m|\x1b\[0m")
+# Lines of the builder's own bookkeeping, which are no output of the step.
+_BUILDER_LINES = (" ---> ", "Removing intermediate container ")
 
 
 class DockerError(Exception):
@@ -145,7 +149,7 @@ class DockerEngine:
             if self._client is None:
                 try:
                     self._client = docker.APIClient(
-                        **self._kwargs, version="auto", timeout=int(self._timeout), max_pool_size=64
+                        **self._kwargs, version="auto", timeout=int(self._timeout), max_pool_size=512
                     )
                 except docker.errors.DockerException as e:
                     raise DockerError(f"engine unreachable at {self.url}: {_why(e)}") from e
@@ -502,7 +506,7 @@ def _follow_build(tag: str, stream: Iterable[dict[str, Any]], emit: Callable[[st
             text = f"{chunk['status']} {chunk.get('progress', '')}".rstrip() + "\n"
         if not text:
             continue
-        pending += str(text)
+        pending += _STDERR_MARKS.sub("", str(text))
         *lines, pending = pending.split("\n")
         for line in lines:
             emit(line + "\n")
@@ -510,7 +514,7 @@ def _follow_build(tag: str, stream: Iterable[dict[str, Any]], emit: Callable[[st
             if match:
                 step = match.group(1)
                 tail.clear()
-            elif not line.startswith(" ---> "):
+            elif not line.startswith(_BUILDER_LINES):
                 tail.append(line)
     if pending:
         emit(pending + "\n")
