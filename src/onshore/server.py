@@ -40,6 +40,7 @@ from onshore.protocol.launch import Launcher
 from onshore.protocol.results import make_result
 from onshore.runtimes import sandbox
 from onshore.runtimes.base import Runtime
+from onshore.runtimes.cgroups import CgroupError, Cgroups
 from onshore.runtimes.process import ProcessRuntime
 from onshore.runtimes.pyenv import ClientEnvironments
 from onshore.runtimes.sandbox import Support
@@ -119,13 +120,24 @@ class OnshoreServer:
         )
         self.logs = LogService(clock)
         self.calls = CallService(self.store, self.functions.spec, make_result, clock)
+        self.cgroups: Cgroups | None = None
+        limits_reason = ""
+        if runtime is None:
+            try:
+                self.cgroups = Cgroups()
+            except CgroupError as exc:
+                limits_reason = str(exc)
+                log.info("hard memory/CPU limits are not available: %s", exc)
         self.runtime: Runtime = runtime or ProcessRuntime(
             self.data.root / "containers",
             ClientEnvironments(self.data.root / "envs"),
             config.resolved_max_containers(),
             sandbox=self.sandbox,
             hidden=hidden,
+            cgroups=self.cgroups,
         )
+        if limits_reason:
+            self.runtime.capabilities.limits_reason = limits_reason
         launcher = Launcher(self.apps, self.functions, self.mounts, self.secrets, self.images)
         self.containers = ContainerService(
             self.runtime,
@@ -149,7 +161,11 @@ class OnshoreServer:
 
         handlers: list[object] = [
             AppHandlers(self.apps, self.functions, self.containers, self.logs, self.url),
-            FunctionHandlers(self.apps, self.functions),
+            FunctionHandlers(
+                self.apps,
+                self.functions,
+                "" if self.runtime.capabilities.memory_limits else self.runtime.capabilities.limits_reason,
+            ),
             CallHandlers(self.apps, self.functions, self.calls),
             ContainerHandlers(self.apps, self.functions, self.calls, self.containers),
             TaskHandlers(self.apps, self.tasks, self.execs, router_url=self.url),
@@ -246,6 +262,8 @@ class OnshoreServer:
             await self.images.shutdown()
             await self.execs.shutdown()
             await self.runtime.shutdown()
+            if self.cgroups is not None:
+                self.cgroups.close()
             for grpc_server in (self._grpc, self._grpc_unix):
                 if grpc_server is not None:
                     grpc_server.close()

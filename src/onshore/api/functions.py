@@ -14,9 +14,10 @@ from onshore.services.functions import FunctionService
 
 
 class FunctionHandlers:
-    def __init__(self, apps: AppService, functions: FunctionService) -> None:
+    def __init__(self, apps: AppService, functions: FunctionService, limits_refusal: str = "") -> None:
         self._apps = apps
         self._functions = functions
+        self._limits_refusal = limits_refusal  # why hard limits cannot be enforced; "" when they can
 
     def _metadata(self, function_id: str) -> Any:
         fn = self._functions.get(function_id)
@@ -52,7 +53,11 @@ class FunctionHandlers:
             existing = existing or app.function_ids.get(definition.function_name, "")
         raw = bytes(definition.SerializeToString())
         fn = self._functions.create(
-            req.app_id, existing, raw, spec_from_definition(definition), refusals(definition)
+            req.app_id,
+            existing,
+            raw,
+            spec_from_definition(definition),
+            refusals(definition, self._limits_refusal),
         )
         return api_pb2.FunctionCreateResponse(
             function_id=fn.function_id,

@@ -45,7 +45,7 @@ def spec_from_definition(fn: Any) -> FunctionSpec:
     )
 
 
-def refusals(fn: Any) -> list[str]:
+def refusals(fn: Any, limits_refusal: str = "hard limits are not enforced") -> list[str]:
     """Features in a definition that Onshore does not honour yet, each named with what is missing."""
     out: list[str] = []
     gpu = fn.resources.gpu_config
@@ -65,10 +65,8 @@ def refusals(fn: Any) -> list[str]:
         out.append("@modal.server apps are not supported yet")
     if fn._experimental_group_size > 0 or fn.i6pn_enabled:
         out.append("clustered functions (i6pn) are not supported")
-    if fn.resources.memory_mb_max or fn.resources.milli_cpu_max:
-        out.append(
-            "hard memory/CPU limits ((request, limit) tuples) are not enforced yet; use a plain request"
-        )
+    if (fn.resources.memory_mb_max or fn.resources.milli_cpu_max) and limits_refusal:
+        out.append(f"hard memory/CPU limits ((request, limit) tuples) cannot be enforced: {limits_refusal}")
     if fn.block_network:
         out.append("block_network=True is not enforced yet")
     if fn.proxy_id:

@@ -73,4 +73,6 @@ class Launcher:
             client_version=self._mounts.client_version(list(definition.mount_ids)),
             env=self._secrets.env_for(list(definition.secret_ids)),
             image=self._images.config_for(definition.image_id),
+            memory_limit_mb=int(definition.resources.memory_mb_max),
+            cpu_limit=definition.resources.milli_cpu_max / 1000.0,
         )

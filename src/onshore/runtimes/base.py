@@ -13,7 +13,9 @@ FD_STDERR = 2
 FD_INFO = 3
 
 LogSink = Callable[[str, int, str], None]  # (task_id, file descriptor, text)
-ExitSink = Callable[[str, int], None]  # (task_id, return code; negative: killed by that signal)
+# (task_id, return code (negative: killed by that signal), what happened when the runtime knows more, e.g.
+# "ran out of memory (its limit is 256 MiB)", else "")
+ExitSink = Callable[[str, int, str], None]
 
 
 @dataclass
@@ -21,6 +23,7 @@ class Capabilities:
     gpus: bool = False
     volumes: bool = False
     memory_limits: bool = False
+    limits_reason: str = "hard memory/CPU limits are not enforced by this runtime"  # why not, when not
     custom_images: bool = False
     max_containers: int = 8
 
@@ -35,6 +38,8 @@ class ContainerSpec:
     client_version: str  # version of the modal client the container runs
     env: dict[str, str] = field(default_factory=dict)
     image: ImageConfig | None = None  # None: the default image (the host's Python, as the server runs it)
+    memory_limit_mb: int = 0  # a hard limit: over it the container is killed (0: none)
+    cpu_limit: float = 0.0  # a hard limit in cores (0: none)
 
 
 # Where an exec'd command's stdout/stderr go: kept for readers, dropped, or (stderr only) merged into stdout.

@@ -65,7 +65,7 @@ class FakeRuntime:
         self.execs: list[FakeExec] = []
         self._running: dict[str, ContainerSpec] = {}
         self._on_log: LogSink = lambda t, fd, s: None
-        self._on_exit: ExitSink = lambda t, rc: None
+        self._on_exit: ExitSink = lambda t, rc, detail: None
 
     def bind(self, on_log: LogSink, on_exit: ExitSink) -> None:
         self._on_log, self._on_exit = on_log, on_exit
@@ -81,7 +81,7 @@ class FakeRuntime:
     async def stop(self, task_id: str, grace: float) -> None:
         if self._running.pop(task_id, None) is not None:
             self.stopped.append(task_id)
-            self._on_exit(task_id, -15)
+            self._on_exit(task_id, -15, "")
 
     async def exec(self, task_id: str, spec: ExecSpec) -> FakeExec:
         if task_id not in self._running:
@@ -92,7 +92,7 @@ class FakeRuntime:
 
     def crash(self, task_id: str, returncode: int = -9) -> None:
         self._running.pop(task_id, None)
-        self._on_exit(task_id, returncode)
+        self._on_exit(task_id, returncode, "")
 
     def emit(self, task_id: str, fd: int, text: str) -> None:
         self._on_log(task_id, fd, text)

@@ -17,6 +17,7 @@ import os
 import shutil
 import signal
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +35,7 @@ from onshore.runtimes.base import (
     ExitSink,
     LogSink,
 )
+from onshore.runtimes.cgroups import Cgroup, Cgroups
 from onshore.runtimes.container_fs import ContainerLayout
 from onshore.runtimes.process_exec import ExecTarget, start_exec
 from onshore.runtimes.pyenv import ClientEnvironments, installed_client_version
@@ -112,11 +114,22 @@ def _nsenter(spawned: int, user_namespace: bool) -> list[str]:
     return [nsenter, f"--target={init}", *flags]
 
 
+def _child_setup(cgroup: Cgroup | None) -> Callable[[], None]:
+    def setup() -> None:
+        _die_with_server()
+        if cgroup is not None:
+            cgroup.join()  # before the program runs, so everything it starts is limited too
+
+    return setup
+
+
 @dataclass
 class _Proc:
     process: asyncio.subprocess.Process
     task_id: str = ""
     scratch: Path | None = None  # a sandboxed container's scratch dir, removed when it ends
+    cgroup: Cgroup | None = None  # a container with hard limits: its cgroup, removed when it ends
+    memory_limit_mb: int = 0
     readers: list[asyncio.Task[None]] = field(default_factory=list)
     waiter: asyncio.Task[None] | None = None
     env: dict[str, str] = field(default_factory=dict)  # its whole environment and working directory
@@ -135,12 +148,18 @@ class ProcessRuntime:
         packages: ClientPackages | None = None,
         sandbox: Support | None = None,
         hidden: list[Path] | None = None,
+        cgroups: Cgroups | None = None,
     ) -> None:
         self._packages = packages or ClientPackages(state_dir / "client-packages")
         # Containers of custom images run in Linux namespaces where the host allows it (sandbox.probe()).
         self._sandbox = sandbox or Support("none", "not probed")
         self._hidden = hidden or []
         self.capabilities = Capabilities(max_containers=max_containers)
+        # Hard memory/CPU limits need cgroups the server can write to.
+        self._cgroups = cgroups
+        if cgroups is not None:
+            self.capabilities.memory_limits = True
+            self.capabilities.limits_reason = ""
         self._state_dir = state_dir
         self._state_dir.mkdir(parents=True, exist_ok=True)
         self._envs = envs
@@ -150,7 +169,7 @@ class ProcessRuntime:
         self._closed = False
         self._procs: dict[str, _Proc] = {}
         self._on_log: LogSink = lambda t, fd, s: None
-        self._on_exit: ExitSink = lambda t, rc: None
+        self._on_exit: ExitSink = lambda t, rc, detail: None
 
     def bind(self, on_log: LogSink, on_exit: ExitSink) -> None:
         self._on_log, self._on_exit = on_log, on_exit
@@ -177,7 +196,27 @@ class ProcessRuntime:
         env["PYTHONUNBUFFERED"] = "1"
         return env
 
-    async def _spawn(self, python: str, argv: list[str], env: dict[str, str], cwd: str, stdin: int) -> _Proc:
+    def _cgroup(self, spec: ContainerSpec) -> Cgroup | None:
+        """The cgroup enforcing a container's hard limits, or None when it has none."""
+        if not (spec.memory_limit_mb or spec.cpu_limit):
+            return None
+        if self._cgroups is None:
+            raise Conflict(f"Hard memory/CPU limits cannot be enforced: {self.capabilities.limits_reason}")
+        return self._cgroups.create(
+            spec.task_id,
+            spec.memory_limit_mb * 1024 * 1024 if spec.memory_limit_mb else None,
+            spec.cpu_limit or None,
+        )
+
+    async def _spawn(
+        self,
+        python: str,
+        argv: list[str],
+        env: dict[str, str],
+        cwd: str,
+        stdin: int,
+        cgroup: Cgroup | None = None,
+    ) -> _Proc:
         process = await asyncio.create_subprocess_exec(
             python,
             *argv,
@@ -187,9 +226,9 @@ class ProcessRuntime:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             start_new_session=True,  # its own process group, so a stop ends everything it started
-            preexec_fn=_die_with_server if sys.platform == "linux" else None,
+            preexec_fn=_child_setup(cgroup) if sys.platform == "linux" else None,
         )
-        entry = _Proc(process, env=env, cwd=cwd)
+        entry = _Proc(process, env=env, cwd=cwd, cgroup=cgroup)
         assert process.stdout is not None and process.stderr is not None
         entry.readers = [
             asyncio.create_task(self._pump(entry, FD_STDOUT, process.stdout)),
@@ -240,14 +279,25 @@ class ProcessRuntime:
         env.update(spec.env)
         env["MODAL_TASK_ID"] = spec.task_id
         scratch = self._state_dir / "sandboxes" / spec.task_id
-        argv = await asyncio.to_thread(
-            sandbox.command, layout.spec(env, []), [python, "-m", "modal._container_entrypoint"], scratch
-        )
+        cgroup = self._cgroup(spec)
+        procs = cgroup.procs_files if cgroup is not None else []
+        try:
+            argv = await asyncio.to_thread(
+                sandbox.command,
+                layout.spec(env, procs),
+                [python, "-m", "modal._container_entrypoint"],
+                scratch,
+            )
+        except BaseException:
+            if cgroup is not None:
+                cgroup.close()
+            raise
         launcher = {k: os.environ[k] for k in ("PATH", "LANG") if k in os.environ}
         entry = await self._spawn(
-            argv[0], argv[1:], launcher, str(self._state_dir), asyncio.subprocess.DEVNULL
+            argv[0], argv[1:], launcher, str(self._state_dir), asyncio.subprocess.DEVNULL, cgroup
         )
         entry.scratch = scratch
+        entry.memory_limit_mb = spec.memory_limit_mb
         boxed = layout.spec(env, [])
         entry.env, entry.cwd = boxed.env, boxed.workdir  # what `modal container exec` runs with
         return entry
@@ -283,8 +333,12 @@ class ProcessRuntime:
         env = {**image_env, **spec.env}
         env["MODAL_CONTAINER_ARGUMENTS_PATH"] = str(args_path)
         env["MODAL_TASK_ID"] = spec.task_id
+        cgroup = self._cgroup(spec)
         entry = self._take_spare() if python == sys.executable and "PYTHONPATH" not in env else None
         if entry is not None:
+            if cgroup is not None:
+                cgroup.add(entry.process.pid)  # before it runs any user code: all it starts is limited
+                entry.cgroup, entry.memory_limit_mb = cgroup, spec.memory_limit_mb
             entry.task_id = spec.task_id
             entry.env, entry.cwd = {**entry.env, **env}, spec.code_dir
             self._procs[spec.task_id] = entry
@@ -304,7 +358,9 @@ class ProcessRuntime:
                 full_env,
                 spec.code_dir,
                 asyncio.subprocess.DEVNULL,
+                cgroup,
             )
+            entry.memory_limit_mb = spec.memory_limit_mb
             entry.task_id = spec.task_id
             self._procs[spec.task_id] = entry
         return entry.process.pid
@@ -345,7 +401,13 @@ class ProcessRuntime:
             (self._state_dir / f"{entry.task_id}.args").unlink()
         if entry.scratch is not None:
             await asyncio.to_thread(sandbox.cleanup, entry.scratch)
-        self._on_exit(entry.task_id, rc)
+        detail = ""
+        if entry.cgroup is not None:
+            if entry.cgroup.oom_killed():
+                limit = f"its limit is {entry.memory_limit_mb} MiB" if entry.memory_limit_mb else "its limit"
+                detail = f"ran out of memory ({limit}) and was killed"
+            await asyncio.to_thread(entry.cgroup.close)
+        self._on_exit(entry.task_id, rc, detail)
 
     async def stop(self, task_id: str, grace: float) -> None:
         entry = self._procs.get(task_id)

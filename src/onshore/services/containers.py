@@ -61,6 +61,8 @@ class LaunchPlan:
     client_version: str
     env: dict[str, str]
     image: ImageConfig | None = None
+    memory_limit_mb: int = 0
+    cpu_limit: float = 0.0
 
 
 MAX_START_FAILURES = 3
@@ -152,6 +154,8 @@ class ContainerService:
                 client_version=plan.client_version,
                 env=env,
                 image=plan.image,
+                memory_limit_mb=plan.memory_limit_mb,
+                cpu_limit=plan.cpu_limit,
             )
             task.pid = await self._runtime.start(spec)
         except Exception as exc:
@@ -229,7 +233,7 @@ class ContainerService:
         if task is not None:
             self._logs.append(task.app_id, task_id, task.function_id, fd, text)
 
-    def _on_exit(self, task_id: str, rc: int) -> None:
+    def _on_exit(self, task_id: str, rc: int, detail: str = "") -> None:
         task = self.tasks.pop(task_id, None)
         if task is None:
             return
@@ -240,7 +244,7 @@ class ContainerService:
         task.finished_at = self._clock.now()
         task.ready.set()
         self.on_exit(task)
-        how = describe_exit(rc)
+        how = detail or describe_exit(rc)
         if self.shutting_down:
             log.info("container %s %s during shutdown", task_id, how)
             return
