@@ -36,6 +36,7 @@ from onshore.images.pythons import PythonFinder
 from onshore.loops.autoscaler import Autoscaler
 from onshore.loops.janitor import Janitor
 from onshore.models import App
+from onshore.protocol.build_runner import BuildFunctionRunner
 from onshore.protocol.launch import Launcher
 from onshore.protocol.results import make_result
 from onshore.runtimes import sandbox
@@ -108,9 +109,12 @@ class OnshoreServer:
         # What containers and image builds must not see: the server's data (tokens, the database, other
         # apps' files) and the home directory of the user running the server.
         hidden = [self.data.root.resolve()] + ([Path.home()] if Path.home() != Path("/") else [])
+        self.builder = builder or ProcessBuilder(
+            self.data.root / "images", PythonFinder(), self.sandbox, hidden
+        )
         self.images = ImageService(
             self.store,
-            builder or ProcessBuilder(self.data.root / "images", PythonFinder(), self.sandbox, hidden),
+            self.builder,
             ImageInputs(
                 mount_checksum=lambda mount_id: self.mounts.checksum(self.mounts.get(mount_id)),
                 materialize_mount=self.mounts.materialize_tree,
@@ -150,6 +154,8 @@ class OnshoreServer:
             stop_grace=config.container_stop_grace,
         )
         self.tasks = TaskDirectory(self.containers, self.calls, self.logs, clock)
+        if isinstance(self.builder, ProcessBuilder):
+            self.builder.function_runner = BuildFunctionRunner(self.functions, self.calls, self.containers)
         self.execs = ExecService(self.runtime, self.tasks, clock)
         self.containers.on_exit = self._on_container_exit
         self.autoscaler = Autoscaler(

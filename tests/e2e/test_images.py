@@ -352,3 +352,61 @@ def test_exec_enters_an_isolated_container(server: ServerProcess, tmp_path: Path
     assert found["cat"] == "from-the-layer", found
     assert found["pwd"] == "/root", found
     assert int(found["sh"]) < 10, found  # its own pid namespace: the init, the container, the exec'd shell
+
+
+def test_run_function_layer(server: ServerProcess, tmp_path: Path) -> None:
+    app = write_app(
+        tmp_path,
+        "run_function_app.py",
+        """
+        import json
+        import os
+
+        import modal
+
+
+        def download(name: str = "default") -> None:
+            os.makedirs("/models", exist_ok=True)
+            with open("/models/weights.txt", "w") as f:
+                f.write(f"weights for {name}")
+
+
+        def broken() -> None:
+            raise RuntimeError("the download failed")
+
+
+        image = modal.Image.debian_slim().run_function(download, kwargs={"name": "bert"})
+        app = modal.App("onshore-test-images-run-function", image=image)
+
+
+        @app.function()
+        def probe() -> str:
+            return open("/models/weights.txt").read()
+
+
+        @app.local_entrypoint()
+        def main() -> None:
+            print("RESULT probe", json.dumps(probe.remote()))
+
+
+        broken_app = modal.App("onshore-test-images-run-function-broken")
+
+
+        @broken_app.function(image=modal.Image.debian_slim().run_function(broken))
+        def never() -> None:
+            return None
+        """,
+    )
+    first = run_modal(server, "run", f"{app}::main", timeout=300)
+    assert first.returncode == 0, first.output
+    assert results(first)["probe"] == "weights for bert"
+    assert "running download in container" in first.output
+    again = run_modal(server, "run", f"{app}::main", timeout=300)
+    assert again.returncode == 0 and results(again)["probe"] == "weights for bert", again.output
+    assert "running download in container" not in again.output  # a cache hit
+    assert not Path("/models/weights.txt").exists() or "bert" not in Path("/models/weights.txt").read_text()
+
+    failed = run_modal(server, "run", f"{app}::never", timeout=300)
+    assert failed.returncode != 0, failed.output
+    error = failed.output[failed.output.find("Image build for") :]
+    assert "Image.run_function(broken) failed" in error and "the download failed" in error, failed.output

@@ -74,6 +74,12 @@ class Builder(Protocol):
         ...
 
 
+class FunctionRunner(Protocol):
+    """Runs an Image.run_function function once, its filesystem writes landing in `upper`."""
+
+    async def run(self, function_id: str, payload: bytes, upper: Path, log_line: LogFn) -> None: ...
+
+
 def content_hash(
     request: LayerRequest,
     parent_hashes: list[str],

@@ -16,7 +16,7 @@ from pathlib import Path
 from onshore.images import context as context_dir
 from onshore.images import dockerfile
 from onshore.images.dockerfile import Instruction
-from onshore.images.model import BuildFailed, BuildJob, LogFn
+from onshore.images.model import BuildFailed, BuildFunction, BuildJob, FunctionRunner, LogFn
 from onshore.images.pythons import PythonFinder, uv_binary
 from onshore.models import ImageConfig
 from onshore.runtimes import sandbox
@@ -85,6 +85,7 @@ class ProcessBuilder:
         self._pythons = pythons
         self._sandbox = sandbox or Support("none", "not probed")
         self._hidden = hidden or []
+        self.function_runner: FunctionRunner | None = None  # set by the composition root
 
     async def build(self, job: BuildJob, log: LogFn) -> ImageConfig:
         layer = self._root / job.content_hash[:32]
@@ -92,7 +93,7 @@ class ProcessBuilder:
         layer.mkdir(parents=True)
         try:
             build = _LayerBuild(job, layer, self._pythons, log)
-            build.sandbox, build.hidden = self._sandbox, self._hidden
+            build.sandbox, build.hidden, build.runner = self._sandbox, self._hidden, self.function_runner
             return await build.run()
         except BaseException:
             await asyncio.to_thread(_remove, layer)
@@ -112,6 +113,7 @@ def _remove(path: Path) -> None:
 class _LayerBuild:
     sandbox: Support
     hidden: list[Path]
+    runner: FunctionRunner | None
 
     def __init__(self, job: BuildJob, layer: Path, pythons: PythonFinder, log: LogFn) -> None:
         self.job = job
@@ -127,10 +129,7 @@ class _LayerBuild:
 
     async def run(self) -> ImageConfig:
         if self.job.build_function is not None:
-            raise BuildFailed(
-                "Image.run_function is not supported by the process runtime yet: it needs container "
-                "isolation to capture what the function writes."
-            )
+            await self.run_function(self.job.build_function)
         instructions = self.job.instructions
         if self.job.parent is None:
             if not instructions or instructions[0].keyword != "FROM":
@@ -228,6 +227,16 @@ class _LayerBuild:
             rest = _PYTHON_OPTION.sub(" ", rest)  # uv_pip_install names the image's python: this layer's venv
             return await self.pip(ins, shlex.split(rest), uv=uv is not None)
         await self.run_sandboxed(ins, [*self.config.shell, command] if not ins.exec_form else ins.args)
+
+    async def run_function(self, build: BuildFunction) -> None:
+        if not self.sandbox.available:
+            raise BuildFailed(
+                f"Image.run_function needs Linux namespaces, and this host has none: {self.sandbox.reason}"
+            )
+        if self.runner is None or not build.function_id:
+            raise BuildFailed("Image.run_function: the build function was not created")
+        self.rootfs.mkdir(exist_ok=True)
+        await self.runner.run(build.function_id, build.input, self.rootfs, self.log)
 
     async def run_sandboxed(self, ins: Instruction, argv: list[str]) -> None:
         """A RUN command in a BUILD-mode sandbox: what it writes becomes this layer's files."""

@@ -40,6 +40,7 @@ class ContainerSpec:
     image: ImageConfig | None = None  # None: the default image (the host's Python, as the server runs it)
     memory_limit_mb: int = 0  # a hard limit: over it the container is killed (0: none)
     cpu_limit: float = 0.0  # a hard limit in cores (0: none)
+    build_upper: str = ""  # Image.run_function: every filesystem write lands here, to become an image layer
 
 
 # Where an exec'd command's stdout/stderr go: kept for readers, dropped, or (stderr only) merged into stdout.

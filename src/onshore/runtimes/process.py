@@ -272,21 +272,19 @@ class ProcessRuntime:
         args_path.write_bytes(spec.container_args)
         layout = ContainerLayout(image, python, Path(spec.code_dir), args_path, pkg, self._hidden)
         env = {k: os.environ[k] for k in _PASSTHROUGH if k in os.environ}
-        env.update(
-            {"MODAL_IS_REMOTE": "1", "PYTHONUNBUFFERED": "1", "MODAL_CONFIG_PATH": "/nonexistent.toml"}
-        )
+        env.update(MODAL_IS_REMOTE="1", PYTHONUNBUFFERED="1", MODAL_CONFIG_PATH="/nonexistent.toml")
         env.update(image.env)
         env.update(spec.env)
         env["MODAL_TASK_ID"] = spec.task_id
         scratch = self._state_dir / "sandboxes" / spec.task_id
         cgroup = self._cgroup(spec)
         procs = cgroup.procs_files if cgroup is not None else []
+        box = layout.spec(env, procs)
+        if spec.build_upper:  # Image.run_function: what it writes becomes an image layer
+            box.upper = Path(spec.build_upper)
         try:
             argv = await asyncio.to_thread(
-                sandbox.command,
-                layout.spec(env, procs),
-                [python, "-m", "modal._container_entrypoint"],
-                scratch,
+                sandbox.command, box, [python, "-m", "modal._container_entrypoint"], scratch
             )
         except BaseException:
             if cgroup is not None:
@@ -316,6 +314,13 @@ class ProcessRuntime:
 
     async def start(self, spec: ContainerSpec) -> int:
         image = spec.image
+        if spec.build_upper:
+            if not self._sandbox.available:
+                raise Conflict(f"Image.run_function needs Linux namespaces: {self._sandbox.reason}")
+            builder = await self._start_sandboxed(spec, image or ImageConfig())
+            builder.task_id = spec.task_id
+            self._procs[spec.task_id] = builder
+            return builder.process.pid
         if image is not None and (image.layers or image.python):
             if self._sandbox.available:
                 boxed = await self._start_sandboxed(spec, image)

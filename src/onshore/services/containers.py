@@ -49,6 +49,7 @@ class Task:
     finished_at: float = 0.0
     draining: bool = False  # STOPPING after its current inputs (a graceful stop); a stop() still ends it
     requeue_inputs: bool = False  # inputs in flight when it ends run again elsewhere instead of failing
+    build_upper: str = ""  # an Image.run_function container: where its filesystem writes go
     ready: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -117,8 +118,11 @@ class ContainerService:
 
     # ---------------------------------------------------------------- queries
     def for_function(self, function_id: str) -> list[Task]:
+        """The containers serving a function (not an Image.run_function container, which its build owns)."""
         return [
-            t for t in self.tasks.values() if t.function_id == function_id and t.state != TaskState.STOPPING
+            t
+            for t in self.tasks.values()
+            if t.function_id == function_id and t.state != TaskState.STOPPING and not t.build_upper
         ]
 
     def for_app(self, app_id: str) -> list[Task]:
@@ -156,6 +160,7 @@ class ContainerService:
                 image=plan.image,
                 memory_limit_mb=plan.memory_limit_mb,
                 cpu_limit=plan.cpu_limit,
+                build_upper=task.build_upper,
             )
             task.pid = await self._runtime.start(spec)
         except Exception as exc:

@@ -21,6 +21,7 @@ class FunctionService:
         self._cache: dict[str, FunctionRecord] = {}
         self._bound: dict[tuple[str, str], str] = {}
         self.generation: dict[str, int] = {}
+        self._image_builders: set[str] = set()
 
     # ---------------------------------------------------------------- lookups
     def find(self, function_id: str) -> FunctionRecord | None:
@@ -49,8 +50,18 @@ class FunctionService:
             return None
         return self.definition_of(fn).spec
 
+    def mark_image_builder(self, function_id: str) -> None:
+        """An Image.run_function function: its image build starts its one container, not the autoscaler."""
+        self._image_builders.add(function_id)
+
     def target(self, function_id: str) -> FunctionTarget | None:
-        """What the autoscaler should run for this function, or None when its app is not live."""
+        """What the autoscaler should run for this function, or None (its app is not live, or it is an
+        Image.run_function function, whose container its image build starts)."""
+        if function_id in self._image_builders:
+            return None
+        return self._live_target(function_id)
+
+    def _live_target(self, function_id: str) -> FunctionTarget | None:
         fn = self.find(function_id)
         if fn is None or not self._apps.is_live(fn.app_id):
             return None
@@ -60,7 +71,7 @@ class FunctionService:
         return FunctionTarget(function_id, fn.app_id, base.spec)
 
     def is_runnable(self, function_id: str) -> bool:
-        return self.target(function_id) is not None
+        return self._live_target(function_id) is not None
 
     def list_for_app(self, app_id: str) -> list[FunctionRecord]:
         return self._store.list_functions(app_id)

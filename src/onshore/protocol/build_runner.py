@@ -1,0 +1,67 @@
+"""Image.run_function: run the function once in a container whose filesystem writes become the image layer."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from modal._serialization import serialize
+from modal_proto import api_pb2
+
+from onshore.images.model import BuildFailed, LogFn
+from onshore.services.call_state import INVOCATION_SYNC
+from onshore.services.calls import CallService
+from onshore.services.containers import ContainerService
+from onshore.services.functions import FunctionService
+
+log = logging.getLogger("onshore.images.run_function")
+
+
+def _input(payload: bytes) -> bytes:
+    """The build function's input: the client's (its args and kwargs), or a call with no arguments."""
+    if payload:
+        return payload
+    empty = api_pb2.FunctionInput(args=serialize(((), {})), data_format=api_pb2.DATA_FORMAT_PICKLE)
+    return bytes(empty.SerializeToString())
+
+
+class BuildFunctionRunner:
+    def __init__(self, functions: FunctionService, calls: CallService, containers: ContainerService) -> None:
+        self._functions = functions
+        self._calls = calls
+        self._containers = containers
+
+    async def run(self, function_id: str, payload: bytes, upper: Path, log_line: LogFn) -> None:
+        """Run the function in a container that writes into `upper`; BuildFailed says why it did not work."""
+        fn = self._functions.get(function_id)
+        spec = self._functions.definition_of(fn).spec
+        self._functions.mark_image_builder(function_id)  # no other container may take its input
+        call = self._calls.create_call(
+            function_id, fn.app_id, api_pb2.FUNCTION_CALL_TYPE_UNARY, INVOCATION_SYNC
+        )
+        self._calls.add_inputs(call, [(0, _input(payload))])
+        task = self._containers.reserve(function_id, fn.app_id)
+        task.build_upper = str(upper)
+        log_line(f"running {spec.tag} in container {task.task_id}\n")
+        try:
+            await self._containers.launch(task)
+        except Exception as exc:
+            raise BuildFailed(
+                f"Image.run_function({spec.tag}): its container could not start: {exc}"
+            ) from None
+        try:
+            outputs, _ = await self._calls.get_outputs(
+                call, last_entry_id=0, idx_range=None, timeout=float(spec.timeout_secs), clear_on_success=True
+            )
+        finally:
+            # Its container ends before the layer is used, so every write it made is in `upper`.
+            await self._containers.stop(task.task_id, "its image build function finished", grace=5.0)
+        if not outputs:
+            raise BuildFailed(
+                f"Image.run_function({spec.tag}) did not finish within its timeout of {spec.timeout_secs} s"
+            )
+        result = api_pb2.GenericResult.FromString(outputs[0].result)
+        if result.status != api_pb2.GenericResult.GENERIC_STATUS_SUCCESS:
+            detail = result.traceback or result.exception or "no detail"
+            raise BuildFailed(f"Image.run_function({spec.tag}) failed: {result.exception}\n{detail}".rstrip())
+        log_line(f"{spec.tag} finished; its files form the new layer\n")
