@@ -410,3 +410,50 @@ def test_run_function_layer(server: ServerProcess, tmp_path: Path) -> None:
     assert failed.returncode != 0, failed.output
     error = failed.output[failed.output.find("Image build for") :]
     assert "Image.run_function(broken) failed" in error and "the download failed" in error, failed.output
+
+
+def _local_wheel_sources() -> list[str]:
+    from onshore.images import pipconf
+
+    options = pipconf.uv_options(pipconf.pip_settings(), [])
+    return [v for v in options if v.startswith(("/", "file://"))]
+
+
+@pytest.mark.slow
+def test_seed_example_transformers_and_torch(server: ServerProcess, tmp_path: Path) -> None:
+    """The seed example unchanged: pip_install("transformers", "torch"), with torch from the machine's own
+    wheel cache, as pip is configured here (uv does not read pip's configuration: Onshore carries it over)."""
+    if not _local_wheel_sources():
+        pytest.skip("pip is not configured with a local wheel cache here; torch would be downloaded")
+    app = write_app(
+        tmp_path,
+        "seed_app.py",
+        """
+        import json
+
+        import modal
+
+        image = modal.Image.debian_slim().pip_install("transformers", "torch")
+        app = modal.App("onshore-test-images-seed", image=image)
+
+
+        @app.function()
+        def probe() -> dict:
+            import torch
+            import transformers
+
+            total = float(torch.ones(3).sum())
+            return {"torch": str(torch.__version__), "ok": bool(transformers.__version__), "sum": total}
+
+
+        @app.local_entrypoint()
+        def main() -> None:
+            print("RESULT probe", json.dumps(probe.remote()))
+        """,
+    )
+    result = run_modal(server, "run", str(app), timeout=900)
+    assert result.returncode == 0, result.output[-3000:]
+    probe = results(result)["probe"]
+    assert probe["ok"] and probe["sum"] == 3.0, probe
+    # The machine's pip settings reached uv: its wheel sources are on the install command line.
+    assert any(source in result.output for source in _local_wheel_sources()) or "torch==" in result.output

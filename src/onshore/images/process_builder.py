@@ -14,7 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from onshore.images import context as context_dir
-from onshore.images import dockerfile
+from onshore.images import dockerfile, pipconf
 from onshore.images.dockerfile import Instruction
 from onshore.images.model import BuildFailed, BuildFunction, BuildJob, FunctionRunner, LogFn
 from onshore.images.pythons import PythonFinder, uv_binary
@@ -324,10 +324,15 @@ class _LayerBuild:
                     uv_args += ["--prerelease", "allow"]
                     continue
                 uv_args.append(word)
-            argv = [uv_binary(), "pip", "install", "--python", python, *uv_args]
+            # The machine's pip settings (a local wheel cache, mirrors, constraints) apply to uv too.
+            settings = await asyncio.to_thread(pipconf.pip_settings)
+            machine = pipconf.uv_options(settings, uv_args)
+            argv = [uv_binary(), "pip", "install", "--python", python, *machine, *uv_args]
+            extra_env = pipconf.uv_env(settings)
         else:
             argv = [python, "-m", "pip", "install", *args]
-        await self.exec(argv, ins.line)
+            extra_env = {}
+        await self.exec(argv, ins.line, extra_env)
         env = {k: v for k, v in self.config.env.items() if k != "VIRTUAL_ENV"}
         self.config.env = {**env, "VIRTUAL_ENV": str(Path(python).parent.parent)}
 
@@ -368,8 +373,8 @@ class _LayerBuild:
         )
         self.log(f"placed {', '.join(placed[:5])}{' ...' if len(placed) > 5 else ''}\n")
 
-    async def exec(self, argv: list[str], what: str) -> None:
-        env = dict(os.environ)
+    async def exec(self, argv: list[str], what: str, extra_env: dict[str, str] | None = None) -> None:
+        env = {**os.environ, **(extra_env or {})}
         env.update(self.job.secret_env)
         env.update({k: v for k, v in self.config.env.items() if k != "PATH"})
         env["PATH"] = self.config.env.get("PATH", os.environ.get("PATH", DEFAULT_PATH))
