@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_PORT = 50051
+RUNTIMES = ("process", "docker")
+DEFAULT_DOCKER_NETWORK = "bridge"
 
 
 def default_data_dir() -> Path:
@@ -25,7 +27,9 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
     http_port: int = 0  # 0: port + 1
-    runtime: str = "process"
+    runtime: str = "process"  # "process" or "docker"
+    docker_host: str = ""  # the docker runtime's engine URL; "": DOCKER_HOST, else the local default
+    docker_network: str = DEFAULT_DOCKER_NETWORK  # the Docker network containers join
     max_containers: int = 0  # 0: derived from the CPU count
     app_heartbeat_timeout: float = 60.0
     container_stop_grace: float = 5.0

@@ -28,8 +28,9 @@ from onshore.api.mounts import MountHandlers
 from onshore.api.secrets import SecretHandlers
 from onshore.api.tasks import TaskHandlers
 from onshore.api.transport import CoalescingServer as GrpcServer
-from onshore.config import DataDir, ServerConfig
+from onshore.config import RUNTIMES, DataDir, ServerConfig
 from onshore.http.blobs import blob_app
+from onshore.images.docker_builder import DockerBuilder
 from onshore.images.model import Builder
 from onshore.images.process_builder import ProcessBuilder
 from onshore.images.pythons import PythonFinder
@@ -42,6 +43,8 @@ from onshore.protocol.results import make_result
 from onshore.runtimes import sandbox
 from onshore.runtimes.base import Runtime
 from onshore.runtimes.cgroups import CgroupError, Cgroups
+from onshore.runtimes.docker import DockerRuntime, server_labels
+from onshore.runtimes.docker_engine import DockerEngine
 from onshore.runtimes.process import ProcessRuntime
 from onshore.runtimes.pyenv import ClientEnvironments
 from onshore.runtimes.sandbox import Support
@@ -61,6 +64,8 @@ from onshore.services.tokens import TokenService
 from onshore.store.sqlite import SqliteStore
 
 log = logging.getLogger("onshore.server")
+
+BLOB_SOCKET_NAME = "blobs.sock"
 
 
 class _HttpServer(uvicorn.Server):
@@ -87,8 +92,10 @@ class OnshoreServer:
         self.port = config.port or _free_port(config.host)
         self.http_port = config.http_port or (self.port + 1 if config.port else _free_port(config.host))
         self.url = f"http://{config.host}:{self.port}"
-        # Containers reach the API over a unix socket in the data dir: cheaper than loopback TCP per call.
-        socket_path = self.data.root / "containers.sock"
+        # Containers reach the API over a unix socket: cheaper than loopback TCP per call. It lies in a
+        # directory of its own, which container runtimes may show to containers (not the data dir itself).
+        self.socket_dir = self.data.root / "sock"
+        socket_path = self.socket_dir / "api.sock"
         self.socket_path = socket_path if len(str(socket_path)) < 100 else None
         container_url = f"unix://{socket_path}" if self.socket_path else self.url
         self.http_url = f"http://{config.host}:{self.http_port}"
@@ -101,6 +108,22 @@ class OnshoreServer:
         self.secrets = SecretService(self.store, clock)
         self.mounts = MountService(self.store, self.data.root / "files", self.data.root / "workdirs", clock)
         self.blobs = BlobService(self.data.root / "blobs", self.data.blob_key(), self.http_url)
+        self.engine: DockerEngine | None = None
+        self.docker: DockerRuntime | None = None
+        if config.runtime not in RUNTIMES:
+            raise ValueError(f"Unknown runtime {config.runtime!r}: choose one of {', '.join(RUNTIMES)}")
+        if config.runtime == "docker" and runtime is None and builder is None:
+            self.engine = DockerEngine(config.docker_host or None)
+            labels = server_labels(self.data.root)
+            builder = DockerBuilder(self.engine, labels)
+            runtime = self.docker = DockerRuntime(
+                self.engine,
+                self.data.root / "docker",
+                config.resolved_max_containers(),
+                network=config.docker_network,
+                labels=labels,
+                blobs=(self.http_url, BLOB_SOCKET_NAME) if self.socket_path else None,
+            )
         self.sandbox = Support("none", "the server was given its runtime and builder")
         if runtime is None or builder is None:
             self.sandbox = sandbox.probe()
@@ -193,6 +216,8 @@ class OnshoreServer:
         self._grpc: GrpcServer | None = None
         self._grpc_unix: GrpcServer | None = None
         self._http: _HttpServer | None = None
+        self._http_unix: _HttpServer | None = None
+        self._http_unix_task: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._stopping = False
         self._stopped = asyncio.Event()
@@ -216,6 +241,8 @@ class OnshoreServer:
             log.info("restored spawned calls: %d inputs queued again, %d failed", requeued, failed)
 
     async def start(self) -> None:
+        if self.docker is not None:
+            await self.docker.prepare()  # EngineUnavailable when the engine does not answer
         created = self.tokens.ensure_initial()
         if created is not None:
             token, secret = created
@@ -224,10 +251,16 @@ class OnshoreServer:
         self.runtime.warm_up()
         self._grpc = GrpcServer([self.router, self.command_router])
         await self._grpc.start(self.config.host, self.port)
+        (self.data.root / "containers.sock").unlink(missing_ok=True)  # where older versions kept it
         if self.socket_path is not None:
+            self.socket_dir.mkdir(exist_ok=True)
+            os.chmod(self.socket_dir, 0o755)
             self.socket_path.unlink(missing_ok=True)
             self._grpc_unix = GrpcServer([self.router])
             await self._grpc_unix.start(path=str(self.socket_path))
+            # Containers may run as another user than the server's (an image's USER): the directory above
+            # keeps the host's other users out, and tasks authenticate on every call.
+            os.chmod(self.socket_path, 0o666)
         http_config = uvicorn.Config(
             blob_app(self.blobs),
             host=self.config.host,
@@ -242,6 +275,8 @@ class OnshoreServer:
             asyncio.create_task(self.autoscaler.run()),
             asyncio.create_task(self.janitor.run()),
         ]
+        if self.docker is not None and self.socket_path is not None:
+            await self._serve_blobs_on_socket()
         while not self._http.started:
             if self._tasks[0].done():
                 self._tasks[0].result()
@@ -251,6 +286,22 @@ class OnshoreServer:
             self.data.server_file,
             {"url": self.url, "http_url": self.http_url, "pid": os.getpid(), "runtime": self.runtime.name},
         )
+
+    async def _serve_blobs_on_socket(self) -> None:
+        """Blobs on a unix socket next to the API's, for containers that cannot reach the HTTP port."""
+        path = self.socket_dir / BLOB_SOCKET_NAME
+        path.unlink(missing_ok=True)
+        config = uvicorn.Config(
+            blob_app(self.blobs), uds=str(path), log_level="warning", lifespan="off", access_log=False
+        )
+        self._http_unix = _HttpServer(config)
+        self._http_unix_task = task = asyncio.create_task(self._http_unix.serve())
+        while not self._http_unix.started:
+            if task.done():
+                task.result()
+                raise RuntimeError("the blob socket's HTTP server stopped during start-up")
+            await asyncio.sleep(0.01)
+        os.chmod(path, 0o666)
 
     async def stop(self) -> None:
         if self._stopping:
@@ -270,6 +321,8 @@ class OnshoreServer:
             await self.runtime.shutdown()
             if self.cgroups is not None:
                 self.cgroups.close()
+            if self.engine is not None:
+                await self.engine.close()
             for grpc_server in (self._grpc, self._grpc_unix):
                 if grpc_server is not None:
                     grpc_server.close()
@@ -281,6 +334,11 @@ class OnshoreServer:
                 self._http.should_exit = True
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(self._tasks[0], 3.0)
+            if self._http_unix is not None and self._http_unix_task is not None:
+                self._http_unix.should_exit = True
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self._http_unix_task, 3.0)
+                (self.socket_dir / BLOB_SOCKET_NAME).unlink(missing_ok=True)
             await asyncio.gather(*self._tasks[1:], return_exceptions=True)
             self.store.close()
         finally:

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from onshore.cli import client, embedded, status, tokens
 from onshore.cli.embedded import CliError
-from onshore.config import DEFAULT_PORT, DataDir, ServerConfig
+from onshore.config import DEFAULT_DOCKER_NETWORK, DEFAULT_PORT, RUNTIMES, DataDir, ServerConfig
 
 
 def _data(args: argparse.Namespace) -> DataDir:
@@ -19,6 +19,7 @@ def _data(args: argparse.Namespace) -> DataDir:
 
 
 def cmd_server(args: argparse.Namespace) -> int:
+    from onshore.runtimes.docker import EngineUnavailable
     from onshore.server import OnshoreServer
 
     data = _data(args)
@@ -37,11 +38,22 @@ def cmd_server(args: argparse.Namespace) -> int:
     # -v is for Onshore's own debug lines: the HTTP/2 libraries' would print every header, token secrets too.
     for noisy in ("hpack", "h2", "grpclib"):
         logging.getLogger(noisy).setLevel(logging.INFO)
+    if args.runtime != "docker":
+        given = [
+            f
+            for f, v in (("--docker-host", args.docker_host), ("--docker-network", args.docker_network))
+            if v
+        ]
+        if given:
+            raise CliError(f"{' and '.join(given)} apply to --runtime docker only")
     config = ServerConfig(
         data_dir=data.root,
         host=args.host,
         port=args.port,
         http_port=args.http_port,
+        runtime=args.runtime,
+        docker_host=args.docker_host or "",
+        docker_network=args.docker_network or DEFAULT_DOCKER_NETWORK,
         max_containers=args.max_containers,
         app_heartbeat_timeout=args.app_heartbeat_timeout,
     )
@@ -51,7 +63,11 @@ def cmd_server(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, lambda: asyncio.ensure_future(server.stop()))
-        await server.start()
+        try:
+            await server.start()
+        except EngineUnavailable as exc:
+            await server.stop()
+            raise CliError(str(exc)) from None
         print(f"Onshore server ready at {server.url}", flush=True)
         await server.wait_stopped()
 
@@ -90,6 +106,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help="gRPC port (0 picks a free one)")
     p.add_argument("--http-port", type=int, default=0, help="HTTP port (default: the gRPC port + 1)")
     p.add_argument("--max-containers", type=int, default=0)
+    p.add_argument(
+        "--runtime",
+        choices=RUNTIMES,
+        default="process",
+        help="where containers run: host processes (default), or Docker containers of real images",
+    )
+    p.add_argument(
+        "--docker-host",
+        metavar="URL",
+        help="--runtime docker: the engine's URL (default: $DOCKER_HOST, else unix:///var/run/docker.sock)",
+    )
+    p.add_argument(
+        "--docker-network",
+        metavar="NAME",
+        help=f"--runtime docker: the network containers join (default: {DEFAULT_DOCKER_NETWORK})",
+    )
     p.add_argument("--app-heartbeat-timeout", type=float, default=60.0, help=argparse.SUPPRESS)
     p.add_argument("-v", "--verbose", action="store_true")
     p.set_defaults(func=cmd_server)

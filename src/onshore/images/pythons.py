@@ -6,6 +6,7 @@ import asyncio
 import glob
 import logging
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -93,18 +94,36 @@ class PythonFinder:
         return path, version
 
 
+def linux_platform() -> str:
+    """uv's name for the Linux platform containers of this machine's architecture run on: wheels for glibc
+    2.28 (Debian 10, Ubuntu 20.04, RHEL 8 and later), which the client's dependencies ship."""
+    machine = platform.machine().lower()
+    arch = {"amd64": "x86_64", "arm64": "aarch64"}.get(machine, machine)
+    return f"{arch}-manylinux_2_28"
+
+
 class ClientPackages:
     """A folder per (client version, Python minor version) holding the modal client and its dependencies.
 
     Containers import the client from `<folder>/pkg/modal`, the shape of Modal's own /pkg, so the client drops
     its own frames from remote tracebacks. Built once with uv, then reused.
+
+    `target_platform` (uv's --python-platform, e.g. linux_platform()): the platform the packages are for;
+    None: the interpreter's own (containers that run on this host).
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, target_platform: str | None = None) -> None:
         self._root = root
+        self._platform = target_platform
         self._locks: dict[str, asyncio.Lock] = {}
 
     async def folder(self, client_version: str, python: str, python_version: str) -> str:
+        """The folder for this client version and Python version.
+
+        python: an interpreter of python_version's minor version, which uv installs for; "" when this host
+        has none: uv then resolves for that version on the target platform (Linux when none was given)
+        without an interpreter of it (--python-version, --python-platform).
+        """
         minor = ".".join(python_version.split(".")[:2])
         target = self._root / f"modal-{client_version}-py{minor}"
         ready = target / ".ready"
@@ -113,17 +132,22 @@ class ClientPackages:
         lock = self._locks.setdefault(str(target), asyncio.Lock())
         async with lock:
             if not ready.exists():
-                await self._build(client_version, python, target)
+                await self._build(client_version, python, minor, target)
         return str(target / "pkg")
 
-    async def _build(self, client_version: str, python: str, target: Path) -> None:
-        log.info("installing modal==%s for %s into %s", client_version, python, target)
+    async def _build(self, client_version: str, python: str, minor: str, target: Path) -> None:
+        for_what = python or f"Python {minor} on {self._platform or linux_platform()}"
+        log.info("installing modal==%s for %s into %s", client_version, for_what, target)
         tmp = target.with_name(target.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
-        argv = [
-            uv_binary(), "pip", "install", "--quiet", "--python", python,
-            "--target", str(tmp / "pkg"), f"modal=={client_version}",
-        ]  # fmt: skip
+        argv = [uv_binary(), "pip", "install", "--quiet", "--target", str(tmp / "pkg")]
+        if python:
+            argv += ["--python", python]
+        else:  # any interpreter runs uv's resolver; the version and platform say what to install for
+            argv += ["--python", sys.executable, "--python-version", minor]
+        if self._platform or not python:
+            argv += ["--python-platform", self._platform or linux_platform()]
+        argv.append(f"modal=={client_version}")
         proc = await asyncio.create_subprocess_exec(
             *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
         )
@@ -131,7 +155,7 @@ class ClientPackages:
         if proc.returncode != 0:
             shutil.rmtree(tmp, ignore_errors=True)
             raise BuildFailed(
-                f"Could not install the modal client {client_version} for {python} "
+                f"Could not install the modal client {client_version} for {for_what} "
                 f"(uv exited with {proc.returncode}):\n{out.decode(errors='replace')[-2000:]}"
             )
         shutil.rmtree(target, ignore_errors=True)

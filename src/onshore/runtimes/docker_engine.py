@@ -112,6 +112,7 @@ class ContainerState:
     exit_code: int
     oom_killed: bool
     labels: dict[str, str]
+    pid: int = 0  # its main process on the engine's host; 0 when it does not run
 
 
 class DockerEngine:
@@ -416,6 +417,7 @@ class DockerEngine:
             exit_code=int(state.get("ExitCode") or 0),
             oom_killed=bool(state.get("OOMKilled")),
             labels=dict((info.get("Config") or {}).get("Labels") or {}),
+            pid=int(state.get("Pid") or 0),
         )
 
     async def list_containers(self, labels: Mapping[str, str], *, running_only: bool = False) -> list[str]:

@@ -1,0 +1,418 @@
+"""The docker runtime: each container is a Docker container of the function's image, running the client."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import signal
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from onshore.config import DEFAULT_DOCKER_NETWORK
+from onshore.errors import Conflict, NotFound
+from onshore.images.model import BuildFailed
+from onshore.images.pythons import ClientPackages, PythonFinder, linux_platform
+from onshore.models import ImageConfig
+from onshore.runtimes.base import (
+    Capabilities,
+    ContainerSpec,
+    ExecProcess,
+    ExecSpec,
+    ExitSink,
+    LogSink,
+)
+from onshore.runtimes.container_fs import ARGS_TARGET, PKG_TARGET
+from onshore.runtimes.docker_engine import (
+    DockerEngine,
+    DockerError,
+    ExitStatus,
+    NotFoundError,
+    RunConfig,
+)
+from onshore.runtimes.docker_exec import start_docker_exec
+from onshore.runtimes.pyenv import installed_client_version
+
+log = logging.getLogger("onshore.runtime.docker")
+
+LABEL_RUNTIME = "org.onshore.runtime"
+LABEL_SERVER = "org.onshore.server"  # which server (data dir) made the container
+LABEL_TASK = "org.onshore.task"
+LABEL_APP = "org.onshore.app"
+LABEL_FUNCTION = "org.onshore.function"
+# Where a container finds the directory of the server's unix socket (bound, not the socket file: a file bind
+# would go stale when the server recreates its socket).
+SOCKET_DIR_TARGET = "/onshore/server"
+ENTRYPOINT_COMMAND = ["python", "-m", "modal._container_entrypoint"]
+# Large payloads travel as blobs, over the server's HTTP port on the host's loopback, which a container on its
+# own network cannot reach. Such a container gets a forwarder on its own loopback, at the same port, to the
+# server's blob socket (in the bound socket directory): the blob URLs work unchanged.
+_FORWARDER = """
+import socket, sys, threading
+host, port, path = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+listener.bind((host, port))
+listener.listen(64)
+def pump(source, sink):
+    try:
+        while True:
+            data = source.recv(65536)
+            if not data:
+                break
+            sink.sendall(data)
+    except OSError:
+        pass
+    try:
+        sink.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass
+def serve(client):
+    upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        upstream.connect(path)
+    except OSError:
+        client.close()
+        return
+    back = threading.Thread(target=pump, args=(upstream, client), daemon=True)
+    back.start()
+    pump(client, upstream)
+    back.join()
+    client.close()
+    upstream.close()
+while True:
+    connection, _ = listener.accept()
+    threading.Thread(target=serve, args=(connection,), daemon=True).start()
+"""
+# Starts the forwarder (its arguments: host, port, socket path), then becomes the client's entrypoint.
+_WITH_FORWARDER = (
+    "import os, subprocess, sys; d = subprocess.DEVNULL; "
+    "subprocess.Popen([sys.executable, '-c'] + sys.argv[1:], stdin=d, stdout=d, stderr=d); "
+    "os.execv(sys.executable, [sys.executable, '-m', 'modal._container_entrypoint'])"
+)
+_LOG_DRAIN_SECONDS = 5.0
+_SHUTDOWN_GRACE = 2.0
+
+
+class EngineUnavailable(Exception):
+    """The Docker engine does not answer: the docker runtime cannot run containers."""
+
+
+def server_labels(data_dir: Path) -> dict[str, str]:
+    """The labels that mark the containers of the server with this data dir."""
+    key = hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:16]
+    return {LABEL_RUNTIME: "docker", LABEL_SERVER: key}
+
+
+def exit_code(status: ExitStatus) -> int:
+    """The process runtime's convention: the exit code, or minus the signal that ended the container (Docker
+    reports 128+N for signal N; an OOM kill is SIGKILL)."""
+    if status.oom_killed:
+        return -int(signal.SIGKILL)
+    if 128 < status.code <= 128 + 64:
+        return -(status.code - 128)
+    return status.code
+
+
+@dataclass
+class _Container:
+    task_id: str
+    cid: str
+    workdir: str
+    args_path: Path
+    memory_limit_mb: int = 0
+    follower: asyncio.Task[None] | None = None
+    waiter: asyncio.Task[None] | None = None
+
+
+class DockerRuntime:
+    """Containers on a Docker engine. Images come from DockerBuilder (ImageConfig.ref is the image id)."""
+
+    name = "docker"
+
+    def __init__(
+        self,
+        engine: DockerEngine,
+        state_dir: Path,
+        max_containers: int,
+        *,
+        network: str = DEFAULT_DOCKER_NETWORK,
+        labels: Mapping[str, str] | None = None,
+        blobs: tuple[str, str] | None = None,
+        packages: ClientPackages | None = None,
+        pythons: PythonFinder | None = None,
+    ) -> None:
+        """state_dir: the runtime's own files (argument files, client packages), shown to containers only
+        through read-only binds. labels: put on every container, to find this server's leftovers.
+        blobs: (the server's blob URL, e.g. http://127.0.0.1:8001; the name of the unix socket next to the
+        server's API socket that serves the same), for containers on a network other than the host's."""
+        self.capabilities = Capabilities(
+            custom_images=True, memory_limits=True, limits_reason="", max_containers=max_containers
+        )
+        self._engine = engine
+        self._state_dir = state_dir
+        self._args_dir = state_dir / "args"
+        self._args_dir.mkdir(parents=True, exist_ok=True)
+        self._packages = packages or ClientPackages(state_dir / "client-packages", linux_platform())
+        self._pythons = pythons or PythonFinder()
+        self._network = network
+        self._blobs = blobs
+        self._labels = dict(labels or {})
+        self._containers: dict[str, _Container] = {}
+        self._starting: set[asyncio.Future[str]] = set()
+        self._orphans: set[asyncio.Future[None]] = set()
+        self._closed = False
+        self._on_log: LogSink = lambda t, fd, s: None
+        self._on_exit: ExitSink = lambda t, rc, detail: None
+
+    def bind(self, on_log: LogSink, on_exit: ExitSink) -> None:
+        self._on_log, self._on_exit = on_log, on_exit
+
+    def warm_up(self) -> None:
+        """Nothing to prepare ahead: containers start from their images."""
+
+    async def prepare(self) -> None:
+        """Check the engine answers, and remove the containers a previous run of this server left behind
+        (after a crash). EngineUnavailable with the reason when the engine does not answer."""
+        try:
+            version = await self._engine.ping()
+            leftovers = await self._engine.list_containers(self._labels) if self._labels else []
+            for cid in leftovers:
+                await self._engine.remove(cid)
+        except DockerError as exc:
+            raise EngineUnavailable(
+                f"The docker runtime cannot reach the Docker engine at {self._engine.url}: {exc}. "
+                "Start Docker, or point --docker-host at a running engine."
+            ) from None
+        if leftovers:
+            log.info("removed %d containers left behind by an earlier run of this server", len(leftovers))
+        log.info("docker runtime on the engine at %s (Docker %s)", self._engine.url, version)
+
+    # ---------------------------------------------------------------- containers
+    def _image(self, spec: ContainerSpec) -> ImageConfig:
+        image = spec.image
+        if image is None:
+            raise Conflict(
+                "The docker runtime runs functions on built images, and this function has none: "
+                "deploy it again with a current modal client"
+            )
+        if not image.ref:
+            raise Conflict(
+                "This function's image was not built by the docker runtime (it has no Docker image): "
+                "run or deploy the app again on this server to build it"
+            )
+        if not image.python_version:
+            raise Conflict(
+                "This function's image has no Python interpreter (no `python` on its PATH): Modal "
+                "containers run `python -m modal._container_entrypoint`. Use an image with Python, e.g. "
+                "Image.debian_slim() or Image.from_registry(..., add_python=...)"
+            )
+        return image
+
+    async def _client_folder(self, client_version: str, python_version: str) -> str:
+        """The client package folder for the image's Python: built on a host interpreter of its minor
+        version where there is one, else for that version without one."""
+        minor = ".".join(python_version.split(".")[:2])
+        try:
+            python, _ = await asyncio.to_thread(self._pythons.find, minor)
+        except BuildFailed:
+            python = ""
+        try:
+            return await self._packages.folder(client_version, python, python_version)
+        except BuildFailed as exc:
+            raise Conflict(str(exc)) from None
+
+    def _server_binds(self, env: dict[str, str]) -> list[tuple[str, str, bool]]:
+        """The server's socket directory, and the URL that reaches it from inside the container."""
+        url = env.get("MODAL_SERVER_URL", "")
+        if url.startswith("unix://"):
+            socket = Path(url[len("unix://") :])
+            env["MODAL_SERVER_URL"] = f"unix://{SOCKET_DIR_TARGET}/{socket.name}"
+            return [(str(socket.parent), SOCKET_DIR_TARGET, True)]
+        if self._network != "host":
+            raise Conflict(
+                f"Containers on the Docker network {self._network!r} cannot reach the server at {url}: "
+                "its unix socket path is too long (keep the data dir's path under about 80 characters), "
+                "or run the server with --docker-network host"
+            )
+        return []
+
+    def _command(self, env: dict[str, str]) -> list[str]:
+        """The entrypoint command; with a blob forwarder where the server's blob port is out of reach."""
+        if self._blobs is None or self._network == "host":
+            return ENTRYPOINT_COMMAND
+        url, socket_name = self._blobs
+        host, _, port = url.removeprefix("http://").partition("/")[0].rpartition(":")
+        through_socket = env.get("MODAL_SERVER_URL", "").startswith("unix://")
+        if host not in ("127.0.0.1", "localhost") or not through_socket:
+            return ENTRYPOINT_COMMAND
+        path = f"{SOCKET_DIR_TARGET}/{socket_name}"
+        return ["python", "-c", _WITH_FORWARDER, _FORWARDER, "127.0.0.1", port, path]
+
+    async def start(self, spec: ContainerSpec) -> int:
+        if self._closed:
+            raise Conflict("The server is stopping: no new containers")
+        image = self._image(spec)
+        version = spec.client_version or installed_client_version()
+        pkg = await self._client_folder(version, image.python_version)
+        args_path = self._args_dir / spec.task_id
+        args_path.write_bytes(spec.container_args)
+        env = dict(spec.env)
+        binds = [(pkg, PKG_TARGET, True), (str(args_path), ARGS_TARGET, True), *self._server_binds(env)]
+        # The code dir stands for /root: each of its entries is bound there, so what the image itself has
+        # under /root stays visible.
+        code_dir = Path(spec.code_dir)
+        for name in sorted(os.listdir(code_dir)) if code_dir.is_dir() else []:
+            binds.append((str(code_dir / name), f"/root/{name}", True))
+        workdir = image.workdir or "/root"
+        python_path = [PKG_TARGET]
+        if workdir != "/root":
+            python_path.append("/root")  # the user's code stays importable from another workdir
+        if image.env.get("PYTHONPATH"):
+            python_path.append(image.env["PYTHONPATH"])
+        env.update(
+            {
+                "MODAL_IS_REMOTE": "1",
+                "PYTHONUNBUFFERED": "1",
+                "MODAL_CONFIG_PATH": "/nonexistent.toml",
+                "MODAL_CONTAINER_ARGUMENTS_PATH": ARGS_TARGET,
+                "MODAL_TASK_ID": spec.task_id,
+                "PYTHONPATH": ":".join(python_path),
+            }
+        )
+        config = RunConfig(
+            image=image.ref,
+            command=self._command(env),
+            name=f"onshore-{spec.task_id}",
+            env=env,
+            workdir=workdir,
+            binds=binds,
+            labels={
+                **self._labels,
+                LABEL_TASK: spec.task_id,
+                LABEL_APP: spec.app_id,
+                LABEL_FUNCTION: spec.function_id,
+            },
+            network=self._network,
+            init=True,  # docker's init as PID 1: passes SIGINT on, reaps what the function leaves
+            memory_limit_bytes=spec.memory_limit_mb * 1024 * 1024 if spec.memory_limit_mb else None,
+            nano_cpus=int(spec.cpu_limit * 1e9) if spec.cpu_limit else None,
+        )
+        try:
+            cid = await self._run(config)
+        except BaseException:
+            args_path.unlink(missing_ok=True)
+            raise
+        entry = _Container(spec.task_id, cid, workdir, args_path, spec.memory_limit_mb)
+        self._containers[spec.task_id] = entry
+        entry.follower = asyncio.create_task(self._follow(entry))
+        entry.waiter = asyncio.create_task(self._wait(entry))
+        try:
+            pid = (await self._engine.inspect(cid)).pid
+        except DockerError:
+            pid = 0
+        return pid or 1  # an id to show (its main process on the engine's host); 1 once it has ended
+
+    async def _run(self, config: RunConfig) -> str:
+        """Create and start the container; shutdown() waits for runs in flight, so none outlives it."""
+        task = asyncio.ensure_future(self._engine.run(config))
+        self._starting.add(task)
+        task.add_done_callback(self._starting.discard)
+        try:
+            cid = await asyncio.shield(task)
+        except asyncio.CancelledError:
+            task.add_done_callback(self._remove_orphan)  # nobody will follow what it starts
+            raise
+        except NotFoundError as exc:
+            raise Conflict(
+                f"The image {config.image} is not in the Docker engine at {self._engine.url} any more "
+                f"({exc}): build it again (MODAL_FORCE_BUILD=1)"
+            ) from None
+        except DockerError as exc:
+            raise Conflict(f"Docker could not start the container: {exc}") from None
+        if self._closed:
+            with contextlib.suppress(DockerError):
+                await self._engine.remove(cid)
+            raise Conflict("The server is stopping: no new containers")
+        return cid
+
+    def _remove_orphan(self, run: asyncio.Future[str]) -> None:
+        if not run.cancelled() and run.exception() is None:
+            cid = run.result()
+            removal = asyncio.ensure_future(self._engine.remove(cid))
+            self._orphans.add(removal)
+            removal.add_done_callback(self._orphans.discard)
+
+    async def _follow(self, entry: _Container) -> None:
+        try:
+            await self._engine.logs(entry.cid, lambda fd, text: self._on_log(entry.task_id, fd, text))
+        except DockerError as exc:
+            log.warning("lost the output of container %s: %s", entry.task_id, exc)
+
+    async def _wait(self, entry: _Container) -> None:
+        detail = ""
+        try:
+            status = await self._engine.wait(entry.cid)
+            rc = exit_code(status)
+            if status.oom_killed:
+                limit = f"its limit is {entry.memory_limit_mb} MiB" if entry.memory_limit_mb else "its limit"
+                detail = f"ran out of memory ({limit}) and was killed"
+        except DockerError as exc:
+            log.warning("lost track of container %s: %s", entry.task_id, exc)
+            rc = -int(signal.SIGKILL)
+        if entry.follower is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(entry.follower), _LOG_DRAIN_SECONDS)
+            entry.follower.cancel()
+        try:
+            await self._engine.remove(entry.cid)
+        except DockerError as exc:
+            log.warning("could not remove container %s (%s): %s", entry.task_id, entry.cid[:12], exc)
+        self._containers.pop(entry.task_id, None)
+        entry.args_path.unlink(missing_ok=True)
+        self._on_exit(entry.task_id, rc, detail)
+
+    async def stop(self, task_id: str, grace: float) -> None:
+        entry = self._containers.get(task_id)
+        if entry is None:
+            return
+        try:
+            # SIGINT lets the entrypoint run @modal.exit hooks; SIGKILL after the grace period.
+            await self._engine.stop(entry.cid, grace)
+        except DockerError as exc:
+            log.warning("could not stop container %s: %s", task_id, exc)
+            with contextlib.suppress(DockerError):
+                await self._engine.remove(entry.cid)
+        if entry.waiter is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(entry.waiter)
+
+    async def exec(self, task_id: str, spec: ExecSpec) -> ExecProcess:
+        entry = self._containers.get(task_id)
+        if entry is None or (entry.waiter is not None and entry.waiter.done()):
+            raise NotFound(f"Container {task_id} is not running")
+        return await start_docker_exec(self._engine, entry.cid, entry.workdir, spec, self._state_dir)
+
+    def running(self) -> list[str]:
+        return list(self._containers)
+
+    async def shutdown(self) -> None:
+        """Stop every container (SIGINT, then SIGKILL after a short grace) and remove it."""
+        self._closed = True
+        if self._starting:
+            await asyncio.gather(*list(self._starting), return_exceptions=True)
+        await asyncio.gather(
+            *(self.stop(task_id, _SHUTDOWN_GRACE) for task_id in list(self._containers)),
+            return_exceptions=True,
+        )
+        await asyncio.gather(*list(self._orphans), return_exceptions=True)
+        if not self._labels:
+            return
+        try:  # anything of this server still there (a container whose start raced the shutdown)
+            for cid in await self._engine.list_containers(self._labels):
+                await self._engine.remove(cid)
+        except DockerError as exc:
+            log.warning("could not check for containers left behind: %s", exc)
