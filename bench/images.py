@@ -15,6 +15,7 @@ from harness import bench_server, log, percentile, run_client, summarize_ms
 TARGET_CACHE_HIT_P50_MS = 20.0
 TARGET_BUILD_RATIO = 1 / 3
 TARGET_PROCESS_COLD_P50_MS = 400.0
+TARGET_DOCKER_COLD_P50_MS = 1500.0
 
 
 def bench_image_cache_hit(samples: int) -> dict[str, Any]:
@@ -72,19 +73,31 @@ def bench_image_build_numpy(samples: int) -> dict[str, Any]:
     }
 
 
-def bench_image_cold_start(samples: int) -> dict[str, Any]:
-    with bench_server("image_cold_start") as server:
+def bench_image_cold_start(samples: int, docker_host: str = "") -> dict[str, Any]:
+    """The process runtime's figure, and the docker runtime's when a Docker engine is given."""
+    result = _cold_start("process", [], samples, TARGET_PROCESS_COLD_P50_MS)
+    if docker_host:
+        args = ["--runtime", "docker", "--docker-host", docker_host, "--docker-network", "none"]
+        result["docker"] = _cold_start("docker", args, samples, TARGET_DOCKER_COLD_P50_MS)
+        result["meets_target"] = result["meets_target"] and result["docker"]["meets_target"]
+    else:
+        result["docker"] = {"skipped": "no --docker-host given"}
+    return result
+
+
+def _cold_start(runtime: str, args: list[str], samples: int, target: float) -> dict[str, Any]:
+    with bench_server(f"image_cold_start_{runtime}", args) as server:
         raw = run_client(server, "images.py", "cold_start", samples, timeout=1200)
         log_counts = server.log_counts()
     remote = raw["remote_s"]
     p50 = round(percentile(remote, 50) * 1000, 1)
     return {
-        "runtime": "process",
+        "runtime": runtime,
         "samples": len(remote),
         "remote": summarize_ms(remote, percentiles=(50, 90)),
         "p50_ms": p50,
         "first_container_of_image_ms": round(raw["first_s"] * 1000, 1),
         "server_log": log_counts,
-        "target_p50_ms": TARGET_PROCESS_COLD_P50_MS,
-        "meets_target": p50 <= TARGET_PROCESS_COLD_P50_MS,
+        "target_p50_ms": target,
+        "meets_target": p50 <= target,
     }

@@ -33,6 +33,9 @@ TARGET_WARM_P50_MS = 3.0
 TARGET_COLD_P50_MS = 400.0
 TARGET_MAP_PER_S = 500.0
 
+# A Docker engine for the docker runtime's figures (--docker-host); without one they are skipped.
+DOCKER_HOST = [""]
+
 # Concurrent cold calls in the cold-start burst: the server's default container limit on a 2-core machine.
 BURST = 4
 
@@ -208,7 +211,7 @@ BENCHMARKS: dict[str, Callable[[Sizes], dict[str, Any]]] = {
     "map_throughput": bench_map_throughput,
     "image_cache_hit": lambda sizes: images.bench_image_cache_hit(sizes.image_rpcs),
     "image_build_numpy": lambda sizes: images.bench_image_build_numpy(sizes.image_builds),
-    "image_cold_start": lambda sizes: images.bench_image_cold_start(sizes.cold_samples),
+    "image_cold_start": lambda sizes: images.bench_image_cold_start(sizes.cold_samples, DOCKER_HOST[0]),
 }
 
 
@@ -255,7 +258,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--quick", action="store_true", help="small sample sizes: a smoke check under a minute"
     )
+    parser.add_argument(
+        "--docker-host",
+        default="",
+        metavar="URL",
+        help="a Docker engine (e.g. unix:///var/run/docker.sock) for the docker runtime's image cold start",
+    )
     args = parser.parse_args(argv)
+    DOCKER_HOST[0] = args.docker_host
     sizes = QUICK if args.quick else FULL
     names = args.only or list(BENCHMARKS)
     report: dict[str, Any] = {

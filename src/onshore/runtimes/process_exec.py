@@ -62,6 +62,13 @@ async def start_exec(target: ExecTarget, spec: ExecSpec) -> ExecProcess:
     if target.enter:
         # The working directory is inside the container: the entering command changes to it.
         script = 'cd "$1" || exit 126; shift; exec "$@"'
+        if spec.pty is not None and spec.pty.rows > 0:
+            # An entering command may size its terminal only once the command runs (docker exec -t does):
+            # wait a moment for the size, so the command starts with it.
+            script = (
+                'cd "$1" || exit 126; shift; i=0; while [ "$(stty size 2>/dev/null)" = "0 0" ] '
+                '&& [ "$i" -lt 40 ]; do sleep 0.05; i=$((i+1)); done; exec "$@"'
+            )
         spec = replace(spec, argv=[*target.enter, "/bin/sh", "-c", script, "sh", cwd, *spec.argv])
         cwd = "/"
     if spec.pty is not None:
