@@ -327,7 +327,9 @@ class _LayerBuild:
             # The machine's pip settings (a local wheel cache, mirrors, constraints) apply to uv too.
             settings = await asyncio.to_thread(pipconf.pip_settings)
             machine = pipconf.uv_options(settings, uv_args)
-            argv = [uv_binary(), "pip", "install", "--python", python, *machine, *uv_args]
+            # Bytecode compiled now, as pip does: containers see the environment read-only.
+            compile_ = [] if "--compile-bytecode" in uv_args else ["--compile-bytecode"]
+            argv = [uv_binary(), "pip", "install", "--python", python, *compile_, *machine, *uv_args]
             extra_env = pipconf.uv_env(settings)
         else:
             argv = [python, "-m", "pip", "install", *args]

@@ -125,7 +125,9 @@ class ClientPackages:
         without an interpreter of it (--python-version, --python-platform).
         """
         minor = ".".join(python_version.split(".")[:2])
-        target = self._root / f"modal-{client_version}-py{minor}"
+        # "-pyc": compiled ahead, since containers see the folder read-only and could not cache bytecode.
+        target = self._root / f"modal-{client_version}-py{minor}" if not python else None
+        target = target or self._root / f"modal-{client_version}-py{minor}-pyc"
         ready = target / ".ready"
         if ready.exists():
             return str(target / "pkg")
@@ -142,7 +144,7 @@ class ClientPackages:
         shutil.rmtree(tmp, ignore_errors=True)
         argv = [uv_binary(), "pip", "install", "--quiet", "--target", str(tmp / "pkg")]
         if python:
-            argv += ["--python", python]
+            argv += ["--python", python, "--compile-bytecode"]
         else:  # any interpreter runs uv's resolver; the version and platform say what to install for
             argv += ["--python", sys.executable, "--python-version", minor]
         if self._platform or not python:
