@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 
@@ -9,9 +10,10 @@ from modal._serialization import serialize
 from modal_proto import api_pb2
 
 from onshore.images.model import BuildFailed, LogFn
+from onshore.models import OutputRecord
 from onshore.services.call_state import INVOCATION_SYNC
 from onshore.services.calls import CallService
-from onshore.services.containers import ContainerService
+from onshore.services.containers import ContainerService, describe_exit
 from onshore.services.functions import FunctionService
 
 log = logging.getLogger("onshore.images.run_function")
@@ -49,10 +51,24 @@ class BuildFunctionRunner:
             raise BuildFailed(
                 f"Image.run_function({spec.tag}): its container could not start: {exc}"
             ) from None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + float(spec.timeout_secs)
+        outputs: list[OutputRecord] = []
         try:
-            outputs, _ = await self._calls.get_outputs(
-                call, last_entry_id=0, idx_range=None, timeout=float(spec.timeout_secs), clear_on_success=True
-            )
+            while not outputs and loop.time() < deadline:
+                if task.exit_code is not None:  # it ended before it could take its input
+                    how = describe_exit(task.exit_code)
+                    raise BuildFailed(
+                        f"Image.run_function({spec.tag}): its container {how} before running the function "
+                        f"(its output: `modal container logs {task.task_id}`)"
+                    )
+                outputs, _ = await self._calls.get_outputs(
+                    call,
+                    last_entry_id=0,
+                    idx_range=None,
+                    timeout=min(1.0, max(0.0, deadline - loop.time())),
+                    clear_on_success=True,
+                )
         finally:
             # Its container ends before the layer is used, so every write it made is in `upper`.
             await self._containers.stop(task.task_id, "its image build function finished", grace=5.0)

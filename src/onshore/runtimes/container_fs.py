@@ -19,6 +19,15 @@ def _is_under(path: Path, parents: list[Path]) -> bool:
     return any(path == p or p in path.parents for p in parents)
 
 
+# A sandbox has its own /tmp: host paths there (a project checked out in /tmp, say) are shown only if bound.
+_PRIVATE = [Path("/tmp")]
+
+
+def _unseen(path: Path, hidden: list[Path]) -> bool:
+    """Whether a host path is invisible in a sandbox unless bound: it lies in a hidden or private dir."""
+    return _is_under(path, [*hidden, *_PRIVATE])
+
+
 def interpreter_prefix(python: str) -> Path:
     """The installation an interpreter (or a venv's interpreter) runs from."""
     venv = Path(python).parent.parent
@@ -34,7 +43,7 @@ def interpreter_prefix(python: str) -> Path:
 def interpreter_binds(python: str, hidden: list[Path]) -> list[Bind]:
     """The installation of an interpreter, shown where it is when it lies in a hidden dir (e.g. ~/.pyenv)."""
     prefix = Path(os.path.realpath(interpreter_prefix(python)))
-    return [Bind(prefix, str(prefix))] if _is_under(prefix, hidden) else []
+    return [Bind(prefix, str(prefix))] if _unseen(prefix, hidden) else []
 
 
 @dataclass
@@ -55,7 +64,7 @@ class ContainerLayout:
         def bind_back(path: Path) -> None:
             """A host path the container needs that lies in a hidden dir: shown read-only where it is."""
             real = Path(os.path.realpath(path))
-            if _is_under(real, self.hidden) and str(real) not in seen:
+            if _unseen(real, self.hidden) and str(real) not in seen:
                 seen.add(str(real))
                 binds.append(Bind(real, str(real)))
 
