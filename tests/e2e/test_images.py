@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ SIX_APP = """
 import json
 import os
 import sys
+import time
 
 import modal
 
@@ -457,3 +459,37 @@ def test_seed_example_transformers_and_torch(server: ServerProcess, tmp_path: Pa
     assert probe["ok"] and probe["sum"] == 3.0, probe
     # The machine's pip settings reached uv: its wheel sources are on the install command line.
     assert any(source in result.output for source in _local_wheel_sources()) or "torch==" in result.output
+
+
+def test_run_function_container_that_dies_fails_the_build_at_once(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    app = write_app(
+        tmp_path,
+        "dying_build_app.py",
+        """
+        import os
+
+        import modal
+
+        if not modal.is_local():
+            os._exit(3)  # every container of this module ends while importing it
+
+
+        def setup() -> None:
+            return None
+
+
+        app = modal.App("onshore-test-images-dying-build")
+
+
+        @app.function(image=modal.Image.debian_slim().run_function(setup))
+        def f() -> None:
+            return None
+        """,
+    )
+    started = time.monotonic()
+    result = run_modal(server, "run", str(app) + "::f", timeout=200)
+    assert result.returncode != 0, result.output
+    assert "before running the function" in result.output, result.output
+    assert time.monotonic() - started < 100  # not the function's 300 s timeout
