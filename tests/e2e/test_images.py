@@ -493,3 +493,57 @@ def test_run_function_container_that_dies_fails_the_build_at_once(
     assert result.returncode != 0, result.output
     assert "before running the function" in result.output, result.output
     assert time.monotonic() - started < 100  # not the function's 300 s timeout
+
+
+def test_spare_process_serves_the_next_container_of_an_image(server: ServerProcess, tmp_path: Path) -> None:
+    app = write_app(
+        tmp_path,
+        "spare_app.py",
+        """
+        import json
+        import os
+        import time
+
+        import modal
+
+        image = modal.Image.debian_slim().pip_install("six").env({"SPARE_TEST": "1"})
+        app = modal.App("onshore-test-images-spare", image=image)
+
+
+        def _age() -> float:
+            with open("/proc/uptime") as f:
+                uptime = float(f.read().split()[0])
+            with open("/proc/self/stat") as f:
+                raw = f.read()
+            start_ticks = int(raw[raw.rindex(")") + 2 :].split()[19])
+            return uptime - start_ticks / os.sysconf("SC_CLK_TCK")
+
+
+        @app.function()
+        def first() -> float:
+            return _age()
+
+
+        @app.function()
+        def second() -> dict:
+            import six
+
+            return {"age": _age(), "six": bool(six.__version__), "env": os.environ.get("SPARE_TEST")}
+
+
+        @app.local_entrypoint()
+        def main() -> None:
+            first.remote()
+            time.sleep(4)  # the server readies a spare for this image meanwhile
+            started = time.monotonic()
+            found = second.remote()
+            found["call_s"] = time.monotonic() - started
+            print("RESULT second", json.dumps(found))
+        """,
+    )
+    result = run_modal(server, "run", str(app), timeout=300)
+    assert result.returncode == 0, result.output
+    found = results(result)["second"]
+    assert found["six"] and found["env"] == "1", found
+    # Its process existed well before the call: a spare with the image ready and the client imported.
+    assert found["age"] > found["call_s"] + 1.0, found

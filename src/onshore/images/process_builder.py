@@ -88,8 +88,8 @@ class ProcessBuilder:
         self.function_runner: FunctionRunner | None = None  # set by the composition root
 
     async def build(self, job: BuildJob, log: LogFn) -> ImageConfig:
-        layer = self._root / job.content_hash[:32]
-        await asyncio.to_thread(_remove, layer)
+        # A dir per build: a rebuild (force_build) never changes files under running containers or spares.
+        layer = self._root / f"{job.content_hash[:32]}-{os.urandom(4).hex()}"
         layer.mkdir(parents=True)
         try:
             build = _LayerBuild(job, layer, self._pythons, log)

@@ -12,6 +12,7 @@ from onshore.runtimes.sandbox import Bind, SandboxSpec
 # Where a container finds the server's socket and its ContainerArguments file.
 SOCKET_TARGET = "/onshore/api.sock"
 ARGS_TARGET = "/onshore/container-arguments"
+SPARE_IO = "/onshore/io"  # a spare's own dir for the files of the container it becomes
 PKG_TARGET = "/pkg"
 
 
@@ -52,10 +53,12 @@ class ContainerLayout:
 
     image: ImageConfig
     python: str  # the interpreter the container runs
-    code_dir: Path  # a layer-shaped dir's `root/`: the user's files for /root
-    args_path: Path
+    code_dir: Path | None  # a layer-shaped dir's `root/`: the user's files for /root (None: a spare's)
+    args_path: Path | None  # None: a spare's (the server writes them into its io dir later)
     pkg_folder: Path | None  # `<folder>` holding `pkg/modal`; None when the interpreter has the client
     hidden: list[Path]  # host paths a container must not see (the data dir, the user's home)
+    # A spare: its own host dirs shown writable at /root and SPARE_IO, filled when a container takes it.
+    spare_dirs: tuple[Path, Path] | None = None
 
     def spec(self, env: dict[str, str], cgroup_procs: list[Path]) -> SandboxSpec:
         binds: list[Bind] = []
@@ -77,8 +80,13 @@ class ContainerLayout:
         if self.pkg_folder is not None:
             binds.append(Bind(self.pkg_folder / "pkg", PKG_TARGET))
             python_path.append(PKG_TARGET)
-        binds.append(Bind(self.args_path, ARGS_TARGET))
-        env["MODAL_CONTAINER_ARGUMENTS_PATH"] = ARGS_TARGET
+        if self.spare_dirs is not None:
+            root, io = self.spare_dirs
+            binds += [Bind(root, "/root", writable=True), Bind(io, SPARE_IO, writable=True)]
+            env["MODAL_CONTAINER_ARGUMENTS_PATH"] = f"{SPARE_IO}/args"
+        elif self.args_path is not None:
+            binds.append(Bind(self.args_path, ARGS_TARGET))
+            env["MODAL_CONTAINER_ARGUMENTS_PATH"] = ARGS_TARGET
         server_url = env.get("MODAL_SERVER_URL", "")
         if server_url.startswith("unix://"):
             binds.append(Bind(Path(server_url[len("unix://") :]), SOCKET_TARGET))
@@ -92,7 +100,10 @@ class ContainerLayout:
             env.pop("PYTHONPATH", None)
         env.setdefault("HOME", "/root")
         return SandboxSpec(
-            layers=[*(Path(layer) for layer in self.image.layers), self.code_dir.parent],
+            layers=[
+                *(Path(layer) for layer in self.image.layers),
+                *([self.code_dir.parent] if self.code_dir is not None else []),
+            ],
             binds=binds,
             workdir=workdir,
             env=env,

@@ -46,6 +46,9 @@ log = logging.getLogger("onshore.runtime.process")
 # Variables a container inherits from the server's environment; everything else comes from the spec.
 _PASSTHROUGH = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "SSL_CERT_FILE", "TMPDIR", "OPENBLAS_CORETYPE")
 
+# How many custom images keep a spare process ready (the most recently started ones).
+_IMAGE_SPARE_KINDS = 2
+
 # The program of a spare process: import the entrypoint now, become a container when told to.
 _SPARE_PROGRAM = """
 import json, os, runpy, sys
@@ -130,6 +133,8 @@ class _Proc:
     scratch: Path | None = None  # a sandboxed container's scratch dir, removed when it ends
     cgroup: Cgroup | None = None  # a container with hard limits: its cgroup, removed when it ends
     memory_limit_mb: int = 0
+    spare_dir: Path | None = None  # an image spare's own dirs (its /root and io), removed when it ends
+    image_key: tuple[str, ...] = ()  # an image spare: the image it is ready for
     readers: list[asyncio.Task[None]] = field(default_factory=list)
     waiter: asyncio.Task[None] | None = None
     env: dict[str, str] = field(default_factory=dict)  # its whole environment and working directory
@@ -165,6 +170,8 @@ class ProcessRuntime:
         self._envs = envs
         self._spares_wanted = spares
         self._spares: list[_Proc] = []
+        # Spares of recently started custom images (sandboxed, client imported): image key -> processes.
+        self._image_spares: dict[tuple[str, ...], list[_Proc]] = {}
         self._refilling = False
         self._closed = False
         self._procs: dict[str, _Proc] = {}
@@ -261,6 +268,87 @@ class ProcessRuntime:
             self._refilling = False
 
     # ---------------------------------------------------------------- containers
+    def _image_key(
+        self, spec: ContainerSpec, image: ImageConfig, python: str, pkg: Path | None
+    ) -> tuple[str, ...]:
+        """What a spare for this container must share with it; () when spares cannot serve it."""
+        if spec.build_upper or spec.memory_limit_mb or spec.cpu_limit:
+            return ()
+        if any((Path(layer) / "root").exists() for layer in image.layers):
+            return ()  # the image has files at /root, where a spare shows a dir of its own
+        url = spec.env.get("MODAL_SERVER_URL", "")
+        return (python, str(pkg or ""), image.workdir or "/root", url, *image.layers)
+
+    def _take_image_spare(self, key: tuple[str, ...]) -> _Proc | None:
+        pool = self._image_spares.get(key, [])
+        while pool:
+            entry = pool.pop(0)
+            if entry.process.returncode is None:
+                return entry
+        return None
+
+    def _keep_image_spare(
+        self, key: tuple[str, ...], image: ImageConfig, python: str, pkg: Path | None
+    ) -> None:
+        """Start one spare for this image (in the background), for the recently used images only."""
+        if not key or self._closed or self._image_spares.get(key):
+            return
+        self._image_spares.pop(key, None)
+        self._image_spares[key] = []  # the newest image last
+        while len(self._image_spares) > _IMAGE_SPARE_KINDS:
+            old = self._image_spares.pop(next(iter(self._image_spares)))
+            for entry in old:
+                asyncio.get_running_loop().create_task(self._stop_entry(entry, 0))
+        asyncio.get_running_loop().create_task(self._spawn_image_spare(key, image, python, pkg))
+
+    async def _spawn_image_spare(
+        self, key: tuple[str, ...], image: ImageConfig, python: str, pkg: Path | None
+    ) -> None:
+        spare_dir = self._state_dir / "spares" / os.urandom(8).hex()
+        root, io = spare_dir / "root", spare_dir / "io"
+        try:
+            root.mkdir(parents=True)
+            io.mkdir()
+            layout = ContainerLayout(image, python, None, None, pkg, self._hidden, (root, io))
+            env = {k: os.environ[k] for k in _PASSTHROUGH if k in os.environ}
+            env.update(MODAL_IS_REMOTE="1", PYTHONUNBUFFERED="1", MODAL_CONFIG_PATH="/nonexistent.toml")
+            env.update(image.env)
+            env["MODAL_SERVER_URL"] = key[3]
+            box = layout.spec(env, [])
+            argv = await asyncio.to_thread(
+                sandbox.command, box, [python, "-c", _SPARE_PROGRAM], spare_dir / "scratch"
+            )
+            launcher = {k: os.environ[k] for k in ("PATH", "LANG") if k in os.environ}
+            entry = await self._spawn(
+                argv[0], argv[1:], launcher, str(self._state_dir), asyncio.subprocess.PIPE
+            )
+        except Exception:
+            shutil.rmtree(spare_dir, ignore_errors=True)
+            log.exception("could not start a spare process for an image")
+            return
+        entry.scratch, entry.spare_dir, entry.image_key = spare_dir / "scratch", spare_dir, key
+        entry.env, entry.cwd = box.env, box.workdir
+        if key in self._image_spares and not self._closed:
+            self._image_spares[key].append(entry)
+        else:
+            await self._stop_entry(entry, 0)
+
+    async def _hand_over_image_spare(self, entry: _Proc, spec: ContainerSpec) -> None:
+        """A spare becomes this container: its code and arguments in its own dirs, then its environment."""
+        assert entry.spare_dir is not None
+        root, io = entry.spare_dir / "root", entry.spare_dir / "io"
+        await asyncio.to_thread(shutil.copytree, spec.code_dir, root, symlinks=True, dirs_exist_ok=True)
+        (io / "args").write_bytes(spec.container_args)
+        env = {k: v for k, v in spec.env.items() if k not in ("MODAL_SERVER_URL", "PYTHONPATH")}
+        env["MODAL_TASK_ID"] = spec.task_id
+        entry.env = {**entry.env, **env}
+        stdin = entry.process.stdin
+        assert stdin is not None
+        stdin.write((json.dumps({"env": env, "cwd": entry.cwd}) + "\n").encode())
+        with contextlib.suppress(ConnectionError):
+            await stdin.drain()
+        stdin.close()
+
     async def _start_sandboxed(self, spec: ContainerSpec, image: ImageConfig) -> _Proc:
         """A container of a custom image: its interpreter in a sandbox with the image's files."""
         version = spec.client_version or installed_client_version()
@@ -268,6 +356,12 @@ class ProcessRuntime:
         pkg = None
         if image.python:
             pkg = Path(await self._packages.folder(version, image.python, image.python_version)).parent
+        key = self._image_key(spec, image, python, pkg)
+        spare = self._take_image_spare(key) if key else None
+        self._keep_image_spare(key, image, python, pkg)
+        if spare is not None:
+            await self._hand_over_image_spare(spare, spec)
+            return spare
         args_path = self._state_dir / f"{spec.task_id}.args"
         args_path.write_bytes(spec.container_args)
         layout = ContainerLayout(image, python, Path(spec.code_dir), args_path, pkg, self._hidden)
@@ -397,6 +491,11 @@ class ProcessRuntime:
             await asyncio.wait_for(asyncio.gather(*entry.readers), 2.0)
         if entry in self._spares:
             self._spares.remove(entry)
+        if entry in self._image_spares.get(entry.image_key, []):
+            self._image_spares[entry.image_key].remove(entry)
+        if entry.spare_dir is not None:
+            await asyncio.to_thread(sandbox.cleanup, entry.spare_dir / "scratch")
+            await asyncio.to_thread(shutil.rmtree, entry.spare_dir, True)
         if not entry.task_id:
             if not self._closed:
                 log.warning("spare container process %d exited with %d", entry.process.pid, rc)
@@ -449,6 +548,9 @@ class ProcessRuntime:
     async def shutdown(self) -> None:
         self._closed = True
         spares, self._spares = self._spares, []
+        for pool in self._image_spares.values():
+            spares += pool
+        self._image_spares.clear()
         await asyncio.gather(
             *(self._stop_entry(e, 2.0) for e in list(self._procs.values())),
             *(self._stop_entry(e, 0) for e in spares),
