@@ -46,6 +46,9 @@ log = logging.getLogger("onshore.runtime.process")
 # Variables a container inherits from the server's environment; everything else comes from the spec.
 _PASSTHROUGH = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "SSL_CERT_FILE", "TMPDIR", "OPENBLAS_CORETYPE")
 
+# How long a container's partial output line waits for the rest of its line before it is logged as it is.
+_PARTIAL_LINE_WAIT = 0.05
+
 # How many custom images keep a spare process ready (the most recently started ones).
 _IMAGE_SPARE_KINDS = 2
 
@@ -472,15 +475,35 @@ class ProcessRuntime:
         return None
 
     async def _pump(self, entry: _Proc, fd: int, stream: asyncio.StreamReader) -> None:
+        """Forward a container's output as whole lines: a line written in pieces (print() writes its text and
+        its newline apart) is one log entry. A partial line goes out after a short pause (a prompt, a
+        progress bar) or at the end."""
+        pending = ""
         while True:
-            chunk = await stream.read(65536)
+            try:
+                if pending:
+                    chunk = await asyncio.wait_for(stream.read(65536), _PARTIAL_LINE_WAIT)
+                else:
+                    chunk = await stream.read(65536)
+            except TimeoutError:
+                self._forward(entry, fd, pending)
+                pending = ""
+                continue
             if not chunk:
+                self._forward(entry, fd, pending)
                 return
-            text = chunk.decode(errors="replace")
-            if entry.task_id:
-                self._on_log(entry.task_id, fd, text)
-            else:
-                log.warning("spare container process %d: %s", entry.process.pid, text.rstrip())
+            text = pending + chunk.decode(errors="replace")
+            cut = text.rfind("\n") + 1
+            self._forward(entry, fd, text[:cut])
+            pending = text[cut:]
+
+    def _forward(self, entry: _Proc, fd: int, text: str) -> None:
+        if not text:
+            return
+        if entry.task_id:
+            self._on_log(entry.task_id, fd, text)
+        else:
+            log.warning("spare container process %d: %s", entry.process.pid, text.rstrip())
 
     async def _wait(self, entry: _Proc) -> None:
         rc = await entry.process.wait()
