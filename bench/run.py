@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import os
@@ -33,9 +34,6 @@ TARGET_WARM_P50_MS = 3.0
 TARGET_COLD_P50_MS = 400.0
 TARGET_MAP_PER_S = 500.0
 
-# A Docker engine for the docker runtime's figures (--docker-host); without one they are skipped.
-DOCKER_HOST = [""]
-
 # Concurrent cold calls in the cold-start burst: the server's default container limit on a 2-core machine.
 BURST = 4
 
@@ -49,6 +47,7 @@ class Sizes:
     python_samples: int
     image_rpcs: int
     image_builds: int
+    docker_host: str = ""  # a Docker engine for the docker runtime's figures (--docker-host); "" skips them
 
 
 FULL = Sizes(
@@ -211,7 +210,7 @@ BENCHMARKS: dict[str, Callable[[Sizes], dict[str, Any]]] = {
     "map_throughput": bench_map_throughput,
     "image_cache_hit": lambda sizes: images.bench_image_cache_hit(sizes.image_rpcs),
     "image_build_numpy": lambda sizes: images.bench_image_build_numpy(sizes.image_builds),
-    "image_cold_start": lambda sizes: images.bench_image_cold_start(sizes.cold_samples, DOCKER_HOST[0]),
+    "image_cold_start": lambda sizes: images.bench_image_cold_start(sizes.cold_samples, sizes.docker_host),
 }
 
 
@@ -265,8 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         help="a Docker engine (e.g. unix:///var/run/docker.sock) for the docker runtime's image cold start",
     )
     args = parser.parse_args(argv)
-    DOCKER_HOST[0] = args.docker_host
-    sizes = QUICK if args.quick else FULL
+    sizes = dataclasses.replace(QUICK if args.quick else FULL, docker_host=args.docker_host)
     names = args.only or list(BENCHMARKS)
     report: dict[str, Any] = {
         "machine": machine_facts(),

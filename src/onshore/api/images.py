@@ -10,7 +10,7 @@ from modal_proto import api_pb2
 from onshore.api.base import Principal
 from onshore.images.model import BuildFunction, LayerRequest
 from onshore.models import ImageRecord
-from onshore.services.images import READY, ImageService
+from onshore.services.images import BUILDING, READY, ImageService
 
 BUILDER_VERSION = "2025.06"
 
@@ -65,7 +65,7 @@ class ImageHandlers:
     async def ImageGetOrCreate(self, req: Any, who: Principal) -> Any:
         record = self._images.get_or_create(layer_request(req))
         response = api_pb2.ImageGetOrCreateResponse(image_id=record.image_id)
-        if record.status != "building":  # a finished build (cache hit or failure) answers at once
+        if record.status != BUILDING:  # a finished build (cache hit or failure) answers at once
             response.result.CopyFrom(_result(record))
             response.metadata.CopyFrom(_metadata(record))
         return response

@@ -122,6 +122,7 @@ class _LayerBuild:
         self.pythons = pythons
         self.log = log
         self.steps = 0
+        self._context: Path | None = None
         self.config = replace(job.parent) if job.parent is not None else ImageConfig()
         self.config.env = dict(self.config.env)
         self.args: dict[str, str] = {}
@@ -308,10 +309,13 @@ class _LayerBuild:
 
     async def pip(self, ins: Instruction, words: list[str], uv: bool) -> None:
         python = await self.ensure_venv()
+        # A context file the command names (pip_install_from_requirements: -r /.requirements.txt) is read
+        # from the build context.
+        inline = {name.lstrip("/") for name in self.job.context_files}
         args: list[str] = []
         for word in words:
-            if word.startswith("/") and word.lstrip("/") in {n.lstrip("/") for n in self.job.context_files}:
-                word = str(self.context_file(word))
+            if word.startswith("/") and word.lstrip("/") in inline:
+                word = str(await self.context() / word.lstrip("/"))
             args.append(word)
         flags = [w.split("=", 1)[0] for w in args if w.startswith("-")]
         if uv or all(f in _PIP_FLAGS_SAME for f in flags):
@@ -335,15 +339,14 @@ class _LayerBuild:
             argv = [python, "-m", "pip", "install", *args]
             extra_env = {}
         await self.exec(argv, ins.line, extra_env)
-        env = {k: v for k, v in self.config.env.items() if k != "VIRTUAL_ENV"}
-        self.config.env = {**env, "VIRTUAL_ENV": str(Path(python).parent.parent)}
 
-    def context_file(self, name: str) -> Path:
-        data = next(d for n, d in self.job.context_files.items() if n.lstrip("/") == name.lstrip("/"))
-        path = self.layer / "context" / name.lstrip("/")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-        return path
+    async def context(self) -> Path:
+        """The build context (inline files and the context mount) as one dir, laid out once per layer."""
+        if self._context is None:
+            self._context = await asyncio.to_thread(
+                context_dir.assemble, self.layer / "context", self.job.context_files, self.job.context_dir
+            )
+        return self._context
 
     async def copy(self, ins: Instruction) -> None:
         source_image = ins.flags.get("from", "")
@@ -360,9 +363,7 @@ class _LayerBuild:
             self.log(
                 "note: --chown is not applied by the process runtime (files belong to the server's user)\n"
             )
-        context = await asyncio.to_thread(
-            context_dir.assemble, self.layer / "context", self.job.context_files, self.job.context_dir
-        )
+        context = await self.context()
         placed = await asyncio.to_thread(
             context_dir.copy_into,
             self.rootfs,

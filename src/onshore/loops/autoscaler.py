@@ -90,7 +90,7 @@ class Autoscaler:
         candidates = set(self._dirty)
         self._dirty.clear()
         candidates.update(self._calls.functions_with_demand())
-        candidates.update(t.function_id for t in self._containers.tasks.values() if not t.build_upper)
+        candidates.update(t.function_id for t in self._containers.serving())
         candidates.update(self._warm_functions())
         for function_id in candidates:
             try:
@@ -138,9 +138,8 @@ class Autoscaler:
         idle = sorted(
             (
                 t
-                for t in self._containers.tasks.values()
+                for t in self._containers.serving()
                 if t.function_id != needed_by
-                and not t.build_upper
                 and t.state == TaskState.RUNNING
                 and self._calls.task_busy(t.task_id) == 0
             ),

@@ -39,7 +39,7 @@ from onshore.runtimes.cgroups import Cgroup, Cgroups
 from onshore.runtimes.container_fs import ContainerLayout
 from onshore.runtimes.process_exec import ExecTarget, start_exec
 from onshore.runtimes.pyenv import ClientEnvironments, installed_client_version
-from onshore.runtimes.sandbox import Support
+from onshore.runtimes.sandbox import SandboxSpec, Support
 
 log = logging.getLogger("onshore.runtime.process")
 
@@ -118,6 +118,25 @@ def _nsenter(spawned: int, user_namespace: bool) -> list[str]:
     if user_namespace:
         flags += ["--user", "--preserve-credentials"]
     return [nsenter, f"--target={init}", *flags]
+
+
+def _boxed_env(image: ImageConfig) -> dict[str, str]:
+    """The environment a sandboxed container starts with, before its own (secrets, credentials)."""
+    env = {k: os.environ[k] for k in _PASSTHROUGH if k in os.environ}
+    env.update(MODAL_IS_REMOTE="1", PYTHONUNBUFFERED="1", MODAL_CONFIG_PATH="/nonexistent.toml")
+    env.update(image.env)
+    return env
+
+
+async def _send_go(entry: _Proc, env: dict[str, str], cwd: str) -> None:
+    """Tell a spare process which container it now is: its environment and working directory."""
+    entry.env, entry.cwd = {**entry.env, **env}, cwd
+    stdin = entry.process.stdin
+    assert stdin is not None
+    stdin.write((json.dumps({"env": env, "cwd": cwd}) + "\n").encode())
+    with contextlib.suppress(ConnectionError):
+        await stdin.drain()
+    stdin.close()
 
 
 def _child_setup(cgroup: Cgroup | None) -> Callable[[], None]:
@@ -313,24 +332,15 @@ class ProcessRuntime:
             root.mkdir(parents=True)
             io.mkdir()
             layout = ContainerLayout(image, python, None, None, pkg, self._hidden, (root, io))
-            env = {k: os.environ[k] for k in _PASSTHROUGH if k in os.environ}
-            env.update(MODAL_IS_REMOTE="1", PYTHONUNBUFFERED="1", MODAL_CONFIG_PATH="/nonexistent.toml")
-            env.update(image.env)
-            env["MODAL_SERVER_URL"] = key[3]
+            env = {**_boxed_env(image), "MODAL_SERVER_URL": key[3]}
             box = layout.spec(env, [])
-            argv = await asyncio.to_thread(
-                sandbox.command, box, [python, "-c", _SPARE_PROGRAM], spare_dir / "scratch"
-            )
-            launcher = {k: os.environ[k] for k in ("PATH", "LANG") if k in os.environ}
-            entry = await self._spawn(
-                argv[0], argv[1:], launcher, str(self._state_dir), asyncio.subprocess.PIPE
-            )
+            argv = [python, "-c", _SPARE_PROGRAM]
+            entry = await self._spawn_boxed(box, argv, spare_dir / "scratch", asyncio.subprocess.PIPE)
         except Exception:
             shutil.rmtree(spare_dir, ignore_errors=True)
             log.exception("could not start a spare process for an image")
             return
-        entry.scratch, entry.spare_dir, entry.image_key = spare_dir / "scratch", spare_dir, key
-        entry.env, entry.cwd = box.env, box.workdir
+        entry.spare_dir, entry.image_key = spare_dir, key
         if key in self._image_spares and not self._closed:
             self._image_spares[key].append(entry)
         else:
@@ -344,13 +354,16 @@ class ProcessRuntime:
         (io / "args").write_bytes(spec.container_args)
         env = {k: v for k, v in spec.env.items() if k not in ("MODAL_SERVER_URL", "PYTHONPATH")}
         env["MODAL_TASK_ID"] = spec.task_id
-        entry.env = {**entry.env, **env}
-        stdin = entry.process.stdin
-        assert stdin is not None
-        stdin.write((json.dumps({"env": env, "cwd": entry.cwd}) + "\n").encode())
-        with contextlib.suppress(ConnectionError):
-            await stdin.drain()
-        stdin.close()
+        await _send_go(entry, env, entry.cwd)
+
+    async def _spawn_boxed(self, box: SandboxSpec, argv: list[str], scratch: Path, stdin: int) -> _Proc:
+        """Spawn `argv` in the sandbox `box`; the spawned process is the sandbox's launcher."""
+        full = await asyncio.to_thread(sandbox.command, box, argv, scratch)
+        launcher = {k: os.environ[k] for k in ("PATH", "LANG") if k in os.environ}
+        entry = await self._spawn(full[0], full[1:], launcher, str(self._state_dir), stdin)
+        entry.scratch = scratch
+        entry.env, entry.cwd = box.env, box.workdir  # what `modal container exec` runs with
+        return entry
 
     async def _start_sandboxed(self, spec: ContainerSpec, image: ImageConfig) -> _Proc:
         """A container of a custom image: its interpreter in a sandbox with the image's files."""
@@ -368,33 +381,21 @@ class ProcessRuntime:
         args_path = self._state_dir / f"{spec.task_id}.args"
         args_path.write_bytes(spec.container_args)
         layout = ContainerLayout(image, python, Path(spec.code_dir), args_path, pkg, self._hidden)
-        env = {k: os.environ[k] for k in _PASSTHROUGH if k in os.environ}
-        env.update(MODAL_IS_REMOTE="1", PYTHONUNBUFFERED="1", MODAL_CONFIG_PATH="/nonexistent.toml")
-        env.update(image.env)
-        env.update(spec.env)
-        env["MODAL_TASK_ID"] = spec.task_id
-        scratch = self._state_dir / "sandboxes" / spec.task_id
+        env = {**_boxed_env(image), **spec.env, "MODAL_TASK_ID": spec.task_id}
         cgroup = self._cgroup(spec)
-        procs = cgroup.procs_files if cgroup is not None else []
-        box = layout.spec(env, procs)
+        # The sandbox's init puts itself in the cgroup before anything of the container runs.
+        box = layout.spec(env, cgroup.procs_files if cgroup is not None else [])
         if spec.build_upper:  # Image.run_function: what it writes becomes an image layer
             box.upper = Path(spec.build_upper)
         try:
-            argv = await asyncio.to_thread(
-                sandbox.command, box, [python, "-m", "modal._container_entrypoint"], scratch
-            )
+            argv = [python, "-m", "modal._container_entrypoint"]
+            scratch = self._state_dir / "sandboxes" / spec.task_id
+            entry = await self._spawn_boxed(box, argv, scratch, asyncio.subprocess.DEVNULL)
         except BaseException:
             if cgroup is not None:
                 cgroup.close()
             raise
-        launcher = {k: os.environ[k] for k in ("PATH", "LANG") if k in os.environ}
-        entry = await self._spawn(
-            argv[0], argv[1:], launcher, str(self._state_dir), asyncio.subprocess.DEVNULL, cgroup
-        )
-        entry.scratch = scratch
-        entry.memory_limit_mb = spec.memory_limit_mb
-        boxed = layout.spec(env, [])
-        entry.env, entry.cwd = boxed.env, boxed.workdir  # what `modal container exec` runs with
+        entry.cgroup, entry.memory_limit_mb = cgroup, spec.memory_limit_mb
         return entry
 
     async def _image_python(self, spec: ContainerSpec) -> tuple[str, dict[str, str]]:
@@ -442,14 +443,8 @@ class ProcessRuntime:
                 cgroup.add(entry.process.pid)  # before it runs any user code: all it starts is limited
                 entry.cgroup, entry.memory_limit_mb = cgroup, spec.memory_limit_mb
             entry.task_id = spec.task_id
-            entry.env, entry.cwd = {**entry.env, **env}, spec.code_dir
             self._procs[spec.task_id] = entry
-            stdin = entry.process.stdin
-            assert stdin is not None
-            stdin.write((json.dumps({"env": env, "cwd": spec.code_dir}) + "\n").encode())
-            with contextlib.suppress(ConnectionError):
-                await stdin.drain()
-            stdin.close()
+            await _send_go(entry, env, spec.code_dir)
             self.warm_up()
         else:
             full_env = self._base_env(python)

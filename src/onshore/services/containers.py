@@ -117,13 +117,13 @@ class ContainerService:
         return task
 
     # ---------------------------------------------------------------- queries
+    def serving(self) -> list[Task]:
+        """The containers that serve their functions' inputs: not an Image.run_function container, which
+        the image build that started it owns."""
+        return [t for t in self.tasks.values() if not t.build_upper]
+
     def for_function(self, function_id: str) -> list[Task]:
-        """The containers serving a function (not an Image.run_function container, which its build owns)."""
-        return [
-            t
-            for t in self.tasks.values()
-            if t.function_id == function_id and t.state != TaskState.STOPPING and not t.build_upper
-        ]
+        return [t for t in self.serving() if t.function_id == function_id and t.state != TaskState.STOPPING]
 
     def for_app(self, app_id: str) -> list[Task]:
         return [t for t in self.tasks.values() if t.app_id == app_id]
