@@ -94,7 +94,7 @@ class FunctionQueue:
 
     def __init__(self) -> None:
         self.pending: collections.deque[PendingInput] = collections.deque()
-        self.waiters: collections.deque[asyncio.Future[PendingInput]] = collections.deque()
+        self.waiters: collections.deque[asyncio.Future[PendingInput | None]] = collections.deque()
         self.inflight = 0
 
     def offer(self, item: PendingInput, front: bool = False) -> None:

@@ -12,6 +12,7 @@ import bisect
 import collections
 import logging
 from collections.abc import AsyncIterator, Callable
+from typing import cast
 
 from onshore import ids
 from onshore.errors import InvalidArgument, NotFound, PermissionDenied
@@ -31,6 +32,7 @@ from onshore.services.call_state import (
     PendingInput,
 )
 from onshore.services.clock import Clock
+from onshore.services.waiters import resolve
 from onshore.store.base import CallStore
 
 log = logging.getLogger("onshore.calls")
@@ -250,23 +252,26 @@ class CallService:
         if not taken and not wait:
             return []
         if not taken:
-            fut: asyncio.Future[PendingInput] = asyncio.get_running_loop().create_future()
+            # Awaited directly (a timer ends the wait with None): the container's request resumes in the
+            # next turn of the loop after offer() hands it an input.
+            loop = asyncio.get_running_loop()
+            fut: asyncio.Future[PendingInput | None] = loop.create_future()
             queue.waiters.append(fut)
+            timer = loop.call_later(self._input_wait, resolve, fut, None)
             try:
-                taken.append(await asyncio.wait_for(asyncio.shield(fut), self._input_wait))
-            except TimeoutError:
-                if fut.done() and not fut.cancelled():
-                    taken.append(fut.result())
-                else:
-                    fut.cancel()
-                    return []
+                item = await fut
             except asyncio.CancelledError:
                 # The container went away mid-poll: put back anything handed to it.
-                if fut.done() and not fut.cancelled():
-                    queue.offer(fut.result(), front=True)
+                if fut.done() and not fut.cancelled() and fut.result() is not None:
+                    queue.offer(cast(PendingInput, fut.result()), front=True)
                 else:
                     fut.cancel()
                 raise
+            finally:
+                timer.cancel()
+            if item is None:
+                return []
+            taken.append(item)
         spec = self._specs(function_id)
         now = self._clock.now()
         for item in taken:

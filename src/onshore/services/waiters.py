@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 class Waiters:
@@ -16,13 +19,24 @@ class Waiters:
                 fut.set_result(None)
 
     async def wait(self, timeout: float) -> None:
-        """Return at the next notify(), or after `timeout` seconds."""
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        """Return at the next notify(), or after `timeout` seconds.
+
+        The future is awaited directly, with a timer that resolves it: a notify() resumes the waiter in
+        the next turn of the event loop (asyncio.wait_for would add turns to the hot path).
+        """
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
         self._futures.append(fut)
+        timer = loop.call_later(max(0.0, timeout), resolve, fut, None)
         try:
-            await asyncio.wait_for(fut, timeout)
-        except TimeoutError:
-            pass
+            await fut
         finally:
+            timer.cancel()
             if fut in self._futures:
                 self._futures.remove(fut)
+
+
+def resolve(fut: asyncio.Future[T], value: T) -> None:
+    """Give a future its result unless it already has one (a timer callback)."""
+    if not fut.done():
+        fut.set_result(value)
