@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -65,6 +66,33 @@ class ServerProcess:
 
     def log_text(self) -> str:
         return self.log_path.read_text() if self.log_path and self.log_path.exists() else ""
+
+    def container_pids(self) -> dict[str, int]:
+        """Every container this server started, by task id: its host pid, from the server's log.
+
+        Containers run in their own pid namespace, so a pid seen inside one means nothing on the host;
+        tests name a container by its MODAL_TASK_ID and ask the server's log for its process.
+        """
+        found = re.finditer(r"started container (ta-[A-Za-z0-9]+) \(pid (\d+)\)", self.log_text())
+        return {m[1]: int(m[2]) for m in found}
+
+    def container_pid(self, task_id: str, timeout: float = 10.0) -> int:
+        deadline = time.monotonic() + timeout
+        while task_id not in self.container_pids() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        pids = self.container_pids()
+        assert task_id in pids, f"the server never logged starting container {task_id}"
+        return pids[task_id]
+
+    def wait_new_container(self, before: set[str], timeout: float) -> tuple[str, int] | None:
+        """The first container started that is not in `before` (task ids), once the server logs it."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            new = {t: p for t, p in self.container_pids().items() if t not in before}
+            if new:
+                return next(iter(new.items()))
+            time.sleep(0.1)
+        return None
 
     @property
     def token(self) -> dict[str, str]:

@@ -162,6 +162,7 @@ class OnshoreServer:
             sandbox=self.sandbox,
             hidden=hidden,
             cgroups=self.cgroups,
+            container_url=container_url,
         )
         if limits_reason:
             self.runtime.capabilities.limits_reason = limits_reason

@@ -36,13 +36,6 @@ def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.2
     return value
 
 
-def read_pid(path: Path) -> int | None:
-    try:
-        return int(path.read_text())
-    except (FileNotFoundError, ValueError):
-        return None
-
-
 def app_list(server: ServerProcess) -> list[dict[str, Any]]:
     result = run_modal(server, "app", "list", "--json")
     assert result.returncode == 0, result.output
@@ -91,9 +84,7 @@ def deploy(server: ServerProcess, path: Path) -> str:
     return app_id_in(result.output)
 
 
-def start_run(
-    server: ServerProcess, pid_file: Path, marker: str, sleep: float, **env: str
-) -> subprocess.Popen[str]:
+def start_run(server: ServerProcess, marker: str, sleep: float, **env: str) -> subprocess.Popen[str]:
     """Start `modal run` of the ephemeral test app in the background."""
     return subprocess.Popen(
         [
@@ -102,8 +93,6 @@ def start_run(
             "modal",
             "run",
             str(EPHEMERAL),
-            "--pid-file",
-            str(pid_file),
             "--marker",
             marker,
             "--sleep",
@@ -125,15 +114,13 @@ def end(proc: subprocess.Popen[str]) -> str:
 
 
 # ---------------------------------------------------------------- ephemeral apps
-def test_run_streams_container_output_and_stops_app_when_done(server: ServerProcess, tmp_path: Path) -> None:
-    pid_file = tmp_path / "pid"
-    result = run_modal(server, "run", str(EPHEMERAL), "--pid-file", str(pid_file), "--marker", "done1")
+def test_run_streams_container_output_and_stops_app_when_done(server: ServerProcess) -> None:
+    result = run_modal(server, "run", str(EPHEMERAL), "--marker", "done1")
     assert result.returncode == 0, result.output
     # Container stdout and stderr stream back to `modal run`.
     assert "STDOUT-done1" in result.output
     assert "STDERR-done1" in result.output
-    pid = result_of(result.stdout)
-    assert read_pid(pid_file) == pid
+    pid = server.container_pid(result_of(result.stdout))
     app_id = app_id_in(result.output)
 
     row = app_row(server, app_id)
@@ -144,12 +131,14 @@ def test_run_streams_container_output_and_stops_app_when_done(server: ServerProc
     assert wait_for(lambda: not pid_alive(pid), 10), f"container process {pid} outlived its app"
 
 
-def test_interrupted_run_stops_app_and_its_containers(server: ServerProcess, tmp_path: Path) -> None:
-    pid_file = tmp_path / "pid"
-    proc = start_run(server, pid_file, "sigint1", sleep=120)
+def test_interrupted_run_stops_app_and_its_containers(server: ServerProcess) -> None:
+    before = set(server.container_pids())
+    proc = start_run(server, "sigint1", sleep=120)
     try:
-        pid = wait_for(lambda: read_pid(pid_file), 60)
-        assert pid, f"the function never started:\n{end(proc)}"
+        started = server.wait_new_container(before, 60)
+        assert started, f"the function's container never started:\n{end(proc)}"
+        pid = started[1]
+        time.sleep(1.0)  # the input reaches the container
         proc.send_signal(signal.SIGINT)
         proc.wait(30)
         out = end(proc)
@@ -160,17 +149,15 @@ def test_interrupted_run_stops_app_and_its_containers(server: ServerProcess, tmp
         end(proc)
 
 
-def test_killed_client_app_is_stopped_by_heartbeat_timeout(
-    fresh_server: ServerProcess, tmp_path: Path
-) -> None:
+def test_killed_client_app_is_stopped_by_heartbeat_timeout(fresh_server: ServerProcess) -> None:
     fresh_server.extra_args.extend(["--app-heartbeat-timeout", "3"])
     fresh_server.start()
-    pid_file = tmp_path / "pid"
     # The client heartbeats every second, well inside the server's 3s timeout.
-    proc = start_run(fresh_server, pid_file, "kill1", sleep=120, MODAL_HEARTBEAT_INTERVAL="1")
+    proc = start_run(fresh_server, "kill1", sleep=120, MODAL_HEARTBEAT_INTERVAL="1")
     try:
-        pid = wait_for(lambda: read_pid(pid_file), 60)
-        assert pid, f"the function never started:\n{end(proc)}"
+        started = fresh_server.wait_new_container(set(), 60)
+        assert started, f"the function's container never started:\n{end(proc)}"
+        pid = started[1]
         # While the client heartbeats, the app outlives the timeout.
         time.sleep(4.5)
         live = [a for a in app_list(fresh_server) if a["description"] == "e2e-apps-ephemeral"]
@@ -248,7 +235,7 @@ def test_redeploy_replaces_code_and_bumps_version(server: ServerProcess, tmp_pat
 def test_app_stop_stops_deployed_app_and_its_containers(server: ServerProcess, tmp_path: Path) -> None:
     name = "e2e-apps-stop"
     app_id = deploy(server, app_copy(tmp_path, name, "v1"))
-    pid = client(server, "call", name, "pid")
+    pid = server.container_pid(client(server, "call", name, "task_id"))
     assert pid_alive(pid)
     assert app_row(server, app_id)["tasks"] == "1"
 
@@ -264,23 +251,26 @@ def test_app_stop_stops_deployed_app_and_its_containers(server: ServerProcess, t
 
 def test_detached_run_keeps_working_after_the_client_exits(server: ServerProcess, tmp_path: Path) -> None:
     """`modal run --detach`: the app outlives its client, so a spawned call still finishes."""
-    marker = tmp_path / "detached-marker"
     app = tmp_path / "detached.py"
     app.write_text(
         "import time\n"
         "import modal\n"
         'app = modal.App("e2e-apps-detached")\n'
         "@app.function()\n"
-        "def slow(path: str) -> None:\n"
+        "def slow() -> None:\n"
         "    time.sleep(2)\n"
-        '    open(path, "w").write("done")\n'
+        '    print("DETACHED-CALL-DONE", flush=True)\n'
         "@app.local_entrypoint()\n"
         "def main() -> None:\n"
-        f"    slow.spawn({str(marker)!r})\n"
+        "    slow.spawn()\n"
     )
     result = run_modal(server, "run", "--detach", str(app))
     assert result.returncode == 0, result.output
     # The leaving client's log stream ends at once instead of timing out.
     assert "Timed out waiting for final app logs" not in result.output
-    assert wait_for(lambda: marker.exists(), 20), "the spawned call did not finish after the client exited"
-    assert marker.read_text() == "done"
+    app_id = app_id_in(result.output)
+
+    def finished() -> bool:
+        return "DETACHED-CALL-DONE" in run_modal(server, "app", "logs", app_id, timeout=30).stdout
+
+    assert wait_for(finished, 20, 0.5), "the spawned call did not finish after the client exited"

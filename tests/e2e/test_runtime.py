@@ -57,6 +57,16 @@ def _descendants(root: int) -> set[int]:
     return found
 
 
+def _sleepers(root: int) -> set[int]:
+    """The `sleep 300` processes below root (what the busy container started)."""
+    found = set()
+    for pid in _descendants(root):
+        with contextlib.suppress(OSError):
+            if Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:2] == [b"sleep", b"300"]:
+                found.add(pid)
+    return found
+
+
 def _wait_for(predicate: Callable[[], object], timeout: float, interval: float = 0.1) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -69,17 +79,18 @@ def _wait_for(predicate: Callable[[], object], timeout: float, interval: float =
 def test_warm_container_is_reused_then_scaled_down(server: ServerProcess) -> None:
     result = run_modal(server, "run", str(APPS / "runtime_warm.py"))
     assert result.returncode == 0, result.output
-    first, second = (int(p) for p in _line(result.output, "PIDS").split())
+    first, second = _line(result.output, "TASKS").split()
     # Two sequential calls land on the same warm container.
     assert first == second, result.output
-    assert _line(result.output, "ALIVE_AFTER_CALLS") == "True", result.output
+    assert _line(result.output, "RUNNING_AFTER_CALLS") == "True", result.output
     # With scaledown_window=2 the idle container stops while the app is still running: not at once, but
     # within a few seconds (window + autoscaler tick + stop grace).
     elapsed, gone = _line(result.output, "GONE_AFTER").split()
-    assert gone == "True", f"container {first} still alive after 15s idle:\n{result.output}"
+    assert gone == "True", f"container {first} still listed after 15s idle:\n{result.output}"
     assert 0.5 <= float(elapsed) <= 10.0, result.output
+    assert _wait_for(lambda: not _alive(server.container_pid(first)), 5.0), "its process outlived it"
     # The next call needs (and gets) a fresh container.
-    assert int(_line(result.output, "NEW_PID")) != first, result.output
+    assert _line(result.output, "NEW_TASK") != first, result.output
 
 
 @pytest.mark.parametrize(
@@ -95,26 +106,24 @@ def test_dead_container_fails_its_input(server: ServerProcess, which: str, how: 
     assert "while running this input" in error, error
 
 
-def test_crashed_input_is_retried(server: ServerProcess, tmp_path: Path) -> None:
-    marker = tmp_path / "attempts"
-    result = run_modal(
-        server, "run", str(APPS / "runtime_crash.py"), "--which", "once", "--marker", str(marker)
-    )
+def test_crashed_input_is_retried(server: ServerProcess) -> None:
+    result = run_modal(server, "run", str(APPS / "runtime_crash.py"), "--which", "once")
     assert result.returncode == 0, result.output
-    assert _line(result.output, "RESULT") == "succeeded on attempt 2", result.output
-    assert marker.read_text() == "2"
+    assert _line(result.output, "RESULT") == "succeeded after a crash", result.output
+    # Two attempts, each in a container of its own (the first one died).
+    attempts = [line.split()[1] for line in result.output.splitlines() if line.startswith("ATTEMPT ")]
+    assert len(attempts) == 2 and attempts[0] != attempts[1], result.output
 
 
-def test_timeout_raises_function_timeout_error(server: ServerProcess, tmp_path: Path) -> None:
-    pid_file = tmp_path / "pid"
-    result = run_modal(server, "run", str(APPS / "runtime_timeout.py"), "--pid-file", str(pid_file))
+def test_timeout_raises_function_timeout_error(server: ServerProcess) -> None:
+    result = run_modal(server, "run", str(APPS / "runtime_timeout.py"))
     assert result.returncode == 0, result.output
     error = _line(result.output, "ERROR")
     assert error.startswith("modal.exception.FunctionTimeoutError:"), error
     # The caller hears about it at the timeout, not when the 10 s sleep would have ended.
     assert float(_line(result.output, "ELAPSED")) < 8.0, result.output
     # The container running the timed-out input does not keep running it.
-    pid = int(pid_file.read_text())
+    pid = server.container_pid(_line(result.output, "STARTED"))
     assert _wait_for(lambda: not _alive(pid), 10.0), (
         f"container {pid} still running after its input timed out"
     )
@@ -156,26 +165,28 @@ def test_sigterm_stops_every_container(fresh_server: ServerProcess, tmp_path: Pa
     try:
         deployed = run_modal(fresh_server, "deploy", str(APPS / "runtime_sigterm.py"))
         assert deployed.returncode == 0, deployed.output
-        ready = tmp_path / "ready"
         script = write_app(
             tmp_path,
             "drive.py",
-            f"""
+            """
             import modal
 
-            idle = modal.Function.from_name("onshore-test-runtime-sigterm", "idle_pid")
+            idle = modal.Function.from_name("onshore-test-runtime-sigterm", "idle_task")
             busy = modal.Function.from_name("onshore-test-runtime-sigterm", "busy")
             print("IDLE", idle.remote())
-            busy.spawn({str(ready)!r})
+            busy.spawn()
             """,
         )
         driven = run_python(fresh_server, script)
         assert driven.returncode == 0, driven.output
-        idle_pid = int(_line(driven.output, "IDLE"))
-        assert _wait_for(lambda: ready.exists() and ready.read_text().strip(), 30.0), fresh_server.log_text()
-        busy_pid, child_pid = (int(p) for p in ready.read_text().split())
+        idle_pid = fresh_server.container_pid(_line(driven.output, "IDLE"))
+        # The busy container has started its child (`sleep 300`), somewhere below the server.
+        assert _wait_for(lambda: _sleepers(server_pid), 30.0), fresh_server.log_text()
+        pids = fresh_server.container_pids()
+        assert len(pids) == 2, pids
         started = _descendants(server_pid)
-        assert {idle_pid, busy_pid, child_pid} <= started, (started, idle_pid, busy_pid, child_pid)
+        assert set(pids.values()) | _sleepers(server_pid) <= started, (started, pids)
+        assert idle_pid in started
 
         assert fresh_server.stop() is not None
         # Every process the server started (containers, what they started, spares kept warm) is gone once

@@ -55,18 +55,18 @@ def test_max_containers_and_max_inputs(server: ServerProcess, tmp_path: Path) ->
         app = modal.App("e2e-scaling-limits")
 
         @app.function(max_containers=1, scaledown_window=30)
-        def one_at_a_time(i: int) -> int:
+        def one_at_a_time(i: int) -> str:
             time.sleep(0.2)
-            return os.getpid()
+            return os.environ["MODAL_TASK_ID"]
 
         @app.function(max_inputs=1)
-        def fresh_each_time(i: int) -> int:
-            return os.getpid()
+        def fresh_each_time(i: int) -> str:
+            return os.environ["MODAL_TASK_ID"]
 
         @app.local_entrypoint()
         def main() -> None:
-            pids = set(one_at_a_time.map(range(6)))
-            print("ONE_AT_A_TIME", len(pids))
+            tasks = set(one_at_a_time.map(range(6)))
+            print("ONE_AT_A_TIME", len(tasks))
             fresh = [fresh_each_time.remote(i) for i in range(3)]
             print("FRESH", len(set(fresh)))
         """,

@@ -119,20 +119,21 @@ def test_finished_spawned_call_is_fetchable_after_restart(
 def test_unfinished_spawned_call_runs_again_after_restart(
     deployed: ServerProcess, restart: Callable[[], ServerProcess], tmp_path: Path
 ) -> None:
-    marker = tmp_path / "attempts"
+    before = set(deployed.container_pids())
+    slow_until = time.time() + 6.0
     out = _client(
         deployed,
         tmp_path,
         "spawn.py",
-        f"call = modal.Function.from_name({APP_NAME!r}, 'slow_first_time').spawn({str(marker)!r})\n"
+        f"call = modal.Function.from_name({APP_NAME!r}, 'slow_first_time').spawn({slow_until!r})\n"
         "print('ID', call.object_id)\n",
     )
     call_id = _line(out, "ID")
-    deadline = time.monotonic() + 30
-    while not (marker.exists() and marker.read_text().strip()) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert marker.exists(), f"the spawned call never started\n{deployed.log_text()[-3000:]}"
-    # The server stops while the call's first attempt is still running.
+    first = deployed.wait_new_container(before, 30)
+    assert first, f"the spawned call never started\n{deployed.log_text()[-3000:]}"
+    # The server stops while the call's first attempt is still running (it waits 120 s once it started
+    # before slow_until); the attempt after the restart starts after slow_until and finishes at once.
+    time.sleep(max(0.0, slow_until - time.time()) + 0.2)
     after = restart()
     out = _client(
         after,
@@ -140,5 +141,6 @@ def test_unfinished_spawned_call_runs_again_after_restart(
         "fetch.py",
         f"print('VALUE', modal.FunctionCall.from_id({call_id!r}).get(timeout=60))\n",
     )
-    assert _line(out, "VALUE") == "finished on attempt 2", after.log_text()[-3000:]
-    assert len(marker.read_text().split()) == 2
+    value = _line(out, "VALUE")
+    assert value.startswith("finished a later attempt in ta-"), after.log_text()[-3000:]
+    assert value.split()[-1] != first[0], "the second attempt ran in a new container"

@@ -97,8 +97,8 @@ def _die_with_server() -> None:
         pass
 
 
-def _nsenter(spawned: int, user_namespace: bool) -> list[str]:
-    """The command prefix that enters a sandboxed container: the namespaces and root of its init process."""
+def _exec_target(spawned: int, user_namespace: bool, env: dict[str, str], cwd: str) -> ExecTarget:
+    """How to run a command in a sandboxed container: enter the namespaces and root of its init process."""
     nsenter = shutil.which("nsenter")
     if nsenter is None:
         raise Conflict("`modal container exec` into an isolated container needs nsenter (util-linux)")
@@ -117,7 +117,7 @@ def _nsenter(spawned: int, user_namespace: bool) -> list[str]:
     flags = ["--mount", "--pid", "--root", "--wd"]
     if user_namespace:
         flags += ["--user", "--preserve-credentials"]
-    return [nsenter, f"--target={init}", *flags]
+    return ExecTarget(spawned, env, cwd, [nsenter, f"--target={init}", *flags], root=f"/proc/{init}/root")
 
 
 def _boxed_env(image: ImageConfig) -> dict[str, str]:
@@ -176,6 +176,7 @@ class ProcessRuntime:
         sandbox: Support | None = None,
         hidden: list[Path] | None = None,
         cgroups: Cgroups | None = None,
+        container_url: str = "",
     ) -> None:
         self._packages = packages or ClientPackages(state_dir / "client-packages")
         # Containers of custom images run in Linux namespaces where the host allows it (sandbox.probe()).
@@ -194,6 +195,11 @@ class ProcessRuntime:
         self._spares: list[_Proc] = []
         # Spares of recently started custom images (sandboxed, client imported): image key -> processes.
         self._image_spares: dict[tuple[str, ...], list[_Proc]] = {}
+        # Where sandboxes are available every container is sandboxed, and the default image keeps
+        # `spares` sandboxed spares (the key of containers that talk to the server at container_url).
+        self._container_url = container_url
+        self._default_key: tuple[str, ...] = ()
+        self._default_starting = 0
         self._refilling = False
         self._closed = False
         self._procs: dict[str, _Proc] = {}
@@ -269,6 +275,12 @@ class ProcessRuntime:
     # ---------------------------------------------------------------- spares
     def warm_up(self) -> None:
         """Start the spare processes (called once the server runs)."""
+        if self._sandbox.available:
+            if not self._default_key:
+                pkg = self._default_pkg()
+                self._default_key = (sys.executable, str(pkg), "/root", self._container_url)
+            self._keep_image_spare(self._default_key, ImageConfig(), sys.executable, self._default_pkg())
+            return
         if not self._refilling and len(self._spares) < self._spares_wanted and not self._closed:
             self._refilling = True
             asyncio.get_running_loop().create_task(self._refill())
@@ -288,6 +300,10 @@ class ProcessRuntime:
             log.exception("could not start a spare container process")
         finally:
             self._refilling = False
+
+    def _default_pkg(self, python: str = sys.executable) -> Path:
+        """The folder whose `pkg/modal` is this interpreter's client, shown at /pkg in a sandbox."""
+        return Path(self._client_package_dir(python)).parent
 
     # ---------------------------------------------------------------- containers
     def _image_key(
@@ -312,18 +328,37 @@ class ProcessRuntime:
     def _keep_image_spare(
         self, key: tuple[str, ...], image: ImageConfig, python: str, pkg: Path | None
     ) -> None:
-        """Start one spare for this image (in the background), for the recently used images only."""
-        if not key or self._closed or self._image_spares.get(key):
+        """Keep spares for this image (started in the background): `spares` of them for the default image,
+        one for each of the most recently used custom images."""
+        if not key or self._closed:
+            return
+        loop = asyncio.get_running_loop()
+        if key == self._default_key:
+            pool = self._image_spares.setdefault(key, [])
+            for _ in range(self._spares_wanted - len(pool) - self._default_starting):
+                self._default_starting += 1
+                loop.create_task(self._spawn_image_spare(key, image, python, pkg))
+            return
+        if self._image_spares.get(key):
             return
         self._image_spares.pop(key, None)
         self._image_spares[key] = []  # the newest image last
-        while len(self._image_spares) > _IMAGE_SPARE_KINDS:
-            old = self._image_spares.pop(next(iter(self._image_spares)))
-            for entry in old:
-                asyncio.get_running_loop().create_task(self._stop_entry(entry, 0))
-        asyncio.get_running_loop().create_task(self._spawn_image_spare(key, image, python, pkg))
+        custom = [k for k in self._image_spares if k != self._default_key]
+        for old_key in custom[: max(0, len(custom) - _IMAGE_SPARE_KINDS)]:
+            for entry in self._image_spares.pop(old_key):
+                loop.create_task(self._stop_entry(entry, 0))
+        loop.create_task(self._spawn_image_spare(key, image, python, pkg))
 
     async def _spawn_image_spare(
+        self, key: tuple[str, ...], image: ImageConfig, python: str, pkg: Path | None
+    ) -> None:
+        try:
+            await self._spawn_image_spare_now(key, image, python, pkg)
+        finally:
+            if key == self._default_key:
+                self._default_starting -= 1
+
+    async def _spawn_image_spare_now(
         self, key: tuple[str, ...], image: ImageConfig, python: str, pkg: Path | None
     ) -> None:
         spare_dir = self._state_dir / "spares" / os.urandom(8).hex()
@@ -369,9 +404,10 @@ class ProcessRuntime:
         """A container of a custom image: its interpreter in a sandbox with the image's files."""
         version = spec.client_version or installed_client_version()
         python = image.python or await self._envs.python_for(spec.client_version)
-        pkg = None
         if image.python:
             pkg = Path(await self._packages.folder(version, image.python, image.python_version)).parent
+        else:  # the client of the interpreter's own environment, shown at /pkg like an image's
+            pkg = self._default_pkg(python)
         key = self._image_key(spec, image, python, pkg)
         spare = self._take_image_spare(key) if key else None
         self._keep_image_spare(key, image, python, pkg)
@@ -412,24 +448,18 @@ class ProcessRuntime:
 
     async def start(self, spec: ContainerSpec) -> int:
         image = spec.image
-        if spec.build_upper:
-            if not self._sandbox.available:
-                raise Conflict(f"Image.run_function needs Linux namespaces: {self._sandbox.reason}")
-            builder = await self._start_sandboxed(spec, image or ImageConfig())
-            builder.task_id = spec.task_id
-            self._procs[spec.task_id] = builder
-            return builder.process.pid
-        if image is not None and (image.layers or image.python):
-            if self._sandbox.available:
-                boxed = await self._start_sandboxed(spec, image)
-                boxed.task_id = spec.task_id
-                self._procs[spec.task_id] = boxed
-                return boxed.process.pid
-            if image.layers:
-                raise Conflict(
-                    "This image places files in the container's filesystem, which needs Linux namespaces, "
-                    f"and this host has none: {self._sandbox.reason}"
-                )
+        if spec.build_upper and not self._sandbox.available:
+            raise Conflict(f"Image.run_function needs Linux namespaces: {self._sandbox.reason}")
+        if self._sandbox.available:  # every container runs in its own namespaces
+            boxed = await self._start_sandboxed(spec, image or ImageConfig())
+            boxed.task_id = spec.task_id
+            self._procs[spec.task_id] = boxed
+            return boxed.process.pid
+        if image is not None and image.layers:
+            raise Conflict(
+                "This image places files in the container's filesystem, which needs Linux namespaces, "
+                f"and this host has none: {self._sandbox.reason}"
+            )
         python, image_env = await self._image_python(spec)
         args_path = self._state_dir / f"{spec.task_id}.args"
         args_path.write_bytes(spec.container_args)
@@ -555,10 +585,11 @@ class ProcessRuntime:
         entry = self._procs.get(task_id)
         if entry is None or entry.process.returncode is not None:
             raise NotFound(f"Container {task_id} is not running")
-        enter: list[str] = []
+        target = ExecTarget(entry.process.pid, entry.env, entry.cwd)
         if entry.scratch is not None:
-            enter = _nsenter(entry.process.pid, self._sandbox.mechanism == "userns")
-        return await start_exec(ExecTarget(entry.process.pid, entry.env, entry.cwd, enter), spec)
+            userns = self._sandbox.mechanism == "userns"
+            target = _exec_target(entry.process.pid, userns, entry.env, entry.cwd)
+        return await start_exec(target, spec)
 
     def running(self) -> list[str]:
         return list(self._procs)

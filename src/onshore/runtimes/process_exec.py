@@ -33,6 +33,54 @@ class ExecTarget:
     # A command that runs the rest of its arguments inside the container (entering its namespaces); empty
     # for a container that shares the host's.
     enter: list[str] = field(default_factory=list)
+    # The container's root as the host sees it (/proc/<pid>/root), whose /dev/pts a PTY is opened in, so
+    # that the command's terminal is one of the container's; "" for a container that shares the host's.
+    root: str = ""
+
+
+# Linux ioctls (asm-generic): unlock a PTY master's peer, and open that peer from the master.
+_TIOCSPTLCK = 0x40045431
+_TIOCGPTPEER = 0x5441
+
+
+def _open_pty(root: str) -> tuple[int, int]:
+    """A new PTY (master, peer): the host's, or one of the devpts instance under `root`."""
+    import pty
+
+    if not root:
+        return pty.openpty()
+    import fcntl
+    import struct
+
+    master = os.open(f"{root}/dev/pts/ptmx", os.O_RDWR | os.O_NOCTTY)
+    try:
+        fcntl.ioctl(master, _TIOCSPTLCK, struct.pack("i", 0))
+        peer = fcntl.ioctl(master, _TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY)
+    except BaseException:
+        os.close(master)
+        raise
+    return master, int(peer)
+
+
+async def _check_command(target: ExecTarget, env: dict[str, str], cwd: str, command: str) -> None:
+    """Inside an entered container: fail clearly, before starting it, when the command cannot be found."""
+    probe = 'cd "$1" 2>/dev/null; command -v -- "$2" >/dev/null'
+    process = await asyncio.create_subprocess_exec(
+        *target.enter,
+        "/bin/sh",
+        "-c",
+        probe,
+        "sh",
+        cwd,
+        command,
+        env=env,
+        cwd="/",
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    if await process.wait() != 0:
+        raise InvalidArgument(f"Cannot run {command!r}: it was not found in the container")
 
 
 def _child_setup(controlling_tty: bool) -> None:
@@ -60,6 +108,7 @@ async def start_exec(target: ExecTarget, spec: ExecSpec) -> ExecProcess:
     env = {**target.env, **spec.env}
     cwd = spec.workdir or target.cwd
     if target.enter:
+        await _check_command(target, env, cwd, spec.argv[0])
         # The working directory is inside the container: the entering command changes to it.
         script = 'cd "$1" || exit 126; shift; exec "$@"'
         if spec.pty is not None and spec.pty.rows > 0:
@@ -76,7 +125,7 @@ async def start_exec(target: ExecTarget, spec: ExecSpec) -> ExecProcess:
         env.setdefault("TERM", "xterm-256color")
     try:
         if spec.pty is not None:
-            return await _PtyExec.start(spec, env, cwd)
+            return await _PtyExec.start(spec, env, cwd, target.root)
         return await _PipeExec.start(spec, env, cwd)
     except (FileNotFoundError, PermissionError, NotADirectoryError) as exc:
         what = exc.filename or spec.argv[0]
@@ -152,12 +201,11 @@ class _PtyExec:
         self._loop.add_reader(master, self._on_readable)
 
     @classmethod
-    async def start(cls, spec: ExecSpec, env: dict[str, str], cwd: str) -> _PtyExec:
-        import pty
+    async def start(cls, spec: ExecSpec, env: dict[str, str], cwd: str, root: str) -> _PtyExec:
         import termios
 
         assert spec.pty is not None
-        master, slave = pty.openpty()
+        master, slave = _open_pty(root)
         try:
             if spec.pty.rows > 0 and spec.pty.cols > 0:
                 termios.tcsetwinsize(slave, (spec.pty.rows, spec.pty.cols))

@@ -19,8 +19,8 @@ def hello(name: str) -> str:
 
 
 @app.function(scaledown_window=60)
-def pid() -> int:
-    return os.getpid()
+def task_id() -> str:
+    return os.environ["MODAL_TASK_ID"]
 
 
 @app.cls(scaledown_window=2)

@@ -1,6 +1,7 @@
 """Test app for tests/e2e/test_apps.py: an ephemeral run whose container writes to stdout and stderr,
-records its pid in a file, and may sleep so the test can disconnect or kill the client meanwhile."""
+returns its task id, and may sleep so the test can disconnect or kill the client meanwhile."""
 
+import json
 import os
 import sys
 import time
@@ -12,17 +13,13 @@ app = modal.App("e2e-apps-ephemeral")
 
 # A long scaledown window: a container gone soon after the run was ended by its app's stop.
 @app.function(scaledown_window=60)
-def work(pid_file: str, marker: str, sleep: float) -> int:
+def work(marker: str, sleep: float) -> str:
     print(f"STDOUT-{marker}", flush=True)
     print(f"STDERR-{marker}", file=sys.stderr, flush=True)
-    tmp = pid_file + ".tmp"
-    with open(tmp, "w") as fh:
-        fh.write(str(os.getpid()))
-    os.replace(tmp, pid_file)
     time.sleep(sleep)
-    return os.getpid()
+    return os.environ["MODAL_TASK_ID"]
 
 
 @app.local_entrypoint()
-def main(pid_file: str, marker: str, sleep: float = 0.0) -> None:
-    print(f"RESULT {work.remote(pid_file, marker, sleep)}", flush=True)
+def main(marker: str, sleep: float = 0.0) -> None:
+    print(f"RESULT {json.dumps(work.remote(marker, sleep))}", flush=True)

@@ -10,15 +10,13 @@ app = modal.App("onshore-test-runtime-sigterm")
 
 
 @app.function(scaledown_window=300)
-def idle_pid() -> int:
-    return os.getpid()
+def idle_task() -> str:
+    return os.environ["MODAL_TASK_ID"]
 
 
 @app.function(timeout=300)
-def busy(ready_file: str) -> str:
+def busy() -> str:
     # A child process too: stopping the container must end it as well.
-    child = subprocess.Popen(["sleep", "300"])
-    with open(ready_file, "w") as f:
-        f.write(f"{os.getpid()} {child.pid}")
+    subprocess.Popen(["sleep", "300"])
     time.sleep(300)
     return "finished"

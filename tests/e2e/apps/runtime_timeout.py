@@ -9,18 +9,17 @@ app = modal.App("onshore-test-runtime-timeout")
 
 
 @app.function(timeout=2)
-def slow(pid_file: str) -> str:
-    with open(pid_file, "w") as f:
-        f.write(str(os.getpid()))
+def slow() -> str:
+    print(f"STARTED {os.environ['MODAL_TASK_ID']}", flush=True)
     time.sleep(10)
     return "finished"
 
 
 @app.local_entrypoint()
-def main(pid_file: str) -> None:
+def main() -> None:
     start = time.monotonic()
     try:
-        value = slow.remote(pid_file)
+        value = slow.remote()
     except Exception as exc:
         print(f"ERROR {type(exc).__module__}.{type(exc).__name__}: {exc}")
     else:
