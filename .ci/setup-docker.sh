@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the Docker tests need: docker.io (the tests start a private dockerd of their
-# own) and debootstrap (builds the stand-in of the default base image). Idempotent; never starts a daemon.
+# own), debootstrap (builds the stand-ins of registry images) and patchelf (makes the python-build-standalone
+# stand-in relocatable). Idempotent; never starts a daemon.
 set -euo pipefail
 
 need=()
 [ -x /usr/sbin/dockerd ] || need+=(docker.io)
 command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
+command -v patchelf >/dev/null 2>&1 || need+=(patchelf)
 [ -e /usr/share/keyrings/debian-archive-keyring.gpg ] || need+=(debian-archive-keyring)
 [ ${#need[@]} -eq 0 ] && exit 0
 

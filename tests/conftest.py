@@ -29,6 +29,7 @@ class ServerProcess:
     proc: subprocess.Popen[str] | None = None
     url: str = ""
     log_path: Path | None = None
+    server_env: dict[str, str] = field(default_factory=dict)  # set for the server process only
 
     def start(self, timeout: float = 30.0) -> ServerProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -49,7 +50,7 @@ class ServerProcess:
             stdout=subprocess.PIPE,
             stderr=log,
             text=True,
-            env=clean_env(),
+            env={**clean_env(), **self.server_env},
         )
         assert self.proc.stdout is not None
         deadline = time.monotonic() + timeout

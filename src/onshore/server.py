@@ -59,6 +59,7 @@ from onshore.services.images import ImageInputs, ImageService
 from onshore.services.logs import LogService
 from onshore.services.mounts import MountService
 from onshore.services.secrets import SecretService
+from onshore.services.standalone import StandalonePythons
 from onshore.services.tasks import TaskDirectory
 from onshore.services.tokens import TokenService
 from onshore.store.sqlite import SqliteStore
@@ -108,6 +109,12 @@ class OnshoreServer:
         self.secrets = SecretService(self.store, clock)
         self.mounts = MountService(self.store, self.data.root / "files", self.data.root / "workdirs", clock)
         self.blobs = BlobService(self.data.root / "blobs", self.data.blob_key(), self.http_url)
+        # Python for from_registry(..., add_python=...): only the docker runtime runs registry images.
+        self.standalone = (
+            StandalonePythons(self.mounts, self.data.root / "python-standalone")
+            if config.runtime == "docker"
+            else None
+        )
         self.engine: DockerEngine | None = None
         self.docker: DockerRuntime | None = None
         if config.runtime not in RUNTIMES:
@@ -200,7 +207,7 @@ class OnshoreServer:
             ContainerHandlers(self.apps, self.functions, self.calls, self.containers),
             TaskHandlers(self.apps, self.tasks, self.execs, router_url=self.url),
             LogHandlers(self.apps, self.logs, self.tasks),
-            MountHandlers(self.mounts, self.blobs),
+            MountHandlers(self.mounts, self.blobs, self.standalone),
             BlobHandlers(self.blobs),
             SecretHandlers(self.secrets),
             ImageHandlers(self.images),

@@ -17,10 +17,10 @@ from tests.docker.daemon import (
     start_dockerd,
     stop_dockerd,
 )
-from tests.docker.standin import DEFAULT_BASE_IMAGE, ensure_standin
+from tests.docker.standin import DEFAULT_BASE_IMAGE, SLIM_IMAGE, ensure_standin
 
 # Images worth keeping in the cached data root between sessions.
-KEEP_IMAGES = {DEFAULT_BASE_IMAGE}
+KEEP_IMAGES = {DEFAULT_BASE_IMAGE, SLIM_IMAGE}
 
 
 @pytest.fixture(scope="session")
@@ -45,6 +45,15 @@ def base_image(dockerd: Dockerd) -> str:
     """The tag of the modal client's default base image, here a stand-in built from Debian packages."""
     try:
         return ensure_standin(dockerd, DEFAULT_BASE_IMAGE)
+    except DockerdUnavailable as e:
+        pytest.skip(str(e))
+
+
+@pytest.fixture(scope="session")
+def slim_image(dockerd: Dockerd) -> str:
+    """The tag of a registry image without Python (debian:bookworm-slim), here a Debian minbase stand-in."""
+    try:
+        return ensure_standin(dockerd, SLIM_IMAGE)
     except DockerdUnavailable as e:
         pytest.skip(str(e))
 

@@ -7,16 +7,22 @@ from typing import Any
 from modal_proto import api_pb2
 
 from onshore.api.base import Principal
-from onshore.errors import InvalidArgument
+from onshore.errors import InvalidArgument, Unimplemented
 from onshore.models import MountFile
 from onshore.services.blobs import BlobService
 from onshore.services.mounts import CLIENT_MOUNT_PREFIX, MAX_INLINE_FILE_BYTES, MountService
+from onshore.services.standalone import StandalonePythons, is_standalone_name, process_runtime_refusal
 
 
 class MountHandlers:
-    def __init__(self, mounts: MountService, blobs: BlobService) -> None:
+    def __init__(
+        self, mounts: MountService, blobs: BlobService, standalone: StandalonePythons | None = None
+    ) -> None:
+        """standalone: provides python-build-standalone mounts (add_python=); None where the runtime has
+        no use for them (the process runtime), which then refuses them by name."""
         self._mounts = mounts
         self._blobs = blobs
+        self._standalone = standalone
 
     async def MountBatchedCheckExistence(self, req: Any, who: Principal) -> Any:
         missing = self._mounts.missing(list(req.sha256_hex_hashes))
@@ -41,6 +47,10 @@ class MountHandlers:
     async def MountGetOrCreate(self, req: Any, who: Principal) -> Any:
         if req.deployment_name.startswith(CLIENT_MOUNT_PREFIX) and not req.files:
             mount = self._mounts.client_mount(req.deployment_name)
+        elif is_standalone_name(req.deployment_name) and not req.files:
+            if self._standalone is None:
+                raise Unimplemented(process_runtime_refusal(req.deployment_name))
+            mount = await self._standalone.mount(req.deployment_name, req.namespace)
         elif req.deployment_name and not req.files:
             raise InvalidArgument(f"Mount '{req.deployment_name}' not found; named mounts are not supported")
         else:

@@ -6,6 +6,7 @@ import hashlib
 import os
 import re
 import shutil
+import threading
 from pathlib import Path
 
 from onshore import ids
@@ -47,7 +48,7 @@ class MountService:
         if path.exists():
             return
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")  # callers may be threads
         tmp.write_bytes(data)
         os.replace(tmp, path)
 
