@@ -31,6 +31,9 @@ class ServerConfig:
     docker_host: str = ""  # the docker runtime's engine URL; "": DOCKER_HOST, else the local default
     docker_network: str = DEFAULT_DOCKER_NETWORK  # the Docker network containers join
     max_containers: int = 0  # 0: derived from the CPU count
+    # The process runtime's containers: "auto" isolates them (namespaces) where the host allows it; "none"
+    # runs them as plain subprocesses, as on a host without namespaces.
+    isolation: str = "auto"
     app_heartbeat_timeout: float = 60.0
     container_stop_grace: float = 5.0
 

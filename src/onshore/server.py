@@ -132,7 +132,9 @@ class OnshoreServer:
                 blobs=(self.http_url, BLOB_SOCKET_NAME) if self.socket_path else None,
             )
         self.sandbox = Support("none", "the server was given its runtime and builder")
-        if runtime is None or builder is None:
+        if config.isolation == "none":
+            self.sandbox = Support("none", "isolation is off (onshore server --isolation none)")
+        elif runtime is None or builder is None:
             self.sandbox = sandbox.probe()
             if not self.sandbox.available:
                 log.warning("containers and image builds run without isolation: %s", self.sandbox.reason)

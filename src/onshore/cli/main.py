@@ -46,6 +46,8 @@ def cmd_server(args: argparse.Namespace) -> int:
         ]
         if given:
             raise CliError(f"{' and '.join(given)} apply to --runtime docker only")
+    elif args.isolation != "auto":
+        raise CliError("--isolation applies to --runtime process only: docker containers are always isolated")
     config = ServerConfig(
         data_dir=data.root,
         host=args.host,
@@ -55,6 +57,7 @@ def cmd_server(args: argparse.Namespace) -> int:
         docker_host=args.docker_host or "",
         docker_network=args.docker_network or DEFAULT_DOCKER_NETWORK,
         max_containers=args.max_containers,
+        isolation=args.isolation,
         app_heartbeat_timeout=args.app_heartbeat_timeout,
     )
 
@@ -121,6 +124,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--docker-network",
         metavar="NAME",
         help=f"--runtime docker: the network containers join (default: {DEFAULT_DOCKER_NETWORK})",
+    )
+    p.add_argument(
+        "--isolation",
+        choices=("auto", "none"),
+        default="auto",
+        help="process runtime: isolate containers in Linux namespaces where the host allows it (auto, the "
+        "default), or run them as plain subprocesses (none); what needs isolation is then refused",
     )
     p.add_argument("--app-heartbeat-timeout", type=float, default=60.0, help=argparse.SUPPRESS)
     p.add_argument("-v", "--verbose", action="store_true")

@@ -8,6 +8,7 @@ import hashlib
 import logging
 import os
 import signal
+import tarfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,6 +100,13 @@ _SHUTDOWN_GRACE = 2.0
 
 class EngineUnavailable(Exception):
     """The Docker engine does not answer: the docker runtime cannot run containers."""
+
+
+def _archive(paths: list[Path], dest: Path) -> None:
+    """A tar archive of these paths, each under its own name at the archive's top."""
+    with tarfile.open(dest, "w") as tar:
+        for path in paths:
+            tar.add(path, arcname=path.name)
 
 
 def server_labels(data_dir: Path) -> dict[str, str]:
@@ -267,6 +275,13 @@ class DockerRuntime:
         code_dir = Path(spec.code_dir)
         for name in sorted(os.listdir(code_dir)) if code_dir.is_dir() else []:
             binds.append((str(code_dir / name), f"/root/{name}", True))
+        # Files mounted elsewhere (add_local_dir(..., remote_path="/data")) are copied in before the container
+        # starts: a bind would hide what the image has in the same directories.
+        tree = code_dir.parent
+        outside = [tree / n for n in sorted(os.listdir(tree)) if n != "root"] if tree.is_dir() else []
+        files = self._args_dir / f"{spec.task_id}.tar" if outside else None
+        if files is not None:
+            await asyncio.to_thread(_archive, outside, files)
         workdir = image.workdir or "/root"
         python_path = [PKG_TARGET]
         if workdir != "/root":
@@ -300,12 +315,16 @@ class DockerRuntime:
             init=True,  # docker's init as PID 1: passes SIGINT on, reaps what the function leaves
             memory_limit_bytes=spec.memory_limit_mb * 1024 * 1024 if spec.memory_limit_mb else None,
             nano_cpus=int(spec.cpu_limit * 1e9) if spec.cpu_limit else None,
+            files=files,
         )
         try:
             cid = await self._run(config)
         except BaseException:
             args_path.unlink(missing_ok=True)
             raise
+        finally:
+            if files is not None:
+                files.unlink(missing_ok=True)
         entry = _Container(spec.task_id, cid, workdir, args_path, spec.memory_limit_mb)
         self._containers[spec.task_id] = entry
         entry.follower = asyncio.create_task(self._follow(entry))

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
 import docker
@@ -78,6 +79,7 @@ class RunConfig:
     init: bool = True  # run docker's init as PID 1: forwards signals, reaps zombies
     entrypoint: list[str] | None = None  # None: the image's; []: none
     shm_size_bytes: int | None = None  # None: the engine's default (64 MiB)
+    files: Path | None = None  # a tar archive unpacked at / in the container before it starts
 
 
 @dataclass(frozen=True)
@@ -289,6 +291,9 @@ class DockerEngine:
             )
             cid = str(created["Id"])
             try:
+                if config.files is not None:
+                    with config.files.open("rb") as archive:
+                        api.put_archive(cid, "/", archive)
                 api.start(cid)
             except BaseException:
                 try:

@@ -120,6 +120,12 @@ def _exec_target(spawned: int, user_namespace: bool, env: dict[str, str], cwd: s
     return ExecTarget(spawned, env, cwd, [nsenter, f"--target={init}", *flags], root=f"/proc/{init}/root")
 
 
+def _mounts_outside_root(spec: ContainerSpec) -> list[str]:
+    """The top-level dirs (other than /root) where this container's mounts place files."""
+    tree = Path(spec.code_dir).parent
+    return sorted(n for n in os.listdir(tree) if n != "root") if tree.is_dir() else []
+
+
 def _boxed_env(image: ImageConfig) -> dict[str, str]:
     """The environment a sandboxed container starts with, before its own (secrets, credentials)."""
     env = {k: os.environ[k] for k in _PASSTHROUGH if k in os.environ}
@@ -314,6 +320,8 @@ class ProcessRuntime:
             return ()
         if any((Path(layer) / "root").exists() for layer in image.layers):
             return ()  # the image has files at /root, where a spare shows a dir of its own
+        if _mounts_outside_root(spec):
+            return ()  # a spare's layers are fixed when it starts; these files need a layer of their own
         url = spec.env.get("MODAL_SERVER_URL", "")
         return (python, str(pkg or ""), image.workdir or "/root", url, *image.layers)
 
@@ -459,6 +467,12 @@ class ProcessRuntime:
             raise Conflict(
                 "This image places files in the container's filesystem, which needs Linux namespaces, "
                 f"and this host has none: {self._sandbox.reason}"
+            )
+        outside = _mounts_outside_root(spec)
+        if outside:
+            raise Conflict(
+                f"Files are mounted at /{outside[0]}, outside /root, which needs Linux namespaces, and this "
+                f"host has none: {self._sandbox.reason}"
             )
         python, image_env = await self._image_python(spec)
         args_path = self._state_dir / f"{spec.task_id}.args"

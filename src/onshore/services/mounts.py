@@ -107,7 +107,8 @@ class MountService:
         """A host directory laid out as '/' holding this mount's files at their absolute paths (cached)."""
         mount = self.get(mount_id)
         target = self._workdirs / f"tree-{self.checksum(mount)[:24]}"
-        if (target / ".ready").exists():
+        ready = target.with_name(target.name + ".ready")  # beside the tree: nothing extra inside it
+        if ready.exists():
             return target / "root"
         tmp = self._workdirs / f"tree-{os.getpid()}.{ids.new_secret()[-8:]}"
         for f in mount.files:
@@ -120,14 +121,15 @@ class MountService:
             os.replace(tmp, target)
         except OSError:
             shutil.rmtree(tmp, ignore_errors=True)  # another build laid it out first
-        (target / ".ready").touch()
+        ready.touch()
         return target / "root"
 
     def materialize(self, mount_ids: list[str]) -> Path:
         """A host directory laid out as the container's filesystem root for these mounts (cached).
 
-        Returns the directory standing for /root. Files mounted elsewhere than /root are refused:
-        the process runtime has no filesystem isolation yet.
+        Every file lies at its absolute path below it (/root/app.py at `<dir>/root/app.py`, /data/x.csv at
+        `<dir>/data/x.csv`); returns the directory standing for /root, the code's, whose parent is the whole
+        tree. A runtime that cannot show files outside /root says so when it starts the container.
         """
         mounts = [self.get(m) for m in mount_ids]
         key = hashlib.sha256(
@@ -135,20 +137,14 @@ class MountService:
         ).hexdigest()
         target = self._workdirs / key[:24]
         root = target / "root"
-        if (target / ".ready").exists():
+        ready = target.with_name(target.name + ".ready")  # beside the tree: nothing extra inside it
+        if ready.exists():
             return root
         tmp = self._workdirs / f"{key[:24]}.{os.getpid()}.{ids.new_secret()[-8:]}"
         (tmp / "root").mkdir(parents=True)
         for mount in mounts:
             for f in mount.files:
-                parts = Path(f.filename).parts
-                if len(parts) < 2 or parts[1] != "root":
-                    shutil.rmtree(tmp, ignore_errors=True)
-                    raise InvalidArgument(
-                        f"File {f.filename} is mounted outside /root; the process runtime can only place "
-                        "files under /root (remote_path='/root/...') until container isolation lands"
-                    )
-                dest = tmp.joinpath(*parts[1:])
+                dest = tmp.joinpath(*[p for p in Path(f.filename).parts if p not in ("/", "..", ".")])
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(self._file_path(f.sha256_hex), dest)
                 os.chmod(dest, f.mode & 0o777 or 0o644)
@@ -156,5 +152,5 @@ class MountService:
             os.replace(tmp, target)
         except OSError:
             shutil.rmtree(tmp, ignore_errors=True)  # another start built it first
-        (target / ".ready").touch()
+        ready.touch()
         return root
