@@ -412,6 +412,8 @@ class ProcessRuntime:
 
     async def start(self, spec: ContainerSpec) -> int:
         image = spec.image
+        if spec.build_commit:
+            raise Conflict("The process runtime cannot commit a container: it builds layers with build_upper")
         if spec.build_upper:
             if not self._sandbox.available:
                 raise Conflict(f"Image.run_function needs Linux namespaces: {self._sandbox.reason}")
