@@ -187,8 +187,11 @@ class OnshoreServer:
             stop_grace=config.container_stop_grace,
         )
         self.tasks = TaskDirectory(self.containers, self.calls, self.logs, clock)
+        function_runner = BuildFunctionRunner(self.functions, self.calls, self.containers)
         if isinstance(self.builder, ProcessBuilder):
-            self.builder.function_runner = BuildFunctionRunner(self.functions, self.calls, self.containers)
+            self.builder.function_runner = function_runner
+        elif isinstance(self.builder, DockerBuilder) and self.docker is not None:
+            self.builder.function_runner, self.builder.committer = function_runner, self.docker
         self.execs = ExecService(self.runtime, self.tasks, clock)
         self.containers.on_exit = self._on_container_exit
         self.autoscaler = Autoscaler(

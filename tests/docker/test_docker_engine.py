@@ -348,3 +348,43 @@ async def test_container_reaches_host_unix_socket(scratch: Scratch, base_image: 
         server.close()
         await server.wait_closed()
     assert received == [b"ping\n"] and logs.text() == "pong\n"
+
+
+async def test_commit_keeps_the_config_of_the_image_and_not_an_exec_environment(
+    scratch: Scratch, base_image: str
+) -> None:
+    engine = scratch.engine
+    cid = await engine.run(
+        RunConfig(
+            image=base_image,
+            command=[],
+            name=scratch.name("commit"),
+            labels=scratch.labels,
+            init=False,
+            entrypoint=["/bin/sh", "-c", "read _ || true"],  # waits on a stdin nobody writes to
+            stdin_open=True,
+            stop_signal="",
+        )
+    )
+    chunks: list[str] = []
+    step = 'echo made > /made.txt; echo step-out; echo step-err >&2; test -n "$TOKEN"'
+    code, output = await engine.exec(
+        cid, ["sh", "-c", step], env={"TOKEN": "t0ken-value"}, on_output=chunks.append
+    )
+    assert (code, output) == (0, b"") and sorted("".join(chunks).split()) == ["step-err", "step-out"], chunks
+    assert ("/made.txt", 1) in await engine.diff(cid)
+    await engine.stop(cid, 0.0)
+    image_id = await engine.commit(cid, config_of=base_image, message="RUN the step")
+    scratch.images.append(image_id)
+    await engine.remove(cid)
+    base, made = await engine.image_config(base_image), await engine.image_config(image_id)
+    assert (made.env, made.cmd, made.workdir, made.user) == (base.env, base.cmd, base.workdir, base.user)
+    assert not made.entrypoint and not base.entrypoint
+    probe = await engine.run(
+        RunConfig(
+            image=image_id, command=["cat", "/made.txt"], name=scratch.name("probe"), labels=scratch.labels
+        )
+    )
+    lines = Lines()
+    await engine.logs(probe, lines.run)
+    assert (await engine.wait(probe)).code == 0 and lines.text(1) == "made\n"

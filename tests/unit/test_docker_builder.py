@@ -1,4 +1,4 @@
-"""The docker runtime's pure parts: Dockerfiles and contexts of layers, refusals, failures, exit codes."""
+"""The docker runtime's pure parts: layer Dockerfiles and contexts, secret steps, mount points, failures."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from onshore.images.docker_builder import (
     describe_failure,
     dockerfile_for,
     image_tag,
-    refusal,
 )
+from onshore.images.docker_commit import cleanup_lines, placeholders, run_argv, step_env, steps
 from onshore.images.model import BuildFailed, BuildFunction, BuildJob
 from onshore.models import ImageConfig
 from onshore.runtimes.docker import exit_code, server_labels
@@ -82,18 +82,75 @@ def test_context_holds_the_mount_tree_and_the_inline_files(tmp_path: Path) -> No
         build_context(layer)
 
 
-async def test_secrets_in_run_steps_and_run_function_are_refused(tmp_path: Path) -> None:
-    secret = job(["FROM base", "RUN echo $TOKEN"], PARENT, secret_env={"TOKEN": "x"})
-    assert "secrets" in refusal(secret) and "--runtime process" in refusal(secret)
-    assert refusal(job(["FROM base", "ENV A=1"], PARENT, secret_env={"TOKEN": "x"})) == ""
-    function = BuildFunction("fu-1", b"def f(): pass", b"", b"")
-    assert "Image.run_function is not supported" in refusal(
-        job(["FROM base"], PARENT, build_function=function)
+def test_secret_layers_run_each_run_step_alone_with_the_secrets_in_its_own_environment() -> None:
+    layer = job(
+        ["FROM base", "ARG V=1", "ENV A=1", "RUN echo $TOKEN", 'RUN ["pip", "install", "x"]', "COPY a /a"],
+        PARENT,
     )
+    grouped = [[ins.line for ins in group] for group in steps(layer.instructions[1:])]
+    assert grouped == [
+        ["ARG V=1", "ENV A=1"],
+        ["RUN echo $TOKEN"],
+        ['RUN ["pip", "install", "x"]'],
+        ["COPY a /a"],
+    ]
+    shell_form, exec_form = layer.instructions[3], layer.instructions[4]
+    assert run_argv(shell_form, None) == ["/bin/sh", "-c", "echo $TOKEN"]
+    assert run_argv(shell_form, ["/bin/bash", "-lc"]) == ["/bin/bash", "-lc", "echo $TOKEN"]
+    assert run_argv(exec_form, None) == ["pip", "install", "x"]
+    # Build args and secrets are the step's; the image's ENV wins over both, as in an engine build.
+    env = step_env({"TOKEN": "s", "A": "secret-a"}, {"V": "2"}, {"A": "1", "PATH": "/bin"})
+    assert env == {"TOKEN": "s", "V": "2"}
+
+
+def test_the_empty_mount_points_of_a_build_container_are_found_and_removed() -> None:
+    changes = [
+        ("/models", 1),
+        ("/models/weights.txt", 1),
+        ("/onshore", 1),
+        ("/onshore/container-arguments", 1),
+        ("/onshore/server", 1),
+        ("/pkg", 1),
+        ("/root", 0),
+        ("/root/__pycache__", 1),
+        ("/root/app.py", 1),
+        ("/root/lib", 1),
+        ("/srv", 1),
+        ("/srv/bound", 1),
+        ("/srv/written.txt", 1),  # the function wrote next to a mount point: /srv stays
+    ]
+    targets = [
+        "/pkg",
+        "/onshore/container-arguments",
+        "/onshore/server",
+        "/root/app.py",
+        "/root/__pycache__",
+        "/root/lib",
+        "/srv/bound",
+    ]
+    found = placeholders(changes, targets)
+    assert found == [
+        "/onshore/container-arguments",
+        "/onshore/server",
+        "/root/__pycache__",
+        "/root/app.py",
+        "/root/lib",
+        "/srv/bound",
+        "/onshore",
+        "/pkg",
+    ]
+    assert cleanup_lines([], "") == []
+    (run,) = cleanup_lines(found, "")
+    assert run.startswith('RUN ["python", "-c", ') and run.endswith('"/onshore", "/pkg"]')
+    assert cleanup_lines(found, "1000:1000")[::2] == ["USER root", "USER 1000:1000"]
+
+
+async def test_run_function_needs_its_runner_and_a_base_image(tmp_path: Path) -> None:
+    function = BuildFunction("fu-1", b"def f(): pass", b"", b"")
     # Refused before any engine call: this engine does not exist.
     builder = DockerBuilder(DockerEngine(f"unix://{tmp_path}/none.sock"))
-    with pytest.raises(BuildFailed, match="secrets"):
-        await builder.build(secret, print)
+    with pytest.raises(BuildFailed, match="the build function was not created"):
+        await builder.build(job(["FROM base"], PARENT, build_function=function), print)
 
 
 def test_failures_name_the_command_its_exit_code_and_output() -> None:

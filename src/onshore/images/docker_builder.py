@@ -12,7 +12,9 @@ import uuid
 from collections.abc import Mapping
 from pathlib import Path
 
-from onshore.images.model import BuildFailed, BuildJob, LogFn
+from onshore.images.docker_commit import Committed, Committer, SecretLayer, cleanup_lines
+from onshore.images.dockerfile import Instruction
+from onshore.images.model import BuildFailed, BuildJob, FunctionRunner, LogFn
 from onshore.models import ImageConfig
 from onshore.runtimes.docker_engine import (
     BuildError,
@@ -35,25 +37,11 @@ def image_tag(content_hash: str) -> str:
     return f"{IMAGE_REPOSITORY}:{content_hash[:24]}"
 
 
-def refusal(job: BuildJob) -> str:
-    """Why this builder cannot build the layer, or ""."""
-    if job.build_function is not None:
-        return (
-            "Image.run_function is not supported by the docker runtime yet: build the layer with "
-            "run_commands, or run the function in your app instead."
-        )
-    if job.secret_env and any(ins.keyword == "RUN" for ins in job.instructions):
-        return (
-            "Image layers with secrets (secrets=[...] on run_commands, pip_install...) are not supported by "
-            "the docker runtime yet: its builder has no way to hand secrets to a RUN step without writing "
-            "them into the image. Build the layer without secrets, or use --runtime process."
-        )
-    return ""
-
-
 def dockerfile_for(job: BuildJob) -> str:
     """The layer's Dockerfile: its commands, with `FROM base` naming the parent image by its id."""
     instructions = job.instructions
+    if not instructions and job.build_function is not None:  # Image.run_function: the function is the layer
+        instructions = [Instruction("FROM", "base", ["base"])]
     if not instructions or instructions[0].keyword != "FROM":
         raise BuildFailed("The first command of an image layer must be FROM")
     if any(ins.keyword == "FROM" for ins in instructions[1:]):
@@ -116,24 +104,33 @@ class DockerBuilder:
         """labels: put on the containers the builder runs (e.g. the server's, so leftovers can be found)."""
         self._engine = engine
         self._labels = dict(labels or {})
+        # Image.run_function: runs the function in a container, which the committer makes an image of. Both
+        # are set by the composition root.
+        self.function_runner: FunctionRunner | None = None
+        self.committer: Committer | None = None
 
     async def build(self, job: BuildJob, log: LogFn) -> ImageConfig:
-        why = refusal(job)
-        if why:
-            raise BuildFailed(why)
         dockerfile = dockerfile_for(job)
         context = await asyncio.to_thread(build_context, job)
         tag = image_tag(job.content_hash)
+        labels = {LABEL_CONTENT_HASH: job.content_hash}
         try:
-            image_id = await self._engine.build(
-                dockerfile,
-                context,
-                tag,
-                log,
-                build_args=job.build_args,
-                no_cache=job.force,
-                labels={LABEL_CONTENT_HASH: job.content_hash},
-            )
+            if job.build_function is not None:
+                image_id = await self._from_function(job, dockerfile, context, log, tag, labels)
+            elif job.secret_env and any(ins.keyword == "RUN" for ins in job.instructions):
+                first = dockerfile.split("\n", 1)[0]
+                layer = SecretLayer(self._engine, job, first, context, log, self._labels)
+                image_id = await layer.build(tag, labels)
+            else:
+                image_id = await self._engine.build(
+                    dockerfile,
+                    context,
+                    tag,
+                    log,
+                    build_args=job.build_args,
+                    no_cache=job.force,
+                    labels=labels,
+                )
             info = await self._engine.image_config(image_id)
         except BuildError as exc:
             raise BuildFailed(describe_failure(exc)) from None
@@ -150,6 +147,51 @@ class DockerBuilder:
             entrypoint=info.entrypoint or [],
             ref=image_id,
         )
+
+    async def _from_function(
+        self,
+        job: BuildJob,
+        dockerfile: str,
+        context: dict[str, ContextFile],
+        log: LogFn,
+        tag: str,
+        labels: dict[str, str],
+    ) -> str:
+        """Image.run_function: the function's container committed once it succeeded, then the layer's own
+        instructions on it, with the empty mount points of the container's binds removed."""
+        build = job.build_function
+        assert build is not None
+        if self.function_runner is None or self.committer is None or not build.function_id:
+            raise BuildFailed("Image.run_function: the build function was not created")
+        if job.parent is None:
+            raise BuildFailed("Image.run_function needs a base image to run the function on")
+        committer, made = self.committer, list[Committed]()
+
+        async def commit(task_id: str) -> None:
+            made.append(await committer.commit(task_id, f"Image.run_function layer {job.image_id}"))
+
+        try:
+            await self.function_runner.run(build.function_id, build.input, log, commit=commit)
+            if not made:
+                raise BuildFailed("Image.run_function: its container was not committed")
+            committed = made[0]
+            user = (await self._engine.image_config(committed.image_id)).user
+            lines = [f"FROM {committed.image_id}", *cleanup_lines(committed.placeholders, user)]
+            lines += dockerfile.splitlines()[1:]
+            return await self._engine.build(
+                "\n".join(lines) + "\n",
+                context,
+                tag,
+                log,
+                build_args=job.build_args,
+                no_cache=job.force,
+                labels=labels,
+            )
+        except BaseException:
+            for unused in made:
+                with contextlib.suppress(DockerError):
+                    await self._engine.remove_image(unused.image_id)
+            raise
 
     async def _python_version(self, image_id: str, log: LogFn) -> str:
         """The version of the image's `python`, run once in a container; "" when it has none."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -74,10 +74,25 @@ class Builder(Protocol):
         ...
 
 
-class FunctionRunner(Protocol):
-    """Runs an Image.run_function function once, its filesystem writes landing in `upper`."""
+CommitFn = Callable[[str], Awaitable[None]]  # (task id of the build container)
 
-    async def run(self, function_id: str, payload: bytes, upper: Path, log_line: LogFn) -> None: ...
+
+class FunctionRunner(Protocol):
+    """Runs an Image.run_function function once, in a build container whose filesystem becomes the layer."""
+
+    async def run(
+        self,
+        function_id: str,
+        payload: bytes,
+        log_line: LogFn,
+        *,
+        upper: Path | None = None,
+        commit: CommitFn | None = None,
+    ) -> None:
+        """One of: `upper`, where every write of the container lands (the process runtime); `commit`, awaited
+        with the container's task id once the function succeeded and while the container still runs, to make
+        an image of its filesystem (the docker runtime). BuildFailed says why the function did not succeed."""
+        ...
 
 
 def content_hash(

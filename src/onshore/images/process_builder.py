@@ -237,7 +237,7 @@ class _LayerBuild:
         if self.runner is None or not build.function_id:
             raise BuildFailed("Image.run_function: the build function was not created")
         self.rootfs.mkdir(exist_ok=True)
-        await self.runner.run(build.function_id, build.input, self.rootfs, self.log)
+        await self.runner.run(build.function_id, build.input, self.log, upper=self.rootfs)
 
     async def run_sandboxed(self, ins: Instruction, argv: list[str]) -> None:
         """A RUN command in a BUILD-mode sandbox: what it writes becomes this layer's files."""

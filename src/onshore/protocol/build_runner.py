@@ -9,7 +9,7 @@ from pathlib import Path
 from modal._serialization import serialize
 from modal_proto import api_pb2
 
-from onshore.images.model import BuildFailed, LogFn
+from onshore.images.model import BuildFailed, CommitFn, LogFn
 from onshore.models import OutputRecord
 from onshore.services.call_state import INVOCATION_SYNC
 from onshore.services.calls import CallService
@@ -27,14 +27,30 @@ def _input(payload: bytes) -> bytes:
     return bytes(empty.SerializeToString())
 
 
+def _succeeded(output: OutputRecord) -> bool:
+    result = api_pb2.GenericResult.FromString(output.result)
+    return bool(result.status == api_pb2.GenericResult.GENERIC_STATUS_SUCCESS)
+
+
 class BuildFunctionRunner:
     def __init__(self, functions: FunctionService, calls: CallService, containers: ContainerService) -> None:
         self._functions = functions
         self._calls = calls
         self._containers = containers
 
-    async def run(self, function_id: str, payload: bytes, upper: Path, log_line: LogFn) -> None:
-        """Run the function in a container that writes into `upper`; BuildFailed says why it did not work."""
+    async def run(
+        self,
+        function_id: str,
+        payload: bytes,
+        log_line: LogFn,
+        *,
+        upper: Path | None = None,
+        commit: CommitFn | None = None,
+    ) -> None:
+        """Run the function in a container that writes into `upper`, or that `commit` makes an image of once
+        the function succeeded (see FunctionRunner); BuildFailed says why it did not work."""
+        if (upper is None) == (commit is None):
+            raise BuildFailed("Image.run_function: its build container needs exactly one of upper and commit")
         fn = self._functions.get(function_id)
         spec = self._functions.definition_of(fn).spec
         self._functions.mark_image_builder(function_id)  # no other container may take its input
@@ -43,7 +59,8 @@ class BuildFunctionRunner:
         )
         self._calls.add_inputs(call, [(0, _input(payload))])
         task = self._containers.reserve(function_id, fn.app_id)
-        task.build_upper = str(upper)
+        task.build_upper = str(upper) if upper is not None else ""
+        task.build_commit = commit is not None
         log_line(f"running {spec.tag} in container {task.task_id}\n")
         try:
             await self._containers.launch(task)
@@ -69,15 +86,18 @@ class BuildFunctionRunner:
                     timeout=min(1.0, max(0.0, deadline - loop.time())),
                     clear_on_success=True,
                 )
+            if outputs and commit is not None and _succeeded(outputs[0]):
+                log_line(f"{spec.tag} returned; committing the files of container {task.task_id}\n")
+                await commit(task.task_id)
         finally:
-            # Its container ends before the layer is used, so every write it made is in `upper`.
+            # Its container ends before the layer is used: every write it made is in `upper` (or committed).
             await self._containers.stop(task.task_id, "its image build function finished", grace=5.0)
         if not outputs:
             raise BuildFailed(
                 f"Image.run_function({spec.tag}) did not finish within its timeout of {spec.timeout_secs} s"
             )
         result = api_pb2.GenericResult.FromString(outputs[0].result)
-        if result.status != api_pb2.GenericResult.GENERIC_STATUS_SUCCESS:
+        if not _succeeded(outputs[0]):
             detail = result.traceback or result.exception or "no detail"
             raise BuildFailed(f"Image.run_function({spec.tag}) failed: {result.exception}\n{detail}".rstrip())
         log_line(f"{spec.tag} finished; its files form the new layer\n")

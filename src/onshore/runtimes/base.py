@@ -41,6 +41,9 @@ class ContainerSpec:
     memory_limit_mb: int = 0  # a hard limit: over it the container is killed (0: none)
     cpu_limit: float = 0.0  # a hard limit in cores (0: none)
     build_upper: str = ""  # Image.run_function: every filesystem write lands here, to become an image layer
+    # Image.run_function on a runtime that commits the container itself as the layer (the docker runtime): its
+    # config then holds none of the container's settings (the env reaches its process another way).
+    build_commit: bool = False
 
 
 # Where an exec'd command's stdout/stderr go: kept for readers, dropped, or (stderr only) merged into stdout.

@@ -5,16 +5,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import logging
 import os
+import shutil
 import signal
 import tarfile
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from onshore.config import DEFAULT_DOCKER_NETWORK
 from onshore.errors import Conflict, NotFound
+from onshore.images.docker_commit import Committed, placeholders
 from onshore.images.model import BuildFailed
 from onshore.images.pythons import ClientPackages, PythonFinder, linux_platform
 from onshore.models import ImageConfig
@@ -48,6 +51,13 @@ LABEL_FUNCTION = "org.onshore.function"
 # would go stale when the server recreates its socket).
 SOCKET_DIR_TARGET = "/onshore/server"
 ENTRYPOINT_COMMAND = ["python", "-m", "modal._container_entrypoint"]
+# An Image.run_function container is committed as an image layer, config included: its environment and working
+# dir reach its process through a file (bound here) that this loader reads before it becomes the command.
+BUILD_ENV_TARGET = "/onshore/build-environment"
+_ENV_LOADER = (
+    "import json, os, sys; spec = json.load(open(sys.argv[1])); os.environ.update(spec['env']); "
+    "os.makedirs(spec['cwd'], exist_ok=True); os.chdir(spec['cwd']); os.execvp(sys.argv[2], sys.argv[2:])"
+)
 # Large payloads travel as blobs, over the server's HTTP port on the host's loopback, which a container on its
 # own network cannot reach. Such a container gets a forwarder on its own loopback, at the same port, to the
 # server's blob socket (in the bound socket directory): the blob URLs work unchanged.
@@ -125,6 +135,12 @@ def exit_code(status: ExitStatus) -> int:
     return status.code
 
 
+def _remove_build_files(env_file: Path) -> None:
+    """The environment file of a build container, and its bytecode dir."""
+    env_file.unlink(missing_ok=True)
+    shutil.rmtree(env_file.with_suffix(".pycache"), ignore_errors=True)
+
+
 @dataclass
 class _Container:
     task_id: str
@@ -132,6 +148,9 @@ class _Container:
     workdir: str
     args_path: Path
     memory_limit_mb: int = 0
+    image: str = ""  # the engine's image id
+    build_env: Path | None = None  # an Image.run_function container's environment file
+    targets: list[str] = field(default_factory=list)  # where its binds are
     follower: asyncio.Task[None] | None = None
     waiter: asyncio.Task[None] | None = None
 
@@ -164,6 +183,10 @@ class DockerRuntime:
         self._state_dir = state_dir
         self._args_dir = state_dir / "args"
         self._args_dir.mkdir(parents=True, exist_ok=True)
+        # Environments of build containers (secrets included): for the server's user only.
+        self._build_env_dir = state_dir / "build-env"
+        self._build_env_dir.mkdir(exist_ok=True)
+        os.chmod(self._build_env_dir, 0o700)
         self._packages = packages or ClientPackages(state_dir / "client-packages", linux_platform())
         self._pythons = pythons or PythonFinder()
         self._network = network
@@ -263,6 +286,8 @@ class DockerRuntime:
     async def start(self, spec: ContainerSpec) -> int:
         if self._closed:
             raise Conflict("The server is stopping: no new containers")
+        if spec.build_upper:
+            raise Conflict("The docker runtime builds Image.run_function layers by committing the container")
         image = self._image(spec)
         version = spec.client_version or installed_client_version()
         pkg = await self._client_folder(version, image.python_version)
@@ -317,15 +342,21 @@ class DockerRuntime:
             nano_cpus=int(spec.cpu_limit * 1e9) if spec.cpu_limit else None,
             files=files,
         )
+        build_env = self._as_build_container(config, spec.task_id) if spec.build_commit else None
         try:
             cid = await self._run(config)
         except BaseException:
             args_path.unlink(missing_ok=True)
+            if build_env is not None:
+                _remove_build_files(build_env)
             raise
         finally:
             if files is not None:
                 files.unlink(missing_ok=True)
-        entry = _Container(spec.task_id, cid, workdir, args_path, spec.memory_limit_mb)
+        targets = [target for _, target, _ in config.binds]
+        entry = _Container(
+            spec.task_id, cid, workdir, args_path, spec.memory_limit_mb, image.ref, build_env, targets
+        )
         self._containers[spec.task_id] = entry
         entry.follower = asyncio.create_task(self._follow(entry))
         entry.waiter = asyncio.create_task(self._wait(entry))
@@ -334,6 +365,38 @@ class DockerRuntime:
         except DockerError:
             pid = 0
         return pid or 1  # an id to show (its main process on the engine's host); 1 once it has ended
+
+    def _as_build_container(self, config: RunConfig, task_id: str) -> Path:
+        """Make `config` one whose commit keeps its image's config: the environment and working dir go to a
+        file its loader reads, the command into the entrypoint; no init (its binary would be committed). The
+        bytecode of the code bound at /root goes to a dir of the host (a commit would keep what it holds)."""
+        path = self._build_env_dir / f"{task_id}.json"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)  # its user may be the image's
+        with os.fdopen(fd, "w") as f:
+            json.dump({"env": config.env, "cwd": config.workdir or "/root"}, f)
+        config.binds.append((str(path), BUILD_ENV_TARGET, True))
+        if all(target != "/root/__pycache__" for _, target, _ in config.binds):
+            path.with_suffix(".pycache").mkdir(exist_ok=True)
+            config.binds.append((str(path.with_suffix(".pycache")), "/root/__pycache__", False))
+        config.entrypoint = ["python", "-c", _ENV_LOADER, BUILD_ENV_TARGET, *config.command]
+        config.command, config.env, config.workdir = [], {}, None
+        config.init, config.stop_signal = False, ""
+        return path
+
+    async def commit(self, task_id: str, message: str) -> Committed:
+        """Image.run_function: commit the running build container as an image with its image's config, and say
+        which empty mount points of its binds the image holds. BuildFailed says why it could not."""
+        entry = self._containers.get(task_id)
+        if entry is None or entry.build_env is None:
+            raise BuildFailed(f"Image.run_function: its container {task_id} is not running any more")
+        try:
+            changes = await self._engine.diff(entry.cid)
+            image_id = await self._engine.commit(entry.cid, config_of=entry.image, message=message)
+        except DockerError as exc:
+            raise BuildFailed(
+                f"Image.run_function: could not commit its container {task_id}: {exc}"
+            ) from None
+        return Committed(image_id, placeholders(changes, entry.targets))
 
     async def _run(self, config: RunConfig) -> str:
         """Create and start the container; shutdown() waits for runs in flight, so none outlives it."""
@@ -392,6 +455,8 @@ class DockerRuntime:
             log.warning("could not remove container %s (%s): %s", entry.task_id, entry.cid[:12], exc)
         self._containers.pop(entry.task_id, None)
         entry.args_path.unlink(missing_ok=True)
+        if entry.build_env is not None:
+            _remove_build_files(entry.build_env)
         self._on_exit(entry.task_id, rc, detail)
 
     async def stop(self, task_id: str, grace: float) -> None:

@@ -10,18 +10,26 @@ import posixpath
 import re
 import tarfile
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from functools import partial
-from pathlib import Path
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, TypeVar
 
 import docker
 import docker.errors
 import requests.exceptions
 from docker.types import Mount
 from docker.utils import kwargs_from_env
+
+from onshore.runtimes.docker_types import (
+    ContainerState,
+    ContextFile,
+    ExecResult,
+    ExitStatus,
+    ImageConfig,
+    RunConfig,
+)
 
 T = TypeVar("T")
 
@@ -52,69 +60,6 @@ class BuildError(DockerError):
         super().__init__(message)
         self.step = step
         self.output_tail = output_tail
-
-
-@dataclass(frozen=True)
-class ContextFile:
-    """A build context file with its permission bits (plain bytes in a context mean mode 0o644)."""
-
-    data: bytes
-    mode: int = 0o644
-
-
-@dataclass
-class RunConfig:
-    """What `DockerEngine.run` starts: a container with these settings, started at once."""
-
-    image: str
-    command: list[str]
-    name: str
-    env: dict[str, str] = field(default_factory=dict)
-    workdir: str | None = None  # None: the image's WorkingDir
-    binds: list[tuple[str, str, bool]] = field(default_factory=list)  # (host path, container path, read only)
-    memory_limit_bytes: int | None = None  # also the memory+swap limit: no swap beyond it
-    nano_cpus: int | None = None  # CPU quota in 1e-9 CPUs
-    labels: dict[str, str] = field(default_factory=dict)
-    network: str = "none"  # "none", "host", "bridge" or a network name
-    init: bool = True  # run docker's init as PID 1: forwards signals, reaps zombies
-    entrypoint: list[str] | None = None  # None: the image's; []: none
-    shm_size_bytes: int | None = None  # None: the engine's default (64 MiB)
-    files: Path | None = None  # a tar archive unpacked at / in the container before it starts
-
-
-@dataclass(frozen=True)
-class ImageConfig:
-    """The parts of an image's config a container inherits."""
-
-    id: str
-    env: dict[str, str]
-    workdir: str
-    cmd: list[str] | None
-    entrypoint: list[str] | None
-
-
-class ExitStatus(NamedTuple):
-    """How a container ended: its exit code (128+N when signal N ended it); whether the OOM killer fired."""
-
-    code: int
-    oom_killed: bool
-
-
-class ExecResult(NamedTuple):
-    exit_code: int
-    output: bytes  # stdout and stderr interleaved
-
-
-@dataclass(frozen=True)
-class ContainerState:
-    id: str
-    name: str
-    status: str  # created, running, paused, restarting, removing, exited, dead
-    running: bool
-    exit_code: int
-    oom_killed: bool
-    labels: dict[str, str]
-    pid: int = 0  # its main process on the engine's host; 0 when it does not run
 
 
 class DockerEngine:
@@ -192,7 +137,7 @@ class DockerEngine:
         self,
         dockerfile: str,
         context: Mapping[str, bytes | ContextFile],
-        tag: str,
+        tag: str | None,
         on_log: Callable[[str], None],
         *,
         build_args: Mapping[str, str] | None = None,
@@ -200,7 +145,8 @@ class DockerEngine:
         network_host: bool = True,
         labels: Mapping[str, str] | None = None,
     ) -> str:
-        """Build `dockerfile` over an in-memory context (relative path -> content); returns the image id.
+        """Build `dockerfile` over an in-memory context (relative path -> content); returns the image id,
+        tagged `tag` (None: untagged).
 
         Each output line goes to on_log (newline included) as the engine sends it. Base images are used
         from the engine's store when there (`FROM <tag of an earlier build>` never pulls). A failing step
@@ -226,12 +172,30 @@ class DockerEngine:
                 labels=dict(labels or {}),
                 decode=True,
             )
-            return _follow_build(tag, stream, emit)
+            return _follow_build(tag or "(untagged)", stream, emit)
 
-        image_id = await self._call(f"build {tag}", work, long=True)
-        if not image_id:
-            image_id = (await self.image_config(tag)).id
-        return image_id
+        image_id = await self._call(f"build {tag or 'an untagged image'}", work, long=True)
+        if not image_id and tag is None:
+            raise DockerError("the engine built an image without saying its id")
+        return image_id or (await self.image_config(str(tag))).id
+
+    async def commit(self, cid: str, *, config_of: str, message: str = "") -> str:
+        """Commit the container (paused meanwhile) as an untagged image with the config of image `config_of`;
+        its id. What that config leaves empty (an Env key, a Cmd without Entrypoint...) the engine takes from
+        the container's: give a container to commit its image's env, and no workdir, stop signal or Cmd."""
+
+        def work(api: docker.APIClient) -> str:
+            conf = dict(api.inspect_image(config_of).get("Config") or {})  # type: ignore[no-untyped-call]
+            if conf.get("Entrypoint") is None:
+                conf["Entrypoint"] = []  # "none", which the engine keeps: null would take the container's
+            return str(api.commit(cid, message=message or None, conf=conf)["Id"])
+
+        return await self._call(f"commit container {cid}", work, long=True)
+
+    async def diff(self, cid: str) -> list[tuple[str, int]]:
+        """The container's changes to its image's files: (path, kind); kind 0 changed, 1 added, 2 deleted."""
+        found = await self._call(f"diff of container {cid}", lambda api: api.diff(cid))
+        return [(str(change["Path"]), int(change["Kind"])) for change in found or []]
 
     async def image_config(self, ref: str) -> ImageConfig:
         info = await self._call(f"inspect image {ref}", lambda api: api.inspect_image(ref))  # type: ignore[no-untyped-call]
@@ -243,6 +207,8 @@ class DockerEngine:
             workdir=str(config.get("WorkingDir") or ""),
             cmd=list(config["Cmd"]) if config.get("Cmd") is not None else None,
             entrypoint=list(config["Entrypoint"]) if config.get("Entrypoint") is not None else None,
+            user=str(config.get("User") or ""),
+            shell=list(config["Shell"]) if config.get("Shell") else None,
         )
 
     async def has_image(self, ref: str) -> bool:
@@ -286,7 +252,8 @@ class DockerEngine:
                 name=config.name,
                 host_config=host_config,
                 entrypoint=entrypoint,
-                stop_signal="SIGINT",
+                stop_signal=config.stop_signal or None,
+                stdin_open=config.stdin_open,
                 detach=True,
             )
             cid = str(created["Id"])
@@ -397,16 +364,37 @@ class DockerEngine:
         await self._call(f"remove container {cid}", work)
 
     async def exec(
-        self, cid: str, argv: list[str], *, workdir: str | None = None, env: Mapping[str, str] | None = None
+        self,
+        cid: str,
+        argv: list[str],
+        *,
+        workdir: str | None = None,
+        env: Mapping[str, str] | None = None,
+        on_output: Callable[[str], None] | None = None,
     ) -> ExecResult:
-        """Run argv inside the running container; waits for it and returns its exit code and output."""
+        """Run argv (with `env`, which no config holds) in the running container; its exit code and output,
+        which goes to on_output as it comes instead, decoded, where that is given."""
+        emit = _LoopEmitter(asyncio.get_running_loop(), on_output) if on_output is not None else None
 
         def work(api: docker.APIClient) -> ExecResult:
             created = api.exec_create(
                 cid, argv, stdout=True, stderr=True, workdir=workdir, environment=dict(env or {})
             )
-            output = api.exec_start(created["Id"])
-            code = api.exec_inspect(created["Id"]).get("ExitCode")
+            if emit is None:
+                output = api.exec_start(created["Id"])
+            else:
+                output, decoder = b"", codecs.getincrementaldecoder("utf-8")(errors="replace")
+                for data in api.exec_start(created["Id"], stream=True):
+                    if text := decoder.decode(data):
+                        emit(text)
+                if rest := decoder.decode(b"", final=True):
+                    emit(rest)
+            for _ in range(100):  # its output can end a moment before the engine records its exit
+                info = api.exec_inspect(created["Id"])
+                if not info.get("Running"):
+                    break
+                time.sleep(0.05)
+            code = info.get("ExitCode")
             return ExecResult(int(code if code is not None else -1), bytes(output))
 
         return await self._call(f"exec {argv[:1]} in container {cid}", work, long=True)

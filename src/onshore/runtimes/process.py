@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import importlib.util
 import json
 import logging
 import os
@@ -37,8 +36,8 @@ from onshore.runtimes.base import (
 )
 from onshore.runtimes.cgroups import Cgroup, Cgroups
 from onshore.runtimes.container_fs import ContainerLayout
-from onshore.runtimes.process_exec import ExecTarget, start_exec
-from onshore.runtimes.pyenv import ClientEnvironments, installed_client_version
+from onshore.runtimes.process_exec import ExecTarget, sandbox_target, start_exec
+from onshore.runtimes.pyenv import ClientEnvironments, client_package_dir, installed_client_version
 from onshore.runtimes.sandbox import SandboxSpec, Support
 
 log = logging.getLogger("onshore.runtime.process")
@@ -69,18 +68,6 @@ if line:
 """
 
 
-def _modal_package(python: str) -> Path | None:
-    """Where the modal package of this Python environment lives (without importing it here)."""
-    if python == sys.executable:
-        spec = importlib.util.find_spec("modal")
-        if spec is None or not spec.submodule_search_locations:
-            return None
-        return Path(next(iter(spec.submodule_search_locations)))
-    env_dir = Path(python).parent.parent
-    found = sorted(env_dir.glob("lib/python*/site-packages/modal"))
-    return found[0] if found else None
-
-
 def _package_key(python: str) -> str:
     return hashlib.sha256(python.encode()).hexdigest()[:12]
 
@@ -95,29 +82,6 @@ def _die_with_server() -> None:
         libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
     except Exception:  # not Linux: containers are still stopped on a clean shutdown
         pass
-
-
-def _exec_target(spawned: int, user_namespace: bool, env: dict[str, str], cwd: str) -> ExecTarget:
-    """How to run a command in a sandboxed container: enter the namespaces and root of its init process."""
-    nsenter = shutil.which("nsenter")
-    if nsenter is None:
-        raise Conflict("`modal container exec` into an isolated container needs nsenter (util-linux)")
-    init = 0
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                raw = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            if int(raw[raw.rindex(")") + 2 :].split()[1]) == spawned:
-                init = int(entry)
-                break
-    if not init:
-        raise NotFound("The container's sandbox has no running init process")
-    flags = ["--mount", "--pid", "--root", "--wd"]
-    if user_namespace:
-        flags += ["--user", "--preserve-credentials"]
-    return ExecTarget(spawned, env, cwd, [nsenter, f"--target={init}", *flags], root=f"/proc/{init}/root")
 
 
 def _mounts_outside_root(spec: ContainerSpec) -> list[str]:
@@ -221,7 +185,7 @@ class ProcessRuntime:
         Modal containers have the client at /pkg/modal, and the client drops the frames under "/pkg/modal/"
         from remote tracebacks; importing it from a path of that shape keeps users' tracebacks clean.
         """
-        source = _modal_package(python)
+        source = client_package_dir(python)
         link = self._state_dir / "pkg" / _package_key(python) / "pkg" / "modal"
         if source is not None and not link.exists():
             link.parent.mkdir(parents=True, exist_ok=True)
@@ -456,6 +420,8 @@ class ProcessRuntime:
 
     async def start(self, spec: ContainerSpec) -> int:
         image = spec.image
+        if spec.build_commit:
+            raise Conflict("The process runtime cannot commit a container: it builds layers with build_upper")
         if spec.build_upper and not self._sandbox.available:
             raise Conflict(f"Image.run_function needs Linux namespaces: {self._sandbox.reason}")
         if self._sandbox.available:  # every container runs in its own namespaces
@@ -602,7 +568,7 @@ class ProcessRuntime:
         target = ExecTarget(entry.process.pid, entry.env, entry.cwd)
         if entry.scratch is not None:
             userns = self._sandbox.mechanism == "userns"
-            target = _exec_target(entry.process.pid, userns, entry.env, entry.cwd)
+            target = sandbox_target(entry.process.pid, userns, entry.env, entry.cwd)
         return await start_exec(target, spec)
 
     def running(self) -> list[str]:

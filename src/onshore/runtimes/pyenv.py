@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import logging
 import os
 import shutil
@@ -17,6 +18,18 @@ log = logging.getLogger("onshore.pyenv")
 
 def installed_client_version() -> str:
     return metadata.version("modal")
+
+
+def client_package_dir(python: str) -> Path | None:
+    """Where the modal package of this Python environment lives (without importing it here)."""
+    if python == sys.executable:
+        spec = importlib.util.find_spec("modal")
+        if spec is None or not spec.submodule_search_locations:
+            return None
+        return Path(next(iter(spec.submodule_search_locations)))
+    env_dir = Path(python).parent.parent
+    found = sorted(env_dir.glob("lib/python*/site-packages/modal"))
+    return found[0] if found else None
 
 
 class ClientEnvironments:

@@ -50,7 +50,13 @@ class Task:
     draining: bool = False  # STOPPING after its current inputs (a graceful stop); a stop() still ends it
     requeue_inputs: bool = False  # inputs in flight when it ends run again elsewhere instead of failing
     build_upper: str = ""  # an Image.run_function container: where its filesystem writes go
+    build_commit: bool = False  # an Image.run_function container whose filesystem its build commits
     ready: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def builds_image(self) -> bool:
+        """An Image.run_function container: the image build that started it owns it."""
+        return bool(self.build_upper) or self.build_commit
 
 
 @dataclass
@@ -120,7 +126,7 @@ class ContainerService:
     def serving(self) -> list[Task]:
         """The containers that serve their functions' inputs: not an Image.run_function container, which
         the image build that started it owns."""
-        return [t for t in self.tasks.values() if not t.build_upper]
+        return [t for t in self.tasks.values() if not t.builds_image]
 
     def for_function(self, function_id: str) -> list[Task]:
         return [t for t in self.serving() if t.function_id == function_id and t.state != TaskState.STOPPING]
@@ -161,6 +167,7 @@ class ContainerService:
                 memory_limit_mb=plan.memory_limit_mb,
                 cpu_limit=plan.cpu_limit,
                 build_upper=task.build_upper,
+                build_commit=task.build_commit,
             )
             task.pid = await self._runtime.start(spec)
         except Exception as exc:
