@@ -132,8 +132,9 @@ async def start_exec(target: ExecTarget, spec: ExecSpec) -> ExecProcess:
         raise InvalidArgument("No command to run")
     env = {**target.env, **spec.env}
     cwd = spec.workdir or target.cwd
-    if target.enter:
+    if target.enter and target.root:  # a sandbox entered with nsenter (not the docker CLI)
         await _check_command(target, env, cwd, spec.argv[0])
+    if target.enter:
         # The working directory is inside the container: the entering command changes to it.
         script = 'cd "$1" || exit 126; shift; exec "$@"'
         if spec.pty is not None and spec.pty.rows > 0:
