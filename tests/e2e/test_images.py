@@ -547,3 +547,72 @@ def test_spare_process_serves_the_next_container_of_an_image(server: ServerProce
     assert found["six"] and found["env"] == "1", found
     # Its process existed well before the call: a spare with the image ready and the client imported.
     assert found["age"] > found["call_s"] + 1.0, found
+
+
+def test_spare_of_an_image_with_files_under_root_shows_them(server: ServerProcess, tmp_path: Path) -> None:
+    """A spare's /root is a dir of its own: the image's files there (a deletion in a later layer included)
+    are copied in, and the container it becomes sees what a container started afresh sees."""
+    (tmp_path / "a.txt").write_text("a")
+    (tmp_path / "keep.txt").write_text("keep")
+    app = write_app(
+        tmp_path,
+        "root_files_app.py",
+        """
+        import json
+        import os
+        import time
+
+        import modal
+
+        image = (
+            modal.Image.debian_slim()
+            .add_local_file("a.txt", "/root/data/a.txt", copy=True)
+            .run_commands("echo b > /root/data/b.txt", "rm /root/data/a.txt")
+            .add_local_file("keep.txt", "/root/keep.txt", copy=True)
+        )
+        app = modal.App("onshore-test-images-root-spare", image=image)
+
+
+        def _seen() -> dict:
+            with open("/proc/uptime") as f:
+                uptime = float(f.read().split()[0])
+            with open("/proc/self/stat") as f:
+                raw = f.read()
+            start_ticks = int(raw[raw.rindex(")") + 2 :].split()[19])
+            return {
+                "data": sorted(os.listdir("/root/data")),
+                "b": open("/root/data/b.txt").read(),
+                "keep": open("/root/keep.txt").read(),
+                "code_here": os.path.exists("/root/root_files_app.py"),
+                "age": uptime - start_ticks / os.sysconf("SC_CLK_TCK"),
+            }
+
+
+        @app.function()
+        def first() -> dict:
+            return _seen()
+
+
+        @app.function()
+        def second() -> dict:
+            return _seen()
+
+
+        @app.local_entrypoint()
+        def main() -> None:
+            print("RESULT first", json.dumps(first.remote()))
+            time.sleep(4)  # the server readies a spare for this image meanwhile
+            started = time.monotonic()
+            found = second.remote()
+            found["call_s"] = time.monotonic() - started
+            print("RESULT second", json.dumps(found))
+        """,
+    )
+    result = run_modal(server, "run", str(app), cwd=tmp_path, timeout=300)
+    assert result.returncode == 0, result.output
+    first, second = results(result)["first"], results(result)["second"]
+    expected = {"data": ["b.txt"], "b": "b\n", "keep": "keep", "code_here": True}
+    assert {k: first[k] for k in expected} == expected, first
+    assert {k: second[k] for k in expected} == expected, second
+    # The second container was a spare: its process existed well before the call.
+    assert second["age"] > second["call_s"] + 1.0, second

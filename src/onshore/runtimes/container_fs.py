@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,3 +112,63 @@ class ContainerLayout:
             hidden=list(self.hidden),
             cgroup_procs=cgroup_procs,
         )
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif os.path.lexists(path):
+        path.unlink()
+
+
+def _hides(path: Path) -> str:
+    """'whiteout' (a 0/0 character device: deleted below), 'opaque' (a dir replacing the one below), or ''."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return ""
+    if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
+        return "whiteout"
+    if stat.S_ISDIR(st.st_mode):
+        for name in ("user.overlay.opaque", "trusted.overlay.opaque"):
+            try:
+                if os.getxattr(path, name, follow_symlinks=False) == b"y":
+                    return "opaque"
+            except OSError:
+                continue
+    return ""
+
+
+def _copy_over(src: Path, dest: Path) -> None:
+    """Put the entries of one layer's dir over dest, as an overlay would show them."""
+    with os.scandir(src) as entries:
+        for entry in entries:
+            source, target = Path(entry.path), dest / entry.name
+            hides = _hides(source)
+            if hides == "whiteout":
+                _remove(target)
+            elif entry.is_dir(follow_symlinks=False):
+                if hides == "opaque" or not target.is_dir() or target.is_symlink():
+                    _remove(target)
+                target.mkdir(exist_ok=True)
+                shutil.copystat(source, target)
+                _copy_over(source, target)
+            else:
+                _remove(target)
+                if entry.is_symlink():
+                    os.symlink(os.readlink(source), target)
+                else:
+                    shutil.copy2(source, target)
+
+
+def merge_layers(layers: list[Path], directory: str, dest: Path) -> None:
+    """Copy into `dest` what these overlay layers (bottom first) show at /`directory` (e.g. "root"):
+    later layers win, a whiteout deletes what is below, an opaque dir replaces it."""
+    for layer in layers:
+        source = layer / directory
+        hides = _hides(source)
+        if hides:
+            for child in list(dest.iterdir()):
+                _remove(child)
+        if source.is_dir() and not source.is_symlink():
+            _copy_over(source, dest)

@@ -35,7 +35,7 @@ from onshore.runtimes.base import (
     LogSink,
 )
 from onshore.runtimes.cgroups import Cgroup, Cgroups
-from onshore.runtimes.container_fs import ContainerLayout
+from onshore.runtimes.container_fs import ContainerLayout, merge_layers
 from onshore.runtimes.process_exec import ExecTarget, sandbox_target, start_exec
 from onshore.runtimes.pyenv import ClientEnvironments, client_package_dir, installed_client_version
 from onshore.runtimes.sandbox import SandboxSpec, Support
@@ -282,8 +282,6 @@ class ProcessRuntime:
         """What a spare for this container must share with it; () when spares cannot serve it."""
         if spec.build_upper or spec.memory_limit_mb or spec.cpu_limit:
             return ()
-        if any((Path(layer) / "root").exists() for layer in image.layers):
-            return ()  # the image has files at /root, where a spare shows a dir of its own
         if _mounts_outside_root(spec):
             return ()  # a spare's layers are fixed when it starts; these files need a layer of their own
         url = spec.env.get("MODAL_SERVER_URL", "")
@@ -338,6 +336,8 @@ class ProcessRuntime:
         try:
             root.mkdir(parents=True)
             io.mkdir()
+            # The spare's /root is a dir of its own: what the image has there is copied in.
+            await asyncio.to_thread(merge_layers, [Path(layer) for layer in image.layers], "root", root)
             layout = ContainerLayout(image, python, None, None, pkg, self._hidden, (root, io))
             env = {**_boxed_env(image), "MODAL_SERVER_URL": key[3]}
             box = layout.spec(env, [])
