@@ -13,12 +13,11 @@ import pytest
 from modal.mount import python_standalone_mount_name
 
 from onshore.api.images import BUILDER_VERSION
-from onshore.runtimes.docker import server_labels
 from onshore.services.standalone import MIRROR_ENV, parse_name
 from tests.conftest import ServerProcess, results, run_modal, write_app
 from tests.docker.daemon import Dockerd, DockerdUnavailable
 from tests.docker.pbs_standin import make_mirror
-from tests.docker.test_docker_runtime import containers, docker_args
+from tests.docker.servers import docker_server
 
 APP = """
 import json
@@ -71,17 +70,10 @@ def add_python_server(
     dockerd: Dockerd, slim_image: str, mirror: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServerProcess]:
     """A docker-runtime server fetching python-build-standalone from the mirror; no container outlives it."""
-    server = ServerProcess(
-        tmp_path_factory.mktemp("add-python") / "data",
-        docker_args(dockerd),
-        server_env={MIRROR_ENV: mirror.as_uri()},
-    ).start()
-    try:
-        yield server
-    finally:
-        server.stop()
-    left = containers(dockerd, server_labels(server.data_dir))
-    assert not left, f"containers left behind: {[c['Names'] for c in left]}"
+    with docker_server(
+        dockerd, tmp_path_factory.mktemp("add-python") / "data", **{MIRROR_ENV: mirror.as_uri()}
+    ) as s:
+        yield s
 
 
 def test_registry_image_gets_python(

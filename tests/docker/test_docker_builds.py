@@ -14,10 +14,9 @@ from typing import Any
 import docker
 import pytest
 
-from onshore.runtimes.docker import server_labels
 from tests.conftest import ServerProcess, results, run_modal, write_app
 from tests.docker.daemon import Dockerd
-from tests.docker.test_docker_runtime import containers, docker_args
+from tests.docker.servers import docker_server
 
 RUN_FUNCTION_APP = """
 import json
@@ -153,13 +152,8 @@ def build_server(
     dockerd: Dockerd, base_image: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServerProcess]:
     """A docker-runtime server for these builds; no container outlives it."""
-    server = ServerProcess(tmp_path_factory.mktemp("docker-builds") / "data", docker_args(dockerd)).start()
-    try:
+    with docker_server(dockerd, tmp_path_factory.mktemp("docker-builds") / "data") as server:
         yield server
-    finally:
-        server.stop()
-    left = containers(dockerd, server_labels(server.data_dir))
-    assert not left, f"containers left behind: {[c['Names'] for c in left]}"
 
 
 def image_with_comment(dockerd: Dockerd, comment: str) -> str:

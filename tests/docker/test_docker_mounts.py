@@ -7,10 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from onshore.runtimes.docker import server_labels
 from tests.conftest import ServerProcess, results, run_modal, write_app
 from tests.docker.daemon import Dockerd
-from tests.docker.test_docker_runtime import containers, docker_args
+from tests.docker.servers import docker_server
 
 MOUNTS_APP = """
 import json
@@ -52,13 +51,8 @@ def main() -> None:
 
 @pytest.fixture
 def server(dockerd: Dockerd, base_image: str, tmp_path: Path) -> Iterator[ServerProcess]:
-    server = ServerProcess(tmp_path / "data", docker_args(dockerd)).start()
-    try:
+    with docker_server(dockerd, tmp_path / "data") as server:
         yield server
-    finally:
-        server.stop()
-    left = containers(dockerd, server_labels(server.data_dir))
-    assert not left, f"containers left behind: {[c['Names'] for c in left]}"
 
 
 def test_files_mounted_at_absolute_paths(server: ServerProcess, tmp_path: Path) -> None:

@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import docker
 import pytest
 
 from onshore.images.pythons import ClientPackages, linux_platform
@@ -21,6 +20,7 @@ from onshore.runtimes.docker import LABEL_TASK, server_labels
 from onshore.runtimes.pyenv import installed_client_version
 from tests.conftest import REPO, ServerProcess, results, run_modal, run_python, write_app
 from tests.docker.daemon import Dockerd
+from tests.docker.servers import containers, docker_args, docker_server
 from tests.e2e.test_container_cli import drive_pty
 
 EXEC_CLIENT = REPO / "tests" / "e2e" / "apps" / "container_cli_client.py"
@@ -117,18 +117,6 @@ def f() -> int:
 """
 
 
-def docker_args(dockerd: Dockerd) -> list[str]:
-    return ["--runtime", "docker", "--docker-host", dockerd.url, "--docker-network", "none"]
-
-
-def containers(dockerd: Dockerd, labels: dict[str, str]) -> list[dict[str, Any]]:
-    """The engine's containers carrying all these labels, stopped ones included."""
-    with docker.APIClient(base_url=dockerd.url, version="auto", timeout=30) as api:
-        filters = {"label": [f"{k}={v}" for k, v in labels.items()]}
-        found: list[dict[str, Any]] = api.containers(all=True, filters=filters)
-    return found
-
-
 def wait_for(predicate: Any, timeout: float, interval: float = 0.3) -> Any:
     deadline = time.monotonic() + timeout
     value = predicate()
@@ -153,24 +141,19 @@ def call(server: ServerProcess, tmp_path: Path) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def docker_server(
+def runtime_server(
     dockerd: Dockerd, base_image: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServerProcess]:
     """One docker-runtime server for the tests that share its image cache; no container outlives it."""
-    server = ServerProcess(tmp_path_factory.mktemp("docker-rt") / "data", docker_args(dockerd)).start()
-    try:
+    with docker_server(dockerd, tmp_path_factory.mktemp("docker-rt") / "data") as server:
         yield server
-    finally:
-        server.stop()
-    left = containers(dockerd, server_labels(server.data_dir))
-    assert not left, f"containers left behind: {[c['Names'] for c in left]}"
 
 
 def test_default_image_runs_in_a_docker_container(
-    docker_server: ServerProcess, dockerd: Dockerd, tmp_path: Path
+    runtime_server: ServerProcess, dockerd: Dockerd, tmp_path: Path
 ) -> None:
-    deploy(docker_server, tmp_path)
-    probe = call(docker_server, tmp_path)
+    deploy(runtime_server, tmp_path)
+    probe = call(runtime_server, tmp_path)
     assert probe["dockerenv"] and probe["python"] == "3.11", probe
     assert probe["cwd"] == "/root" and probe["client"] == "/pkg/modal/__init__.py", probe
     assert probe["secret"] == "from-the-secret", probe
@@ -179,13 +162,13 @@ def test_default_image_runs_in_a_docker_container(
 
     # A real container of the engine, labelled with its server and task.
     task_id = probe["task_id"]
-    found = containers(dockerd, {**server_labels(docker_server.data_dir), LABEL_TASK: task_id})
+    found = containers(dockerd, {**server_labels(runtime_server.data_dir), LABEL_TASK: task_id})
     assert len(found) == 1 and found[0]["State"] == "running", found
     assert found[0]["Id"].startswith(probe["hostname"]), (found, probe)
 
     # modal container exec: the container's environment and working directory.
     done = run_modal(
-        docker_server,
+        runtime_server,
         "container",
         "exec",
         task_id,
@@ -198,27 +181,27 @@ def test_default_image_runs_in_a_docker_container(
     assert done.stdout.splitlines() == ["in-docker", "/root", "from-the-secret"], done.output
     # Pipes kept apart, and the exit status (which the CLI does not show) through the client's own code.
     script = "echo out; echo err >&2; exit 3"
-    status = run_python(docker_server, EXEC_CLIENT, "exec", task_id, "sh", "-c", script)
+    status = run_python(runtime_server, EXEC_CLIENT, "exec", task_id, "sh", "-c", script)
     assert status.returncode == 0, status.output
     assert results(status)["exec"] == {"code": 3, "stdout": "out\n", "stderr": "err\n"}, status.output
     # ... and a terminal.
     command = "echo ready; read answer; echo got-$answer; tty; stty size; exit 7"
     rc, output = drive_pty(
         [sys.executable, "-m", "modal", "container", "exec", "--pty", task_id, "--", "sh", "-c", command],
-        docker_server.env(),
+        runtime_server.env(),
         [("ready", b"hello\r")],
     )
     assert rc == 0 and "got-hello" in output and "/dev/pts/" in output and "40 120" in output, output
 
-    stopped = run_modal(docker_server, "app", "stop", "-y", "onshore-docker-basic")
+    stopped = run_modal(runtime_server, "app", "stop", "-y", "onshore-docker-basic")
     assert stopped.returncode == 0, stopped.output
     assert wait_for(lambda: not containers(dockerd, {LABEL_TASK: task_id}), 30), "not removed"
 
 
-def test_layers_and_the_build_cache(docker_server: ServerProcess, tmp_path: Path) -> None:
+def test_layers_and_the_build_cache(runtime_server: ServerProcess, tmp_path: Path) -> None:
     (tmp_path / "data.txt").write_text("data!\n")
     app = write_app(tmp_path, "layers_app.py", LAYERS_APP)
-    first = run_modal(docker_server, "run", str(app), cwd=tmp_path, timeout=600)
+    first = run_modal(runtime_server, "run", str(app), cwd=tmp_path, timeout=600)
     assert first.returncode == 0, first.output
     assert "RUN python -m pip install six" in first.output, first.output
     expected = {
@@ -234,15 +217,15 @@ def test_layers_and_the_build_cache(docker_server: ServerProcess, tmp_path: Path
     }
     assert results(first)["probe"] == expected
 
-    second = run_modal(docker_server, "run", str(app), cwd=tmp_path, timeout=300)
+    second = run_modal(runtime_server, "run", str(app), cwd=tmp_path, timeout=300)
     assert second.returncode == 0, second.output
     assert "RUN python -m pip install six" not in second.output and "Step " not in second.output
     assert results(second)["probe"] == expected
 
 
-def test_a_failing_run_step_fails_the_run(docker_server: ServerProcess, tmp_path: Path) -> None:
+def test_a_failing_run_step_fails_the_run(runtime_server: ServerProcess, tmp_path: Path) -> None:
     app = write_app(tmp_path, "failing_app.py", FAILING_APP)
-    result = run_modal(docker_server, "run", str(app) + "::f", timeout=600)
+    result = run_modal(runtime_server, "run", str(app) + "::f", timeout=600)
     assert result.returncode != 0, result.output
     error = result.output[result.output.find("Image build for") :]
     assert "'RUN echo about to fail && exit 7' failed with exit code 7" in error, result.output
@@ -286,8 +269,8 @@ def test_docker_options_need_the_docker_runtime(tmp_path: Path) -> None:
         server.start()
 
 
-def test_server_file_names_the_runtime(docker_server: ServerProcess) -> None:
-    info = json.loads((docker_server.data_dir / "server.json").read_text())
+def test_server_file_names_the_runtime(runtime_server: ServerProcess) -> None:
+    info = json.loads((runtime_server.data_dir / "server.json").read_text())
     assert info["runtime"] == "docker"
 
 
@@ -311,7 +294,7 @@ async def test_client_packages_for_a_python_the_host_may_lack(tmp_path: Path) ->
     assert await packages.folder(installed_client_version(), "", "3.12.7") == str(folder)  # reused
 
 
-def test_memory_limit_kills_and_explains(docker_server: ServerProcess, tmp_path: Path) -> None:
+def test_memory_limit_kills_and_explains(runtime_server: ServerProcess, tmp_path: Path) -> None:
     app = write_app(
         tmp_path,
         "docker_limits.py",
@@ -343,7 +326,7 @@ def test_memory_limit_kills_and_explains(docker_server: ServerProcess, tmp_path:
             print("RESULT fine", json.dumps(fine.remote()))
         """,
     )
-    result = run_modal(docker_server, "run", str(app), timeout=300)
+    result = run_modal(runtime_server, "run", str(app), timeout=300)
     assert result.returncode == 0, result.output
     found = results(result)
     assert "ran out of memory (its limit is 128 MiB)" in found["hog"], found

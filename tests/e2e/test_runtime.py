@@ -235,45 +235,7 @@ def test_idle_containers_make_way_when_the_machine_is_full(tmp_path: Path) -> No
         server.stop()
 
 
-def test_output_written_in_pieces_is_one_log_entry(server: ServerProcess, tmp_path: Path) -> None:
-    app = write_app(
-        tmp_path,
-        "pieces_app.py",
-        """
-        import json
-        import os
-        import subprocess
-        import sys
-        import time
-
-        import modal
-
-        app = modal.App("onshore-test-runtime-pieces")
-
-
-        @app.function(scaledown_window=60)
-        def speak() -> str:
-            for piece in ("one ", "line ", "in pieces"):
-                sys.stderr.write(piece)
-                sys.stderr.flush()
-                time.sleep(0.01)
-            sys.stderr.write("\\n")
-            sys.stderr.flush()
-            return os.environ["MODAL_TASK_ID"]
-
-
-        @app.local_entrypoint()
-        def main() -> None:
-            task = speak.remote()
-            time.sleep(0.5)
-            done = subprocess.run(
-                [sys.executable, "-m", "modal", "container", "logs", task, "--tail", "1"],
-                capture_output=True,
-                text=True,
-            )
-            print("RESULT tail", json.dumps(done.stdout.strip()))
-        """,
-    )
-    result = run_modal(server, "run", str(app), timeout=120)
+def test_output_written_in_pieces_is_one_log_entry(server: ServerProcess) -> None:
+    result = run_modal(server, "run", str(APPS / "runtime_pieces.py"), timeout=120)
     assert result.returncode == 0, result.output
     assert results(result)["tail"] == "one line in pieces", result.output
