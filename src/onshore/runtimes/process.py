@@ -149,7 +149,7 @@ class ProcessRuntime:
         container_url: str = "",
     ) -> None:
         self._packages = packages or ClientPackages(state_dir / "client-packages")
-        # Containers of custom images run in Linux namespaces where the host allows it (sandbox.probe()).
+        # Containers run in Linux namespaces where the host allows it (sandbox.probe()), else as processes.
         self._sandbox = sandbox or Support("none", "not probed")
         self._hidden = hidden or []
         self.capabilities = Capabilities(max_containers=max_containers)
