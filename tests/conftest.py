@@ -10,7 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -78,22 +78,18 @@ class ServerProcess:
         return {m[1]: int(m[2]) for m in found}
 
     def container_pid(self, task_id: str, timeout: float = 10.0) -> int:
-        deadline = time.monotonic() + timeout
-        while task_id not in self.container_pids() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        pids = self.container_pids()
-        assert task_id in pids, f"the server never logged starting container {task_id}"
-        return pids[task_id]
+        pid: int | None = wait_for(lambda: self.container_pids().get(task_id), timeout, 0.1)
+        assert pid, f"the server never logged starting container {task_id}"
+        return pid
 
     def wait_new_container(self, before: set[str], timeout: float) -> tuple[str, int] | None:
         """The first container started that is not in `before` (task ids), once the server logs it."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            new = {t: p for t, p in self.container_pids().items() if t not in before}
-            if new:
-                return next(iter(new.items()))
-            time.sleep(0.1)
-        return None
+
+        def new() -> tuple[str, int] | None:
+            return next(((t, p) for t, p in self.container_pids().items() if t not in before), None)
+
+        found: tuple[str, int] | None = wait_for(new, timeout, 0.1)
+        return found
 
     @property
     def token(self) -> dict[str, str]:
@@ -123,6 +119,16 @@ class ServerProcess:
         if self.proc.stdout:
             self.proc.stdout.close()
         return self.proc.returncode
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.2) -> Any:
+    """Poll until predicate() is truthy; return its last value (falsy on timeout)."""
+    deadline = time.monotonic() + timeout
+    value = predicate()
+    while not value and time.monotonic() < deadline:
+        time.sleep(interval)
+        value = predicate()
+    return value
 
 
 def clean_env() -> dict[str, str]:

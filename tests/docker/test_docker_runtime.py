@@ -8,7 +8,6 @@ import re
 import signal
 import socket
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ import pytest
 from onshore.images.pythons import ClientPackages, linux_platform
 from onshore.runtimes.docker import LABEL_TASK, server_labels
 from onshore.runtimes.pyenv import installed_client_version
-from tests.conftest import REPO, ServerProcess, results, run_modal, run_python, write_app
+from tests.conftest import REPO, ServerProcess, results, run_modal, run_python, wait_for, write_app
 from tests.docker.daemon import Dockerd
 from tests.docker.servers import containers, docker_args, docker_server
 from tests.e2e.test_container_cli import drive_pty
@@ -115,15 +114,6 @@ app = modal.App("onshore-docker-failing", image=image)
 def f() -> int:
     return 1
 """
-
-
-def wait_for(predicate: Any, timeout: float, interval: float = 0.3) -> Any:
-    deadline = time.monotonic() + timeout
-    value = predicate()
-    while not value and time.monotonic() < deadline:
-        time.sleep(interval)
-        value = predicate()
-    return value
 
 
 def deploy(server: ServerProcess, tmp_path: Path) -> None:

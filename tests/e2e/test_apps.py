@@ -8,14 +8,14 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from onshore.cli.embedded import pid_alive
-from tests.conftest import REPO, ServerProcess, run_modal, run_python
+from tests.conftest import REPO, ServerProcess, run_modal, run_python, wait_for
 
 APPS = REPO / "tests" / "e2e" / "apps"
 EPHEMERAL = APPS / "apps_ephemeral.py"
@@ -26,16 +26,6 @@ _APP_ID = re.compile(r"/apps/(ap-[A-Za-z0-9]{22})")
 
 
 # ---------------------------------------------------------------- helpers
-def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.2) -> Any:
-    """Poll until predicate() is truthy; return its last value (falsy on timeout)."""
-    deadline = time.monotonic() + timeout
-    value = predicate()
-    while not value and time.monotonic() < deadline:
-        time.sleep(interval)
-        value = predicate()
-    return value
-
-
 def app_list(server: ServerProcess) -> list[dict[str, Any]]:
     result = run_modal(server, "app", "list", "--json")
     assert result.returncode == 0, result.output

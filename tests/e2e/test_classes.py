@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import REPO, ServerProcess, results, run_modal, run_python, write_app
+from tests.conftest import REPO, ServerProcess, results, run_modal, run_python, wait_for, write_app
 
 APPS = REPO / "tests" / "e2e" / "apps"
 LIFECYCLE = APPS / "classes_lifecycle.py"
@@ -23,14 +22,13 @@ def run_entrypoint(server: ServerProcess, entrypoint: str, *args: str) -> dict[s
 
 def wait_for_exit_report(server: ServerProcess, app_id: str, timeout: float = 20.0) -> Any:
     """The report an @exit hook printed (`EXIT-MARKER <json>`), found in the app's logs."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def report() -> Any:
         logs = run_modal(server, "app", "logs", app_id, timeout=30).stdout
-        for line in logs.splitlines():
-            if "EXIT-MARKER " in line:
-                return json.loads(line.split("EXIT-MARKER ", 1)[1])
-        time.sleep(0.5)
-    return None
+        found = [line.split("EXIT-MARKER ", 1)[1] for line in logs.splitlines() if "EXIT-MARKER " in line]
+        return json.loads(found[0]) if found else None
+
+    return wait_for(report, timeout, 0.5)
 
 
 def test_enter_runs_once_and_calls_on_a_container_share_state(server: ServerProcess) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import REPO, ServerProcess, results, run_modal, run_python
+from tests.conftest import REPO, ServerProcess, results, run_modal, run_python, wait_for
 
 APPS = REPO / "tests" / "e2e" / "apps"
 APP = APPS / "container_cli.py"
@@ -29,15 +29,6 @@ MADE_UP = "ta-AAAAAAAAAAAAAAAAAAAAAA"
 
 
 # ---------------------------------------------------------------- helpers
-def wait_for(predicate: Any, timeout: float, interval: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    value = predicate()
-    while not value and time.monotonic() < deadline:
-        time.sleep(interval)
-        value = predicate()
-    return value
-
-
 def call(server: ServerProcess, function: str, arg: str) -> dict[str, Any]:
     result = run_python(server, CLIENT, "call", function, arg)
     assert result.returncode == 0, result.output
@@ -296,10 +287,10 @@ def _start_slow(server: ServerProcess, app_id: str, seconds: float) -> tuple[sub
     return caller, task_id
 
 
-def test_stop_moves_running_inputs_to_another_container(server: ServerProcess, deployed: str) -> None:
-    caller, task_id = _start_slow(server, deployed, 6)
+def _stop_during_call(server: ServerProcess, caller: subprocess.Popen[str], *stop_args: str) -> Any:
+    """`modal container stop` while the caller's slow call runs; then the call's result."""
     try:
-        stop = run_modal(server, "container", "stop", "-y", task_id)
+        stop = run_modal(server, "container", "stop", "-y", *stop_args)
         assert stop.returncode == 0, stop.output
         output, _ = caller.communicate(timeout=90)
     finally:
@@ -307,7 +298,12 @@ def test_stop_moves_running_inputs_to_another_container(server: ServerProcess, d
             caller.kill()
             caller.communicate(10)
     assert caller.returncode == 0, output
-    ran_on = json.loads(output.split("RESULT call ", 1)[1].splitlines()[0])
+    return json.loads(output.split("RESULT call ", 1)[1].splitlines()[0])
+
+
+def test_stop_moves_running_inputs_to_another_container(server: ServerProcess, deployed: str) -> None:
+    caller, task_id = _start_slow(server, deployed, 6)
+    ran_on = _stop_during_call(server, caller, task_id)
     assert ran_on["value"] != task_id, "the stopped container's input was not run again elsewhere"
     assert ran_on["seconds"] > 6, ran_on
     assert not listed(server, task_id)
@@ -315,16 +311,7 @@ def test_stop_moves_running_inputs_to_another_container(server: ServerProcess, d
 
 def test_graceful_stop_finishes_running_inputs(server: ServerProcess, deployed: str) -> None:
     caller, task_id = _start_slow(server, deployed, 5)
-    try:
-        stop = run_modal(server, "container", "stop", "--graceful", "-y", task_id)
-        assert stop.returncode == 0, stop.output
-        output, _ = caller.communicate(timeout=90)
-    finally:
-        if caller.poll() is None:
-            caller.kill()
-            caller.communicate(10)
-    assert caller.returncode == 0, output
-    ran_on = json.loads(output.split("RESULT call ", 1)[1].splitlines()[0])
+    ran_on = _stop_during_call(server, caller, "--graceful", task_id)
     assert ran_on["value"] == task_id, "a graceful stop must let the container finish its input"
     assert wait_for(lambda: not listed(server, task_id), 15), "the drained container did not end"
 

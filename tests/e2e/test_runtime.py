@@ -6,13 +6,11 @@ import contextlib
 import os
 import re
 import signal
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ServerProcess, results, run_modal, run_python, write_app
+from tests.conftest import ServerProcess, results, run_modal, run_python, wait_for, write_app
 
 APPS = Path(__file__).resolve().parent / "apps"
 
@@ -67,15 +65,6 @@ def _sleepers(root: int) -> set[int]:
     return found
 
 
-def _wait_for(predicate: Callable[[], object], timeout: float, interval: float = 0.1) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return bool(predicate())
-
-
 def test_warm_container_is_reused_then_scaled_down(server: ServerProcess) -> None:
     result = run_modal(server, "run", str(APPS / "runtime_warm.py"))
     assert result.returncode == 0, result.output
@@ -88,7 +77,7 @@ def test_warm_container_is_reused_then_scaled_down(server: ServerProcess) -> Non
     elapsed, gone = _line(result.output, "GONE_AFTER").split()
     assert gone == "True", f"container {first} still listed after 15s idle:\n{result.output}"
     assert 0.5 <= float(elapsed) <= 10.0, result.output
-    assert _wait_for(lambda: not _alive(server.container_pid(first)), 5.0), "its process outlived it"
+    assert wait_for(lambda: not _alive(server.container_pid(first)), 5.0), "its process outlived it"
     # The next call needs (and gets) a fresh container.
     assert _line(result.output, "NEW_TASK") != first, result.output
 
@@ -124,9 +113,7 @@ def test_timeout_raises_function_timeout_error(server: ServerProcess) -> None:
     assert float(_line(result.output, "ELAPSED")) < 8.0, result.output
     # The container running the timed-out input does not keep running it.
     pid = server.container_pid(_line(result.output, "STARTED"))
-    assert _wait_for(lambda: not _alive(pid), 10.0), (
-        f"container {pid} still running after its input timed out"
-    )
+    assert wait_for(lambda: not _alive(pid), 10.0), f"container {pid} still running after its input timed out"
 
 
 @pytest.mark.parametrize(
@@ -181,7 +168,7 @@ def test_sigterm_stops_every_container(fresh_server: ServerProcess, tmp_path: Pa
         assert driven.returncode == 0, driven.output
         idle_pid = fresh_server.container_pid(_line(driven.output, "IDLE"))
         # The busy container has started its child (`sleep 300`), somewhere below the server.
-        assert _wait_for(lambda: _sleepers(server_pid), 30.0), fresh_server.log_text()
+        assert wait_for(lambda: _sleepers(server_pid), 30.0), fresh_server.log_text()
         pids = fresh_server.container_pids()
         assert len(pids) == 2, pids
         started = _descendants(server_pid)
@@ -191,7 +178,7 @@ def test_sigterm_stops_every_container(fresh_server: ServerProcess, tmp_path: Pa
         assert fresh_server.stop() is not None
         # Every process the server started (containers, what they started, spares kept warm) is gone once
         # the server has exited: nothing is left orphaned.
-        _wait_for(lambda: not any(map(_alive, started)), 5.0)
+        wait_for(lambda: not any(map(_alive, started)), 5.0)
         left = _kill_leftovers(started)
         assert not left, f"processes left running after the server stopped: {left}\n{fresh_server.log_text()}"
         assert not (fresh_server.data_dir / "server.json").exists()

@@ -246,10 +246,10 @@ class ProcessRuntime:
     def warm_up(self) -> None:
         """Start the spare processes (called once the server runs)."""
         if self._sandbox.available:
-            if not self._default_key:
-                pkg = self._default_pkg()
-                self._default_key = (sys.executable, str(pkg), "/root", self._container_url)
-            self._keep_image_spare(self._default_key, ImageConfig(), sys.executable, self._default_pkg())
+            pkg = self._default_pkg()
+            # What _image_key() gives a default-image container of this server's own client.
+            self._default_key = (sys.executable, str(pkg), "/root", self._container_url)
+            self._keep_image_spare(self._default_key, ImageConfig(), sys.executable, pkg)
             return
         if not self._refilling and len(self._spares) < self._spares_wanted and not self._closed:
             self._refilling = True
