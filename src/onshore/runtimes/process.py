@@ -51,6 +51,7 @@ _PARTIAL_LINE_WAIT = 0.05
 # How many custom images keep a spare process ready (the most recently started ones).
 _IMAGE_SPARE_KINDS = 2
 
+
 def spare_program(entrypoint: str = "modal._container_entrypoint") -> str:
     """Python source for `python -c`: import `entrypoint`'s dependencies, then wait for its settings.
 
