@@ -8,6 +8,7 @@ import shutil
 import tarfile
 from pathlib import Path
 
+from onshore.archives import extract_data
 from onshore.images.model import BuildFailed
 
 
@@ -73,8 +74,13 @@ def copy_into(
             placed.append(destination)
         elif add and tarfile.is_tarfile(path):
             target_root.mkdir(parents=True, exist_ok=True)
-            with tarfile.open(path) as archive:
-                archive.extractall(target_root, filter="data")
+            try:
+                with tarfile.open(path) as archive:
+                    extract_data(archive, target_root)
+            except tarfile.TarError as exc:
+                raise BuildFailed(
+                    f"{keyword} {source}: the archive {path.name} was not unpacked: {exc}"
+                ) from None
             placed.append(destination)
         else:
             target = target_root / path.name if into_dir or target_root.is_dir() else target_root

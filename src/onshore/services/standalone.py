@@ -22,6 +22,7 @@ from typing import IO
 from urllib.parse import quote
 
 from onshore import ids
+from onshore.archives import extract_data
 from onshore.errors import InvalidArgument, NotFound, Unimplemented
 from onshore.models import Mount, MountFile
 from onshore.services.mounts import MountService
@@ -303,7 +304,7 @@ class StandalonePythons:
         try:
             try:
                 with tarfile.open(tarball, "r:*") as archive:
-                    archive.extractall(work, filter="data")
+                    extract_data(archive, work)
             except (tarfile.TarError, EOFError, zlib.error) as exc:
                 tarball.unlink(missing_ok=True)  # fetched again next time
                 raise StandaloneUnavailable(
