@@ -218,7 +218,7 @@ def test_binds_nest_inside_the_code_dir(run: Runner, tmp_path: Path) -> None:
     binds = [Bind(code, "/root", overlay=True), Bind(prefix, inner), Bind(prefix, str(prefix))]
     done = run.run(
         spec(binds=binds, workdir="/root"),
-        f"{PYTHON} -I app.py; ls {inner} | grep -c bin; ls -A /root",
+        f"{PYTHON} -I app.py; ls {inner} | grep -cx bin; ls -A /root",
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split()[:2] == ["3", "1"]
