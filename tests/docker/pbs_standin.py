@@ -7,11 +7,12 @@ Which Python it is made from, and why: the stand-in must run in an image without
 real install_only build does (it is statically linked against OpenSSL, libffi, sqlite...). Neither Python on
 the test machine is relocatable as it is:
 
-- pyenv's (the tests' own, e.g. /root/.pyenv/versions/3.11.7) is built with --enable-shared and an absolute
-  RUNPATH to its own lib/ dir, which a container does not have: copied elsewhere it only seems to run
-  because the original is still there. Its extension modules load the host's libssl, libffi, ... .
-- Debian's python3 (in the debootstrap tree) has no shared libpython, but it and its extension modules load
-  libexpat, libssl, libffi, libmpdec ... from /usr/lib, which an image without Python lacks too.
+- pyenv's (e.g. /root/.pyenv/versions/3.11.7) is built with --enable-shared and an absolute RUNPATH to its
+  own lib/ dir, which a container does not have: copied elsewhere it only seems to run because the original
+  is still there. Its extension modules load the host's libssl, libffi, ... .
+- Debian's python3 (/usr/bin/python3, which `make` prefers for .venv, and the debootstrap tree's) has no
+  shared libpython, but it and its extension modules load libexpat, libssl, libffi, libmpdec ... from
+  /usr/lib, which an image without Python lacks too.
 
 So the stand-in takes the tests' own interpreter (sys.base_prefix, Python 3.11) and makes it self-contained
 as install_only builds are: the interpreter, libpython and the standard library (less tests, tkinter/idle,
@@ -34,7 +35,7 @@ from pathlib import Path
 
 from tests.docker.daemon import CACHE, DockerdUnavailable
 
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2
 # Left out of the copy of the standard library: big, or needing X11 libraries.
 SKIPPED = {"test", "idlelib", "tkinter", "turtledemo", "site-packages", "__pycache__", "ensurepip"}
 GLIBC = ("linux-vdso", "ld-linux", "libc.so", "libm.so", "libpthread.so", "libdl.so", "librt.so", "libresolv")
@@ -82,7 +83,9 @@ def build_tree(prefix: Path, minor: str, root: Path) -> None:
             shutil.copy2(lib, python / "lib" / lib.name)
             elves.append(python / "lib" / lib.name)
     ignore = shutil.ignore_patterns(*SKIPPED, "config-*", "_tkinter*", "*.pyc")
-    shutil.copytree(stdlib, python / "lib" / f"python{minor}", symlinks=True, ignore=ignore)
+    # Links are copied as what they point to: a distribution's standard library links out of its tree
+    # (Debian's sitecustomize.py points into /etc), which an install_only build never does.
+    shutil.copytree(stdlib, python / "lib" / f"python{minor}", ignore=ignore, ignore_dangling_symlinks=True)
     (python / "lib" / f"python{minor}" / "site-packages").mkdir()
     modules = sorted((python / "lib" / f"python{minor}" / "lib-dynload").glob("*.so"))
     bundled = []
