@@ -240,6 +240,10 @@ def machine_facts() -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "python": platform.python_version(),
+        # The interpreter the client scripts, the server and the default image's containers all run on:
+        # its build matters (a PGO/LTO build such as a distribution's is faster than a plain source build).
+        "python_executable": os.path.realpath(getattr(sys, "_base_executable", sys.executable)),
+        "python_build": " ".join(platform.python_build()),
         "modal_client": modal.__version__,
         "platform": platform.platform(),
         "onshore_commit": commit,
