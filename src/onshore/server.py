@@ -35,6 +35,7 @@ from onshore.images.model import Builder
 from onshore.images.process_builder import ProcessBuilder
 from onshore.images.pythons import PythonFinder
 from onshore.loops.autoscaler import Autoscaler
+from onshore.loops.hostcpu import ScaleOutGate, read_cpu_times, usable_cores
 from onshore.loops.janitor import Janitor
 from onshore.models import App
 from onshore.protocol.build_runner import BuildFunctionRunner
@@ -194,8 +195,17 @@ class OnshoreServer:
             self.builder.function_runner, self.builder.committer = function_runner, self.docker
         self.execs = ExecService(self.runtime, self.tasks, clock)
         self.containers.on_exit = self._on_container_exit
+        # Process containers share this host's CPUs: past the core count, a function's scale-out waits for
+        # CPU headroom (the docker runtime's engine may be another machine: no gate there).
+        gate = ScaleOutGate(read_cpu_times, clock) if isinstance(self.runtime, ProcessRuntime) else None
         self.autoscaler = Autoscaler(
-            self.calls, self.containers, self.functions.target, self.functions.warm_functions, clock
+            self.calls,
+            self.containers,
+            self.functions.target,
+            self.functions.warm_functions,
+            clock,
+            gate=gate,
+            cores=usable_cores(),
         )
         self.janitor = Janitor(self.apps, self.blobs, config.app_heartbeat_timeout)
         self.calls.on_demand = self.autoscaler.wake

@@ -8,6 +8,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from onshore.loops.hostcpu import ScaleOutGate, scale_up_allowance
 from onshore.models import FunctionSpec
 from onshore.services.calls import CallService
 from onshore.services.clock import Clock
@@ -57,7 +58,11 @@ class Autoscaler:
         warm_functions: Callable[[], list[str]],
         clock: Clock,
         tick: float = 1.0,
+        gate: ScaleOutGate | None = None,
+        cores: int = 1,
     ) -> None:
+        """gate: holds scale-out past `cores` containers per function while the host's CPUs are full (None:
+        containers start as demand asks, e.g. when they do not run on this host's CPUs)."""
         self._calls = calls
         self._containers = containers
         self._targets = targets
@@ -68,6 +73,8 @@ class Autoscaler:
         self._dirty: set[str] = set()
         self._starting: set[asyncio.Task[None]] = set()
         self._warned_full = False
+        self._gate = gate
+        self._cores = max(1, cores)
 
     def wake(self, function_id: str) -> None:
         self._dirty.add(function_id)
@@ -87,6 +94,8 @@ class Autoscaler:
         return Sample(queued, running, len(tasks), idle_expired)
 
     def run_once(self) -> None:
+        if self._gate is not None:
+            self._gate.tick()
         candidates = set(self._dirty)
         self._dirty.clear()
         candidates.update(self._calls.functions_with_demand())
@@ -102,21 +111,29 @@ class Autoscaler:
         target = self._targets(function_id)
         tasks = self._containers.for_function(function_id)
         if target is None:
+            if self._gate is not None:
+                self._gate.forget(function_id)
             for t in tasks:
                 asyncio.get_running_loop().create_task(
                     self._containers.stop(t.task_id, "its function is gone")
                 )
             return
         sample = self.sample(function_id, target.spec)
+        if self._gate is not None and not (sample.queued or sample.running_inputs):
+            self._gate.reset(function_id)  # idle: the CPU it used tells nothing about its next burst
         desired = desired_containers(sample, target.spec)
         if desired > sample.containers:
-            want = desired - sample.containers
+            want = self._allowed(function_id, sample.containers, desired - sample.containers, target.spec)
+            if want <= 0:
+                return
             room = self._containers.capacity_left()
             if room < want and sample.queued:
                 # The machine is full: idle containers of other functions make way for queued work.
                 self._evict_idle(function_id, want - room)
             for _ in range(min(want, room)):
                 self._spawn(target)
+            if room > 0 and self._gate is not None:
+                self._gate.reset(function_id)
         elif desired < sample.containers:
             now = self._clock.monotonic()
             idle = sorted(
@@ -133,6 +150,12 @@ class Autoscaler:
                 asyncio.get_running_loop().create_task(
                     self._containers.stop(t.task_id, "idle past its scaledown window")
                 )
+
+    def _allowed(self, function_id: str, current: int, want: int, spec: FunctionSpec) -> int:
+        headroom = self._gate.headroom(function_id) if self._gate is not None else None
+        if headroom is None:
+            return want
+        return scale_up_allowance(current, want, self._cores, spec, headroom)
 
     def _evict_idle(self, needed_by: str, count: int) -> None:
         idle = sorted(
