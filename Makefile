@@ -5,9 +5,8 @@
 # Distributions build CPython with profile-guided and link-time optimization, which a plain source build
 # (pyenv's default) lacks: on the development machine the warm call path runs about 20% faster on Debian's
 # build (README, Performance). `make PYTHON=...` picks another.
-PYTHON ?= $(shell for p in /usr/bin/python3 python3; do \
-	$$p -c 'import sys, venv, ensurepip; sys.exit(sys.version_info < (3, 10))' 2>/dev/null && { echo $$p; break; }; \
-	done)
+PYTHON ?= $(shell /usr/bin/python3 -c 'import sys, venv, ensurepip; sys.exit(sys.version_info < (3, 11))' \
+	2>/dev/null && echo /usr/bin/python3 || echo python3)
 VENV := .venv
 BIN := $(VENV)/bin
 
