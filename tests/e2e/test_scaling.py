@@ -1,10 +1,14 @@
-"""Autoscaling settings the process runtime honours: min_containers, max_containers, max_inputs."""
+"""Autoscaling settings the process runtime honours (min/max containers, max_inputs), and core pinning."""
 
 from __future__ import annotations
 
 import json
+import os
+import sys
 import time
 from pathlib import Path
+
+import pytest
 
 from tests.conftest import ServerProcess, run_modal, write_app
 
@@ -77,3 +81,56 @@ def test_max_containers_and_max_inputs(server: ServerProcess, tmp_path: Path) ->
     assert "ONE_AT_A_TIME 1" in result.output
     # max_inputs=1: every call gets a new container.
     assert "FRESH 3" in result.output
+
+
+def _cores(listed: str) -> list[int]:
+    """A Cpus_allowed_list value ("1", "0-1", "0,2-3") as core numbers."""
+    cores: list[int] = []
+    for part in listed.split(","):
+        low, _, high = part.partition("-")
+        cores.extend(range(int(low), int(high or low) + 1))
+    return cores
+
+
+@pytest.mark.skipif(
+    sys.platform != "linux" or len(os.sched_getaffinity(0)) < 2, reason="core pinning needs Linux, 2+ cores"
+)
+def test_a_container_runs_on_one_core_until_it_needs_more(server: ServerProcess, tmp_path: Path) -> None:
+    app = write_app(
+        tmp_path,
+        "pinning.py",
+        """
+        import subprocess
+        import sys
+        import time
+
+        import modal
+
+        app = modal.App("e2e-scaling-pinning")
+
+        def allowed() -> str:
+            with open("/proc/self/status") as f:
+                return next(line.split()[1] for line in f if line.startswith("Cpus_allowed_list"))
+
+        @app.function(scaledown_window=30)
+        def probe(burn: float) -> str:
+            # Two busy child processes want two cores: the one the container is pinned to is not enough.
+            loop = f"import time\\nend = time.time() + {burn}\\nwhile time.time() < end: pass"
+            children = [subprocess.Popen([sys.executable, "-c", loop]) for _ in range(2 if burn else 0)]
+            for child in children:
+                child.wait()
+            return allowed()
+
+        @app.local_entrypoint()
+        def main() -> None:
+            print("BEFORE", probe.remote(0))
+            print("BUSY", probe.remote(4.0))
+            print("AFTER", probe.remote(0))
+        """,
+    )
+    result = run_modal(server, "run", str(app))
+    assert result.returncode == 0, result.output
+    seen = dict(line.split() for line in result.stdout.splitlines() if line.startswith(("BEFORE", "AFTER")))
+    every = sorted(os.sched_getaffinity(0))
+    assert len(_cores(seen["BEFORE"])) == 1 and _cores(seen["BEFORE"])[0] in every
+    assert _cores(seen["AFTER"]) == every

@@ -24,6 +24,7 @@ from onshore.errors import Conflict, NotFound
 from onshore.images.pythons import ClientPackages
 from onshore.models import ImageConfig
 from onshore.runtimes import sandbox
+from onshore.runtimes.affinity import CorePinning
 from onshore.runtimes.base import (
     FD_STDERR,
     FD_STDOUT,
@@ -37,6 +38,7 @@ from onshore.runtimes.base import (
 from onshore.runtimes.cgroups import Cgroup, Cgroups
 from onshore.runtimes.container_fs import ContainerLayout, merge_layers
 from onshore.runtimes.process_exec import ExecTarget, sandbox_target, start_exec
+from onshore.runtimes.process_spare import SPARE_PROGRAM
 from onshore.runtimes.pyenv import ClientEnvironments, client_package_dir, installed_client_version
 from onshore.runtimes.sandbox import SandboxSpec, Support
 
@@ -50,35 +52,6 @@ _PARTIAL_LINE_WAIT = 0.05
 
 # How many custom images keep a spare process ready (the most recently started ones).
 _IMAGE_SPARE_KINDS = 2
-
-
-def spare_program(entrypoint: str = "modal._container_entrypoint") -> str:
-    """Python source for `python -c`: import `entrypoint`'s dependencies, then wait for its settings.
-
-    The container's code is copied into its working directory after the spare started, so the import
-    system's cached listing of that directory is dropped first: that listing is only refreshed when the
-    directory's modification time changes, and a copied tree may carry the very same time (the copy takes
-    its source's times, and file systems stamp times in coarse steps).
-    """
-    return f"""
-import importlib, json, os, runpy, sys
-import {entrypoint}
-# Only its imports stay cached: the module itself runs afresh as __main__ below.
-del sys.modules["{entrypoint}"]
-line = sys.stdin.readline()
-if line:
-    spec = json.loads(line)
-    os.environ.update(spec["env"])
-    os.chdir(spec["cwd"])
-    sys.path[0] = spec["cwd"]
-    importlib.invalidate_caches()
-    sys.argv = ["{entrypoint}"]
-    runpy.run_module("{entrypoint}", run_name="__main__", alter_sys=True)
-"""
-
-
-# The program of a spare process: import the entrypoint now, become a container when told to.
-_SPARE_PROGRAM = spare_program()
 
 
 def _package_key(python: str) -> str:
@@ -186,6 +159,7 @@ class ProcessRuntime:
         self._refilling = False
         self._closed = False
         self._procs: dict[str, _Proc] = {}
+        self._pinning = CorePinning()  # each container on one core until it needs more
         self._on_log: LogSink = lambda t, fd, s: None
         self._on_exit: ExitSink = lambda t, rc, detail: None
 
@@ -273,7 +247,7 @@ class ProcessRuntime:
             while len(self._spares) < self._spares_wanted and not self._closed:
                 entry = await self._spawn(
                     sys.executable,
-                    ["-c", _SPARE_PROGRAM],
+                    ["-c", SPARE_PROGRAM],
                     self._base_env(),
                     str(self._state_dir),
                     asyncio.subprocess.PIPE,
@@ -354,7 +328,7 @@ class ProcessRuntime:
             layout = ContainerLayout(image, python, None, None, pkg, self._hidden, (root, io))
             env = {**_boxed_env(image), "MODAL_SERVER_URL": key[3]}
             box = layout.spec(env, [])
-            argv = [python, "-c", _SPARE_PROGRAM]
+            argv = [python, "-c", SPARE_PROGRAM]
             entry = await self._spawn_boxed(box, argv, spare_dir / "scratch", asyncio.subprocess.PIPE)
         except Exception:
             shutil.rmtree(spare_dir, ignore_errors=True)
@@ -441,6 +415,7 @@ class ProcessRuntime:
             boxed = await self._start_sandboxed(spec, image or ImageConfig())
             boxed.task_id = spec.task_id
             self._procs[spec.task_id] = boxed
+            self._pin(spec, boxed)
             return boxed.process.pid
         if image is not None and image.layers:
             raise Conflict(
@@ -483,7 +458,12 @@ class ProcessRuntime:
             entry.memory_limit_mb = spec.memory_limit_mb
             entry.task_id = spec.task_id
             self._procs[spec.task_id] = entry
+        self._pin(spec, entry)
         return entry.process.pid
+
+    def _pin(self, spec: ContainerSpec, entry: _Proc) -> None:
+        if spec.cpu_limit <= 1:  # a limit of more cores is the user's: they are all its to use
+            self._pinning.pin(spec.task_id, entry.process.pid)
 
     def _take_spare(self) -> _Proc | None:
         while self._spares:
@@ -525,6 +505,7 @@ class ProcessRuntime:
 
     async def _wait(self, entry: _Proc) -> None:
         rc = await entry.process.wait()
+        self._pinning.release(entry.task_id)
         # End anything the container left behind in its process group.
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(entry.process.pid, signal.SIGKILL)
@@ -589,6 +570,7 @@ class ProcessRuntime:
 
     async def shutdown(self) -> None:
         self._closed = True
+        self._pinning.close()
         spares, self._spares = self._spares, []
         for pool in self._image_spares.values():
             spares += pool
