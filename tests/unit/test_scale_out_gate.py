@@ -152,20 +152,26 @@ class FakeContainers:
         return None
 
 
-async def test_a_cpu_bound_burst_stays_at_the_core_count_and_an_io_bound_one_keeps_growing() -> None:
-    clock = FakeClock()
-    cpu = FakeCpu(clock, cores=2)
-    calls, containers = FakeCalls(), FakeContainers(tasks=[FakeTask("ta-warm", "fn")])
+def _autoscaler(
+    calls: FakeCalls, containers: FakeContainers, clock: FakeClock, **gating: ScaleOutGate | int
+) -> Autoscaler:
+    """The autoscaler over fakes, serving the one function "fn"."""
     target = FunctionTarget("fn", "ap", FunctionSpec(tag="f"))
-    scaler = Autoscaler(
+    return Autoscaler(
         calls,  # type: ignore[arg-type]
         containers,  # type: ignore[arg-type]
         lambda fid: target if fid == "fn" else None,
         lambda: [],
         clock,
-        gate=ScaleOutGate(cpu, clock),
-        cores=2,
+        **gating,  # type: ignore[arg-type]
     )
+
+
+async def test_a_cpu_bound_burst_stays_at_the_core_count_and_an_io_bound_one_keeps_growing() -> None:
+    clock = FakeClock()
+    cpu = FakeCpu(clock, cores=2)
+    calls, containers = FakeCalls(), FakeContainers(tasks=[FakeTask("ta-warm", "fn")])
+    scaler = _autoscaler(calls, containers, clock, gate=ScaleOutGate(cpu, clock), cores=2)
 
     def step(seconds: float, busy: float) -> int:
         cpu.run(seconds, busy)
@@ -189,14 +195,7 @@ async def test_a_cpu_bound_burst_stays_at_the_core_count_and_an_io_bound_one_kee
 async def test_without_a_gate_the_burst_gets_every_container_it_asks_for() -> None:
     clock = FakeClock()
     calls, containers = FakeCalls(queued=100), FakeContainers(tasks=[FakeTask("ta-warm", "fn")])
-    target = FunctionTarget("fn", "ap", FunctionSpec(tag="f"))
-    scaler = Autoscaler(
-        calls,  # type: ignore[arg-type]
-        containers,  # type: ignore[arg-type]
-        lambda fid: target if fid == "fn" else None,
-        lambda: [],
-        clock,
-    )
+    scaler = _autoscaler(calls, containers, clock)
     scaler.run_once()
     assert len(containers.tasks) == 8
     await asyncio.sleep(0)
