@@ -70,14 +70,17 @@ class CorePinning:
     A container's Python threads hand work to each other on every call; on one core those hand-offs are
     cheap, across cores each is a wake-up of another CPU. Once a pinned container's threads wait to run
     for WIDEN_AFTER_WAIT of a window (CPU-bound threads of its own, or the core busy with other work), it
-    gets every core for the rest of its life. Disabled (pin does nothing) with fewer than two cores or
-    off Linux.
+    gets every core for the rest of its life. Disabled (pin does nothing) with fewer than two cores, off
+    Linux, or without the kernel's per-thread scheduler statistics.
     """
 
     def __init__(self, cores: list[int] | None = None) -> None:
         usable = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
         self.cores = usable if cores is None else cores
-        self.enabled = sys.platform == "linux" and len(self.cores) >= 2
+        # Without run-queue wait times (a kernel without schedstats) a container that needs more cores
+        # could not be told apart: then nothing is pinned.
+        linux = sys.platform == "linux"
+        self.enabled = linux and len(self.cores) >= 2 and _waited_ns(os.getpid()) is not None
         self._pinned: dict[str, _Pinned] = {}
         self._loop_task: asyncio.Task[None] | None = None
 
