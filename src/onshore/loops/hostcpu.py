@@ -60,8 +60,7 @@ class ScaleOutGate:
     """Measures the host's CPU in windows of `window` seconds and remembers each function's last scale-up.
 
     A function has headroom when a whole window since it last scaled up or sat idle kept the CPUs below
-    CPU_BUSY_LIMIT.
-    Without CPU readings (not Linux) there is no gate: `headroom` answers None.
+    CPU_BUSY_LIMIT. Without CPU readings (not Linux) there is no gate: `headroom` answers None.
     """
 
     def __init__(self, cpu_times: CpuTimes, clock: Clock, window: float = 1.0) -> None:

@@ -116,13 +116,15 @@ class CorePinning:
                 if value is not None:
                     now[tid] = value
                     waited += value - entry.waited.get(tid, 0)
+            # Threads inherit their creator's core; only one created while `pin` walked the tree may not have.
+            new = [tid for tid in tids if tid not in entry.waited]
             entry.waited = now
             if needs_more_cores(waited, window_s):
                 _set_cores(tids, set(self.cores))
                 del self._pinned[task_id]
                 log.debug("container %s needs more than one core: its threads may use every core", task_id)
             else:
-                _set_cores(tids, {entry.core})  # threads started during the last window, too
+                _set_cores(new, {entry.core})
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
