@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from onshore.errors import NotFound, PermissionDenied
+from onshore.errors import InvalidArgument, NotFound, PermissionDenied
 from onshore.models import FunctionSpec, RetryPolicy
 from onshore.services.call_state import (
     INVOCATION_ASYNC,
@@ -143,7 +143,9 @@ async def test_failed_input_is_retried() -> None:
     (out,), _ = await h.svc.get_outputs(
         call, last_entry_id=0, idx_range=None, timeout=0, clear_on_success=False
     )
-    assert (out.status, out.result, out.retry_count) == (STATUS_SUCCESS, b"fine", 1)
+    # The output carries the caller's retry count: a map's client drops outputs whose count differs from
+    # its own, and the server's retries are its own business.
+    assert (out.status, out.result, out.retry_count) == (STATUS_SUCCESS, b"fine", 0)
 
 
 async def test_retries_run_out() -> None:
@@ -158,7 +160,7 @@ async def test_retries_run_out() -> None:
     (out,), _ = await h.svc.get_outputs(
         call, last_entry_id=0, idx_range=None, timeout=1, clear_on_success=False
     )
-    assert (out.status, out.result, out.retry_count) == (STATUS_FAILURE, b"boom 2", 2)
+    assert (out.status, out.result, out.retry_count) == (STATUS_FAILURE, b"boom 2", 0)
     await asyncio.sleep(0.05)
     assert h.svc.demand(FN) == (0, 0)
 
@@ -267,3 +269,25 @@ async def test_unknown_call_is_not_found() -> None:
         h.svc.get_call("fc-doesnotexist")
     with pytest.raises(NotFound):
         h.svc.get_call("garbage")
+
+
+async def test_client_driven_retry_echoes_the_callers_retry_count() -> None:
+    h = Harness()
+    call = h.call()
+    (first,) = await h.svc.next_inputs("ta-1", FN)
+    h.svc.put_outputs("ta-1", [h.output(first.input_id, STATUS_FAILURE, b"boom")])
+    assert [o.retry_count for o in call.outputs] == [0]
+    # The caller asks for attempt 3 (its own count): the new attempt's output says so.
+    h.svc.retry_inputs(call, [(first.input_id, b"in-0 again", 3)])
+    (again,) = await h.svc.next_inputs("ta-2", FN)
+    assert again.payload == b"in-0 again"
+    h.svc.put_outputs("ta-2", [h.output(again.input_id, result=b"fine")])
+    assert [(o.result, o.retry_count) for o in call.outputs] == [(b"boom", 0), (b"fine", 3)]
+
+
+async def test_finishing_a_spawned_map_checks_its_input_count() -> None:
+    h = Harness()
+    call = h.call(invocation_type=INVOCATION_ASYNC, payloads=(b"a", b"b"))
+    h.svc.finish_inputs(call, 2)
+    with pytest.raises(InvalidArgument, match="has 2 inputs, but the caller finished it with 3"):
+        h.svc.finish_inputs(call, 3)

@@ -122,6 +122,21 @@ class CallHandlers:
             num_unfinished_inputs=call.unfinished,
         )
 
+    async def FunctionFinishInputs(self, req: Any, who: Principal) -> Any:
+        call = self._call(req.function_call_id, who)
+        if req.function_id and req.function_id != call.function_id:
+            raise InvalidArgument(f"Function call {call.function_call_id} is not a call of {req.function_id}")
+        self._calls.finish_inputs(call, req.num_inputs)
+        return empty_pb2.Empty()
+
+    async def FunctionCallFromId(self, req: Any, who: Principal) -> Any:
+        call = self._call(req.function_call_id, who)
+        return api_pb2.FunctionCallFromIdResponse(
+            function_call_id=call.function_call_id,
+            num_inputs=call.num_inputs,
+            metadata=api_pb2.FunctionCallHandleMetadata(app_id=call.app_id, function_id=call.function_id),
+        )
+
     async def FunctionRetryInputs(self, req: Any, who: Principal) -> Any:
         if not req.function_call_jwt.startswith("fc:"):
             raise InvalidArgument("Bad function_call_jwt")
@@ -130,7 +145,7 @@ class CallHandlers:
         for item in req.inputs:
             if not item.input_jwt.startswith("in:"):
                 raise InvalidArgument("Bad input_jwt")
-            items.append((item.input_jwt[3:], bytes(item.input.SerializeToString())))
+            items.append((item.input_jwt[3:], bytes(item.input.SerializeToString()), item.retry_count))
         retried = self._calls.retry_inputs(call, items)
         return api_pb2.FunctionRetryInputsResponse(input_jwts=[_input_jwt(i) for i in retried])
 

@@ -36,7 +36,11 @@ class PendingInput:
     call: CallState
     idx: int
     payload: bytes  # serialized FunctionInput
+    # Attempts the server has retried (its retry policy counts these; the container is told the number).
     retry_count: int = 0
+    # The attempt number the caller knows of: raised only by the caller's own FunctionRetryInputs. A map's
+    # client drops outputs whose retry_count differs from its own, so server-side retries must not show.
+    client_retry_count: int = 0
     task_id: str = ""
     started_at: float = 0.0
     done: bool = False

@@ -143,10 +143,14 @@ class CallService:
         self.on_demand(call.function_id)
         return created
 
-    def retry_inputs(self, call: CallState, items: list[tuple[str, bytes]]) -> list[PendingInput]:
-        """A client-driven retry (FunctionRetryInputs): run the named inputs again."""
+    def retry_inputs(self, call: CallState, items: list[tuple[str, bytes, int]]) -> list[PendingInput]:
+        """A client-driven retry (FunctionRetryInputs): run the named inputs again.
+
+        Each item is (input id, payload, the caller's retry count); the output of the new attempt carries
+        that count back, as the caller matches it against its own.
+        """
         requeued = []
-        for input_id, payload in items:
+        for input_id, payload, client_retry_count in items:
             item = call.inputs.get(input_id)
             if item is None:
                 raise NotFound(f"Input {input_id} is not part of function call {call.function_call_id}")
@@ -155,12 +159,21 @@ class CallService:
             item.done = False
             item.payload = payload or item.payload
             item.retry_count += 1
+            item.client_retry_count = client_retry_count
             call.num_done -= 1
             self._inputs[input_id] = item
             self._queues[call.function_id].offer(item)
             requeued.append(item)
         self.on_demand(call.function_id)
         return requeued
+
+    def finish_inputs(self, call: CallState, num_inputs: int) -> None:
+        """The caller has sent every input of a spawned map (FunctionFinishInputs): check none is missing."""
+        if num_inputs != call.num_inputs:
+            raise InvalidArgument(
+                f"Function call {call.function_call_id} has {call.num_inputs} inputs, "
+                f"but the caller finished it with {num_inputs}"
+            )
 
     async def get_outputs(
         self,
@@ -418,7 +431,7 @@ class CallService:
             task_id=task_id,
             input_started_at=input_started_at,
             output_created_at=output_created_at or self._clock.now(),
-            retry_count=item.retry_count,
+            retry_count=item.client_retry_count,
             entry_id=call.next_entry_id,
         )
         call.next_entry_id += 1
