@@ -129,8 +129,11 @@ def test_a_complete_blob_cannot_be_overwritten(tmp_path: Path) -> None:
     blobs = _service(tmp_path)
     blob_id, _, _ = blobs.create(3)
     _upload(blobs, blob_id, b"abc")
-    with pytest.raises(Conflict, match="already complete"):
-        blobs.begin_upload(blob_id, None)
+    fd, tmp = blobs.begin_upload(blob_id, None)
+    os.write(fd, b"xyz")
+    os.close(fd)
+    with pytest.raises(Conflict, match="cannot be changed once uploaded"):
+        blobs.finish_upload(blob_id, None, tmp, hashlib.md5(b"xyz").hexdigest())
     with pytest.raises(Conflict, match="already complete"):
         blobs.begin_upload(blob_id, 1)
     assert blobs.read(blob_id) == b"abc"

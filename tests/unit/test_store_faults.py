@@ -1,4 +1,4 @@
-"""The store when its database is locked or its directory unusable: quick, precise errors; nothing half-done."""
+"""The store with its database locked or its directory unusable: quick, precise errors; nothing half-done."""
 
 from __future__ import annotations
 
@@ -102,7 +102,9 @@ def test_the_database_and_its_wal_files_are_owner_only_whatever_the_umask(tmp_pa
 def test_a_database_that_cannot_be_opened_is_one_line_naming_it(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("")
-    with pytest.raises(Unavailable, match=f"The database {blocker}/onshore.db is unavailable: Not a directory"):
+    with pytest.raises(
+        Unavailable, match=f"The database {blocker}/onshore.db is unavailable: Not a directory"
+    ):
         SqliteStore(blocker / "onshore.db")
     garbage = tmp_path / "garbage.db"
     garbage.write_bytes(b"not a database" * 100)

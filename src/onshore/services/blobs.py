@@ -160,9 +160,10 @@ class BlobService:
 
     # ---------------------------------------------------------------- uploads
     def begin_upload(self, blob_id: str, part: int | None) -> tuple[int, Path]:
-        """A private temporary file for an upload's body: (fd, path). Conflict once the blob is complete."""
-        if self.exists(blob_id):
-            raise Conflict(f"Blob {blob_id} is already complete; a blob cannot be changed once uploaded")
+        """A private temporary file for an upload's body: (fd, path). A part of a complete blob: Conflict (the
+        blob itself may be sent again: finish_upload accepts a retry of the same content only)."""
+        if part is not None and self.exists(blob_id):
+            raise Conflict(f"Blob {blob_id} is already complete; its parts cannot be replaced")
         folder = self._root if part is None else self._root / "parts"
         try:
             return create_private(folder, blob_id if part is None else f"{blob_id}.{part}")
@@ -200,6 +201,8 @@ class BlobService:
         """Join uploaded parts into the blob; returns the multipart ETag (md5 of part md5s, -count)."""
         if not part_numbers:
             raise InvalidArgument(f"The completion of blob {blob_id} names no parts")
+        if self.exists(blob_id):
+            raise Conflict(f"Blob {blob_id} is already complete")
         fd, tmp = self.begin_upload(blob_id, None)
         digests = []
         try:
