@@ -6,6 +6,7 @@ import hashlib
 import os
 import socket
 import time
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -16,7 +17,8 @@ from onshore import ids
 from tests.conftest import ServerProcess, wait_for
 from tests.faults.store_helpers import http_url, metadata, request, signer, status_of, stub_for
 
-HOSTNAME_SHA = hashlib.sha256(open("/etc/hostname", "rb").read()).hexdigest()  # noqa: SIM115
+_HOST_FILE = Path("/etc/hostname")
+HOSTNAME_SHA = hashlib.sha256(_HOST_FILE.read_bytes() if _HOST_FILE.exists() else b"").hexdigest()
 TRAVERSALS = [
     "../../../../etc/hostname",
     "/etc/hostname",
@@ -142,3 +144,21 @@ async def test_an_upload_the_client_abandons_leaves_no_partial_file(server: Serv
     assert wait_for(lambda: not partial(), 10, 0.05), f"a partial upload was left behind: {partial()}"
     assert not (server.data_dir / "blobs" / resp.blob_id).exists()
     await _served(server)
+
+
+async def test_a_mount_file_uploaded_as_a_blob_is_stored_once_its_hash_matches(server: ServerProcess) -> None:
+    data = os.urandom(5 << 20)  # over the client's 4 MiB limit for files sent inline
+    sha = hashlib.sha256(data).hexdigest()
+    blob_id, _ = await _upload(server, data)
+    async with stub_for(server) as stub:
+        wrong = api_pb2.MountPutFileRequest(sha256_hex=hashlib.sha256(b"x").hexdigest(), data_blob_id=blob_id)
+        status, message = await status_of(server, stub.MountPutFile, wrong)
+        assert status == Status.INVALID_ARGUMENT and "does not match" in message
+        put = api_pb2.MountPutFileRequest(sha256_hex=sha, data_blob_id=blob_id)
+        assert (await stub.MountPutFile(put, metadata=metadata(server))).exists
+        check = api_pb2.MountBatchedCheckExistenceRequest(sha256_hex_hashes=[sha])
+        resp = await stub.MountBatchedCheckExistence(check, metadata=metadata(server))
+        assert list(resp.missing_sha256_hex_hashes) == []
+    assert (server.data_dir / "files" / sha[:2] / sha).read_bytes() == data
+    assert not (server.data_dir / "blobs" / blob_id).exists()  # its content moved to the file store
+    assert not [n for n in os.listdir(server.data_dir / "files" / sha[:2]) if n.endswith(".upload")]
