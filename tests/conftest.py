@@ -30,6 +30,7 @@ class ServerProcess:
     url: str = ""
     log_path: Path | None = None
     server_env: dict[str, str] = field(default_factory=dict)  # set for the server process only
+    wrapper: list[str] = field(default_factory=list)  # a command the server runs under (e.g. unshare)
 
     def start(self, timeout: float = 30.0) -> ServerProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -37,6 +38,7 @@ class ServerProcess:
         log = self.log_path.open("a")
         self.proc = subprocess.Popen(
             [
+                *self.wrapper,
                 sys.executable,
                 "-m",
                 "onshore.cli.main",

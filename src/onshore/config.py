@@ -43,6 +43,24 @@ class ServerConfig:
         return max(8, 4 * (os.cpu_count() or 2))
 
 
+class DataDirError(Exception):
+    """The data directory cannot be used; the message names the path and the cause, on one line."""
+
+
+def private_dir(path: Path) -> None:
+    """Make the directory (and missing parents) owner-only whatever the umask; else DataDirError."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        os.chmod(path, 0o700)
+    except OSError as exc:
+        raise DataDirError(_cannot_use(path, exc)) from None
+
+
+def _cannot_use(path: Path, exc: OSError) -> str:
+    where = exc.filename if isinstance(exc.filename, str) else str(path)
+    return f"Cannot use the data directory {path}: {where}: {exc.strerror or exc}"
+
+
 class DataDir:
     """Files the server keeps in its data directory."""
 
@@ -50,8 +68,19 @@ class DataDir:
         self.root = root
 
     def ensure(self) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.root, 0o700)
+        """Create the directory owner-only and check it takes writes; DataDirError (path and cause) if not."""
+        private_dir(self.root)
+        probe = self.root / f".write-test.{os.getpid()}"
+        try:
+            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            try:
+                os.write(fd, b"onshore")
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+                probe.unlink(missing_ok=True)
+        except OSError as exc:
+            raise DataDirError(_cannot_use(self.root, exc)) from None
 
     @property
     def database(self) -> Path:
@@ -67,20 +96,40 @@ class DataDir:
 
     def blob_key(self) -> bytes:
         path = self.root / "blob.key"
-        if not path.exists():
-            path.write_bytes(secrets.token_bytes(32))
-            os.chmod(path, 0o600)
-        return path.read_bytes()
+        try:
+            if not path.exists():
+                self._write_private(path, secrets.token_bytes(32))
+            return path.read_bytes()
+        except OSError as exc:
+            raise DataDirError(_cannot_use(self.root, exc)) from None
 
     def write_json(self, path: Path, data: dict[str, Any]) -> None:
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=2))
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
+        try:
+            self._write_private(path, json.dumps(data, indent=2).encode())
+        except OSError as exc:
+            raise DataDirError(_cannot_use(self.root, exc)) from None
+
+    @staticmethod
+    def _write_private(path: Path, data: bytes) -> None:
+        """Write the file owner-only (0600 from its creation), atomically: a failure leaves no partial one."""
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            try:
+                os.fchmod(fd, 0o600)
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
 
     def read_json(self, path: Path) -> dict[str, Any] | None:
         try:
             data = json.loads(path.read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
+        except (OSError, json.JSONDecodeError):
             return None
         return data if isinstance(data, dict) else None

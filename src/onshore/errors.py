@@ -35,3 +35,7 @@ class ResourceExhausted(OnshoreError):
 
 class Unimplemented(OnshoreError):
     """A capability Onshore does not provide yet; the message names what is missing."""
+
+
+class Unavailable(OnshoreError):
+    """The server cannot serve the request now (its database or disk); the message names path and cause."""

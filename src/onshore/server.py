@@ -109,7 +109,7 @@ class OnshoreServer:
         self.functions = FunctionService(self.store, self.apps, clock)
         self.secrets = SecretService(self.store, clock)
         self.mounts = MountService(self.store, self.data.root / "files", self.data.root / "workdirs", clock)
-        self.blobs = BlobService(self.data.root / "blobs", self.data.blob_key(), self.http_url)
+        self.blobs = BlobService(self.data.root / "blobs", self.data.blob_key(), self.http_url, clock)
         # Python for from_registry(..., add_python=...): only the docker runtime runs registry images.
         self.standalone = (
             StandalonePythons(self.mounts, self.data.root / "python-standalone")

@@ -6,6 +6,7 @@ import hashlib
 import os
 import time
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
@@ -17,10 +18,11 @@ def test_signatures_are_checked_per_verb(tmp_path: Path) -> None:
     blobs = BlobService(tmp_path, b"k" * 32, "http://127.0.0.1:1")
     blob_id, url, multipart = blobs.create(10)
     assert url is not None and multipart is None
-    sig = url.split("sig=")[1]
-    blobs.check("put", blob_id, sig)
+    query = parse_qs(urlsplit(url).query)
+    sig, expires = query["sig"][0], query["exp"][0]
+    blobs.check("put", blob_id, sig, expires)
     with pytest.raises(PermissionDenied):
-        blobs.check("get", blob_id, sig)  # an upload URL does not grant a download
+        blobs.check("get", blob_id, sig, expires)  # an upload URL does not grant a download
 
 
 def test_multipart_parts_are_joined_with_an_s3_style_etag(tmp_path: Path) -> None:

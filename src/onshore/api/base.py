@@ -33,6 +33,7 @@ _STATUS = {
     errors.Unauthenticated: Status.UNAUTHENTICATED,
     errors.ResourceExhausted: Status.RESOURCE_EXHAUSTED,
     errors.Unimplemented: Status.UNIMPLEMENTED,
+    errors.Unavailable: Status.UNAVAILABLE,
 }
 
 

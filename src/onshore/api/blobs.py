@@ -7,7 +7,7 @@ from typing import Any
 from modal_proto import api_pb2
 
 from onshore.api.base import Principal
-from onshore.services.blobs import BlobService
+from onshore.services.blobs import BlobService, parse_blob_id
 
 
 class BlobHandlers:
@@ -28,4 +28,4 @@ class BlobHandlers:
         return resp
 
     async def BlobGet(self, req: Any, who: Principal) -> Any:
-        return api_pb2.BlobGetResponse(download_url=self._blobs.download_url(req.blob_id))
+        return api_pb2.BlobGetResponse(download_url=self._blobs.download_url(parse_blob_id(req.blob_id)))

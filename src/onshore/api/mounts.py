@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from modal_proto import api_pb2
@@ -9,7 +10,7 @@ from modal_proto import api_pb2
 from onshore.api.base import Principal
 from onshore.errors import InvalidArgument, Unimplemented
 from onshore.models import MountFile
-from onshore.services.blobs import BlobService
+from onshore.services.blobs import BlobService, parse_blob_id
 from onshore.services.mounts import CLIENT_MOUNT_PREFIX, MAX_INLINE_FILE_BYTES, MountService
 from onshore.services.standalone import StandalonePythons, is_standalone_name, process_runtime_refusal
 
@@ -31,17 +32,18 @@ class MountHandlers:
     async def MountPutFile(self, req: Any, who: Principal) -> Any:
         which = req.WhichOneof("data_oneof")
         if which == "data_blob_id":
-            data = self._blobs.read(req.data_blob_id)
+            blob_id = parse_blob_id(req.data_blob_id)
+            self._mounts.missing([req.sha256_hex])  # checks the hash before the blob is opened
+            with self._blobs.open(blob_id) as source:
+                await asyncio.to_thread(self._mounts.put_file_from, req.sha256_hex, source)
+            self._blobs.delete(blob_id)  # its content now lives in the file store
         elif which == "data":
-            data = bytes(req.data)
+            if len(req.data) > MAX_INLINE_FILE_BYTES:
+                raise InvalidArgument("Files over 64 MiB must be uploaded as blobs")
+            self._mounts.put_file(req.sha256_hex, bytes(req.data))
         else:
             # An existence probe: the client asks whether the file is already stored.
             return api_pb2.MountPutFileResponse(exists=not self._mounts.missing([req.sha256_hex]))
-        if len(data) > MAX_INLINE_FILE_BYTES and which == "data":
-            raise InvalidArgument("Files over 64 MiB must be uploaded as blobs")
-        self._mounts.put_file(req.sha256_hex, data)
-        if which == "data_blob_id":
-            self._blobs.delete(req.data_blob_id)  # its content now lives in the file store
         return api_pb2.MountPutFileResponse(exists=True)
 
     async def MountGetOrCreate(self, req: Any, who: Principal) -> Any:

@@ -11,7 +11,15 @@ from collections.abc import Callable
 
 from onshore.cli import client, embedded, status, tokens
 from onshore.cli.embedded import CliError
-from onshore.config import DEFAULT_DOCKER_NETWORK, DEFAULT_PORT, RUNTIMES, DataDir, ServerConfig
+from onshore.config import (
+    DEFAULT_DOCKER_NETWORK,
+    DEFAULT_PORT,
+    RUNTIMES,
+    DataDir,
+    DataDirError,
+    ServerConfig,
+)
+from onshore.errors import Unavailable
 
 
 def _data(args: argparse.Namespace) -> DataDir:
@@ -71,6 +79,9 @@ def cmd_server(args: argparse.Namespace) -> int:
         except EngineUnavailable as exc:
             await server.stop()
             raise CliError(str(exc)) from None
+        except (DataDirError, Unavailable):
+            await server.stop()
+            raise
         print(f"Onshore server ready at {server.url}", flush=True)
         await server.wait_stopped()
 
@@ -209,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(sys.argv[1:] if argv is None else argv)
     try:
         return int(args.func(args))
-    except CliError as exc:
+    except (CliError, DataDirError, Unavailable) as exc:  # a data dir or database it cannot use: one line
         print(f"onshore: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

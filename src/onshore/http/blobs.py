@@ -3,46 +3,88 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from onshore.errors import OnshoreError, PermissionDenied
-from onshore.services.blobs import BlobService
+from onshore.errors import (
+    Conflict,
+    InvalidArgument,
+    NotFound,
+    OnshoreError,
+    PermissionDenied,
+    ResourceExhausted,
+    Unavailable,
+)
+from onshore.services.blobs import MAX_BLOB_BYTES, PART_BYTES, BlobService, storage_error
+
+log = logging.getLogger("onshore.http")
 
 _PART_RE = re.compile(r"<PartNumber>(\d+)</PartNumber>")
+_CODES: list[tuple[type[OnshoreError], int]] = [
+    (PermissionDenied, 403),
+    (NotFound, 404),
+    (Conflict, 409),
+    (InvalidArgument, 400),
+    (ResourceExhausted, 507),  # Insufficient Storage: the server's disk is full
+    (Unavailable, 503),
+]
 
 
 def _error(exc: OnshoreError) -> Response:
-    code = 403 if isinstance(exc, PermissionDenied) else 404 if "not found" in str(exc).lower() else 400
+    code = next((c for cls, c in _CODES if isinstance(exc, cls)), 400)
+    if code >= 500:
+        log.warning("blob request failed: %s", exc)
     return PlainTextResponse(str(exc), status_code=code)
 
 
-async def _write(request: Request, path: str) -> str:
+async def _write(request: Request, fd: int, tmp: Path, limit: int) -> str:
+    """Write the request body into fd (closing it); the body's md5. Storage errors name the path and cause."""
     md5 = hashlib.md5()
-    tmp = f"{path}.{os.getpid()}.upload"
-    with open(tmp, "wb") as f:
+    size = 0
+    try:
         async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise InvalidArgument(f"The upload is larger than {limit} bytes")
             md5.update(chunk)
-            f.write(chunk)
-    os.replace(tmp, path)
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(fd, view) :]
+    except OSError as exc:
+        raise storage_error("store the upload", tmp.parent, exc) from None
+    finally:
+        os.close(fd)
     return md5.hexdigest()
 
 
 def blob_app(blobs: BlobService) -> Starlette:
+    def check(request: Request, verb: str) -> str:
+        blob_id = str(request.path_params["blob_id"])
+        params = request.query_params
+        blobs.check(verb, blob_id, params.get("sig", ""), params.get("exp", ""))
+        return blob_id
+
     async def receive(request: Request, part: int | None) -> Response:
-        blob_id = request.path_params["blob_id"]
         try:
-            blobs.check("put", blob_id, request.query_params.get("sig", ""))
+            blob_id = check(request, "put")
+            fd, tmp = blobs.begin_upload(blob_id, part)
+            try:
+                digest = await _write(request, fd, tmp, MAX_BLOB_BYTES if part is None else PART_BYTES)
+                blobs.finish_upload(blob_id, part, tmp, digest)
+            finally:
+                tmp.unlink(missing_ok=True)  # a failed write or a client that went away leaves nothing
         except OnshoreError as exc:
             return _error(exc)
-        path = blobs.path(blob_id) if part is None else blobs.part_path(blob_id, part)
-        digest = await _write(request, str(path))
+        except ClientDisconnect:
+            return Response(status_code=400)  # nobody reads it: the upload was abandoned (and removed)
         # The client checks the upload against this, as S3 returns it: the quoted md5 of the body.
         return Response(status_code=200, headers={"ETag": f'"{digest}"'})
 
@@ -53,9 +95,8 @@ def blob_app(blobs: BlobService) -> Starlette:
         return await receive(request, int(request.path_params["part"]))
 
     async def complete(request: Request) -> Response:
-        blob_id = request.path_params["blob_id"]
         try:
-            blobs.check("put", blob_id, request.query_params.get("sig", ""))
+            blob_id = check(request, "put")
             body = (await request.body()).decode(errors="replace")
             parts = [int(n) for n in _PART_RE.findall(body)]
             etag = blobs.assemble(blob_id, parts)
@@ -65,21 +106,19 @@ def blob_app(blobs: BlobService) -> Starlette:
         return Response(xml, status_code=200, media_type="application/xml")
 
     async def get_blob(request: Request) -> Response:
-        blob_id = request.path_params["blob_id"]
         try:
-            blobs.check("get", blob_id, request.query_params.get("sig", ""))
+            blob_id = check(request, "get")
+            f = blobs.open(blob_id)
         except OnshoreError as exc:
             return _error(exc)
-        path = blobs.path(blob_id)
-        if not path.exists():
-            return PlainTextResponse(f"Blob {blob_id} not found", status_code=404)
+        size = os.fstat(f.fileno()).st_size
 
         async def body() -> AsyncIterator[bytes]:
-            with path.open("rb") as f:
+            with f:
                 while chunk := f.read(4 * 1024 * 1024):
                     yield chunk
 
-        return StreamingResponse(body(), headers={"Content-Length": str(path.stat().st_size)})
+        return StreamingResponse(body(), headers={"Content-Length": str(size)})
 
     async def health(request: Request) -> Response:
         return PlainTextResponse("ok")

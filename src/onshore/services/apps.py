@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import re
 from collections.abc import Awaitable, Callable
@@ -89,6 +90,7 @@ class AppService:
         app = self.get(app_id)
         if app.state == AppState.STOPPED:
             raise Conflict(f"App {app_id} is stopped and cannot be published")
+        before, replaced = copy.copy(app), None
         app.function_ids = dict(function_ids)
         app.class_ids = dict(class_ids)
         if state == AppState.DEPLOYED:
@@ -96,28 +98,36 @@ class AppService:
                 raise InvalidArgument(f"Invalid app name {name!r}: use letters, digits, '.', '-' and '_'")
             other = self.deployed(name, app.environment)
             if other is not None and other.app_id != app_id:
-                # Another app holds the name: the newer deployment replaces it.
-                self._stop_now(other, f"replaced by deployment {app_id}")
+                replaced = other  # another app holds the name: the newer deployment replaces it
             app.name = name
             app.state = AppState.DEPLOYED
             app.version += 1
             app.deployed_at = self._clock.now()
-            self._store.add_deployment(
-                DeploymentRecord(app_id, app.version, app.deployed_at, client_version or app.client_version)
-            )
+            try:
+                self._store.add_deployment(
+                    DeploymentRecord(
+                        app_id, app.version, app.deployed_at, client_version or app.client_version
+                    )
+                )
+            except Exception:
+                vars(app).update(vars(before))
+                raise
         elif state in (AppState.EPHEMERAL, AppState.DETACHED):
             if app.state == AppState.INITIALIZING:
                 app.state = state
-        self._save(app)
+        self._save(app, before)
+        if replaced is not None:
+            self._stop_now(replaced, f"replaced by deployment {app_id}")
         return app
 
     async def stop(self, app_id: str, reason: str) -> App:
         app = self.get(app_id)
         if app.state == AppState.STOPPED:
             return app
+        before = copy.copy(app)
         app.state = AppState.STOPPED
         app.stopped_at = self._clock.now()
-        self._save(app)
+        self._save(app, before)
         log.info("app %s (%s) stopped: %s", app_id, app.name or app.description, reason)
         if self.on_stop is not None:
             await self.on_stop(app, reason)
@@ -142,9 +152,15 @@ class AppService:
             if a.state in (AppState.EPHEMERAL, AppState.INITIALIZING) and now - a.last_heartbeat > timeout
         ]
 
-    def _save(self, app: App) -> None:
+    def _save(self, app: App, before: App | None = None) -> None:
+        """Store the app, then publish it; where the write fails, the app is left as `before` (a copy)."""
+        try:
+            self._store.put_app(app)
+        except Exception:
+            if before is not None:
+                vars(app).update(vars(before))
+            raise
         self._apps[app.app_id] = app
-        self._store.put_app(app)
 
     def stop_orphans_after_restart(self) -> list[App]:
         """Ephemeral apps cannot outlive a server restart: their clients' connections are gone."""

@@ -90,13 +90,13 @@ class CallService:
             persistent=persistent,
             created_at=self._clock.now(),
         )
-        self._calls[call.function_call_id] = call
         if persistent:
             self._store.put_call(
                 CallRecord(
                     call.function_call_id, function_id, app_id, invocation_type, call.created_at, call_type
                 )
             )
+        self._calls[call.function_call_id] = call  # published once stored
         return call
 
     def get_call(self, function_call_id: str) -> CallState:
@@ -129,13 +129,13 @@ class CallService:
         created = []
         for idx, payload in items:
             item = PendingInput(ids.new_id("input"), call, idx, payload)
-            call.num_inputs += 1
-            call.inputs[item.input_id] = item
-            self._inputs[item.input_id] = item
-            if call.persistent:
+            if call.persistent:  # stored first: a failed write publishes nothing of this input
                 self._store.put_input(
                     StoredInput(item.input_id, call.function_call_id, call.function_id, idx, payload)
                 )
+            call.num_inputs += 1
+            call.inputs[item.input_id] = item
+            self._inputs[item.input_id] = item
             created.append(item)
         queue = self._queues[call.function_id]
         for item in created:

@@ -216,5 +216,5 @@ class FunctionService:
         return cls
 
     def _save(self, fn: FunctionRecord) -> None:
+        self._store.put_function(fn)  # stored first: a failed write publishes nothing
         self._cache[fn.function_id] = fn
-        self._store.put_function(fn)

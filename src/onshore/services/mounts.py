@@ -6,16 +6,26 @@ import hashlib
 import os
 import re
 import shutil
-import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 from onshore import ids
+from onshore.config import private_dir
 from onshore.errors import InvalidArgument, NotFound
 from onshore.models import Mount, MountFile
+from onshore.services.blobs import (
+    MAX_BLOB_BYTES,
+    copy_stream,
+    create_private,
+    is_regular,
+    open_regular,
+    storage_error,
+)
 from onshore.services.clock import Clock
 from onshore.store.base import MountStore
 
-_SHA_RE = re.compile(r"^[0-9a-f]{64}$")
+_SHA_RE = re.compile(r"[0-9a-f]{64}")
 MAX_INLINE_FILE_BYTES = 64 * 1024**2
 CLIENT_MOUNT_PREFIX = "modal-client-mount-"
 
@@ -25,32 +35,67 @@ class MountService:
         self._store = store
         self._files = files_root
         self._workdirs = workdirs_root
-        self._files.mkdir(parents=True, exist_ok=True)
+        private_dir(self._files)  # users' code: owner-only, like the rest of the data dir
         self._workdirs.mkdir(parents=True, exist_ok=True)
         self._clock = clock
         self._client_mounts: dict[str, Mount] = {}
 
     def _file_path(self, sha256_hex: str) -> Path:
-        return self._files / sha256_hex[:2] / sha256_hex
+        return self._files / _check_sha(sha256_hex)[:2] / sha256_hex
+
+    def _has(self, sha256_hex: str) -> bool:
+        return is_regular(self._file_path(sha256_hex))
 
     def missing(self, hashes: list[str]) -> list[str]:
         for h in hashes:
-            if not _SHA_RE.match(h):
-                raise InvalidArgument(f"Not a sha256 hex digest: {h!r}")
-        return [h for h in hashes if not self._file_path(h).exists()]
+            _check_sha(h)
+        return [h for h in hashes if not self._has(h)]
 
     def put_file(self, sha256_hex: str, data: bytes) -> None:
-        if not _SHA_RE.match(sha256_hex):
-            raise InvalidArgument(f"Not a sha256 hex digest: {sha256_hex!r}")
-        if hashlib.sha256(data).hexdigest() != sha256_hex:
+        if hashlib.sha256(data).hexdigest() != _check_sha(sha256_hex):
             raise InvalidArgument(f"File content does not match its sha256 {sha256_hex}")
+        self._store_file(sha256_hex, lambda fd: _write_all(fd, data))
+
+    def put_file_from(self, sha256_hex: str, source: BinaryIO) -> None:
+        """Store a file read from source (an uploaded blob), checking its content against its sha256."""
+
+        def write(fd: int) -> None:
+            _, digest, _ = copy_stream(source.read, fd, MAX_BLOB_BYTES, f"Mount file {sha256_hex}")
+            if digest != sha256_hex:
+                raise InvalidArgument(f"File content does not match its sha256 {sha256_hex}")
+
+        self._store_file(_check_sha(sha256_hex), write)
+
+    def _store_file(self, sha256_hex: str, write: Callable[[int], None]) -> None:
+        """Write a content-addressed file owner-only, atomically: a failure (a full disk) leaves nothing."""
         path = self._file_path(sha256_hex)
-        if path.exists():
+        if self._has(sha256_hex):
             return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")  # callers may be threads
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
+        try:
+            path.parent.mkdir(exist_ok=True)
+            os.chmod(path.parent, 0o700)
+            fd, tmp = create_private(path.parent, sha256_hex)  # callers may be threads: a name of its own
+        except OSError as exc:
+            raise storage_error(f"store mount file {sha256_hex}", self._files, exc) from None
+        try:
+            try:
+                write(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+        except OSError as exc:
+            raise storage_error(f"store mount file {sha256_hex}", self._files, exc) from None
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def _copy_out(self, sha256_hex: str, dest: Path, mode: int) -> None:
+        """Copy a stored file to dest (never following a link planted in the file store)."""
+        with (
+            open_regular(self._file_path(sha256_hex), f"Mount file {sha256_hex}") as src,
+            dest.open("wb") as out,
+        ):
+            shutil.copyfileobj(src, out, 4 * 1024 * 1024)
+        os.chmod(dest, mode & 0o777 or 0o644)
 
     def client_mount(self, deployment_name: str) -> Mount:
         """The mount that stands for the client package; the container environment provides it."""
@@ -77,6 +122,8 @@ class MountService:
                 raise InvalidArgument(f"Mount paths must be absolute: {f.filename!r}")
             if ".." in Path(f.filename).parts:
                 raise InvalidArgument(f"Mount paths may not contain '..': {f.filename!r}")
+            if "\0" in f.filename or not _relative_parts(f.filename):
+                raise InvalidArgument(f"Mount paths must name a file: {f.filename!r}")
         absent = self.missing([f.sha256_hex for f in files])
         if absent:
             raise NotFound(f"Mount files were never uploaded: {', '.join(absent[:5])}")
@@ -112,10 +159,9 @@ class MountService:
             return target / "root"
         tmp = self._workdirs / f"tree-{os.getpid()}.{ids.new_secret()[-8:]}"
         for f in mount.files:
-            dest = tmp / "root" / f.filename.lstrip("/")
+            dest = tmp.joinpath("root", *_relative_parts(f.filename))
             dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(self._file_path(f.sha256_hex), dest)
-            os.chmod(dest, f.mode & 0o777 or 0o644)
+            self._copy_out(f.sha256_hex, dest, f.mode)
         (tmp / "root").mkdir(parents=True, exist_ok=True)
         try:
             os.replace(tmp, target)
@@ -144,13 +190,30 @@ class MountService:
         (tmp / "root").mkdir(parents=True)
         for mount in mounts:
             for f in mount.files:
-                dest = tmp.joinpath(*[p for p in Path(f.filename).parts if p not in ("/", "..", ".")])
+                dest = tmp.joinpath(*_relative_parts(f.filename))
                 dest.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(self._file_path(f.sha256_hex), dest)
-                os.chmod(dest, f.mode & 0o777 or 0o644)
+                self._copy_out(f.sha256_hex, dest, f.mode)
         try:
             os.replace(tmp, target)
         except OSError:
             shutil.rmtree(tmp, ignore_errors=True)  # another start built it first
         ready.touch()
         return root
+
+
+def _check_sha(value: str) -> str:
+    """A sha256 hex digest, checked: the only names a file in the file store can have."""
+    if not isinstance(value, str) or not _SHA_RE.fullmatch(value):
+        raise InvalidArgument(f"Not a sha256 hex digest: {str(value)[:80]!r}")
+    return value
+
+
+def _relative_parts(filename: str) -> list[str]:
+    """An absolute mount path's components below '/', without '.', '..' or empty ones."""
+    return [p for p in Path(filename).parts if p.strip("/") not in ("", "..", ".")]
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]

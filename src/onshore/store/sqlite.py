@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sqlite3
 import threading
+from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
+from onshore.errors import Unavailable
 from onshore.models import (
     App,
     CallRecord,
@@ -24,6 +28,36 @@ from onshore.models import (
 from onshore.store.codec import decode, encode
 
 T = TypeVar("T")
+
+# An RPC that writes waits this long for a lock another process holds on the database (the store runs on
+# the event loop: a long wait would stall every call), then answers UNAVAILABLE; the client retries those.
+BUSY_TIMEOUT_MS = 1000
+
+# What SQLite's messages mean for the person running the server.
+_CAUSES = {
+    "database is locked": "another process holds a lock on it",
+    "database table is locked": "another process holds a lock on it",
+    "disk i/o error": "the disk failed a read or write",
+    "database or disk is full": "the disk is full",
+    "attempt to write a readonly database": "it or its directory is read-only",
+    "unable to open database file": "it cannot be opened (missing directory, permissions, read-only disk)",
+}
+
+
+def database_error(path: str, exc: sqlite3.Error) -> Unavailable:
+    """A one-line UNAVAILABLE error naming the database file and what went wrong."""
+    message = str(exc) or type(exc).__name__
+    cause = _CAUSES.get(message.lower(), "")
+    return Unavailable(f"The database {path} is unavailable: {message}" + (f" ({cause})" if cause else ""))
+
+
+def _private_file(path: str) -> None:
+    """Create the file owner-only (0600) before SQLite opens it, and make an existing one owner-only."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
 
 
 def _migrations() -> list[tuple[int, str]]:
@@ -48,15 +82,41 @@ def _upsert_sql(table: str, columns: tuple[str, ...], keys: int) -> str:
 class SqliteStore:
     """Implements every store protocol on one SQLite file."""
 
-    def __init__(self, path: Path | str) -> None:
-        self._conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+    def __init__(self, path: Path | str, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> None:
+        """Open (creating it owner-only) the database; Unavailable, naming the file, if that fails."""
+        self.path = str(path)
         self._lock = threading.Lock()
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        # WAL with synchronous=NORMAL: commits are durable across a process crash; a power loss may lose
-        # the last few, never corrupt the file.
-        self._conn.execute("PRAGMA synchronous=NORMAL")
-        self._conn.execute("PRAGMA busy_timeout=5000")
-        self._migrate()
+        on_disk = self.path != ":memory:"
+        try:
+            if on_disk:
+                _private_file(self.path)
+            self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            with self._guard():
+                self._conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+                self._conn.execute("PRAGMA journal_mode=WAL")
+                # WAL with synchronous=NORMAL: commits are durable across a process crash; a power loss may
+                # lose the last few, never corrupt the file.
+                self._conn.execute("PRAGMA synchronous=NORMAL")
+                self._migrate()
+        except OSError as exc:
+            raise Unavailable(f"The database {self.path} is unavailable: {exc.strerror or exc}") from None
+        if on_disk:
+            # SQLite gives the -wal and -shm files the database file's mode; make sure of it.
+            for suffix in ("-wal", "-shm"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.chmod(self.path + suffix, 0o600)
+
+    @contextlib.contextmanager
+    def _guard(self) -> Iterator[None]:
+        """SQLite's operational errors (a lock, a full or failing disk) become one-line Unavailable errors."""
+        try:
+            yield
+        except sqlite3.OperationalError as exc:
+            raise database_error(self.path, exc) from None
+        except sqlite3.DatabaseError as exc:
+            if type(exc) is not sqlite3.DatabaseError:  # an integrity or programming error: a bug
+                raise
+            raise database_error(self.path, exc) from None  # "file is not a database", "malformed"
 
     def _migrate(self) -> None:
         (current,) = self._conn.execute("PRAGMA user_version").fetchone()
@@ -64,7 +124,7 @@ class SqliteStore:
             if number <= current:
                 continue
             with self._lock:
-                self._conn.execute("BEGIN")
+                self._conn.execute("BEGIN IMMEDIATE")
                 try:
                     for statement in sql.split(";"):
                         if statement.strip():
@@ -77,7 +137,8 @@ class SqliteStore:
 
     @property
     def schema_version(self) -> int:
-        return int(self._conn.execute("PRAGMA user_version").fetchone()[0])
+        with self._guard():
+            return int(self._conn.execute("PRAGMA user_version").fetchone()[0])
 
     def close(self) -> None:
         with self._lock:
@@ -88,16 +149,16 @@ class SqliteStore:
         self._exec(_upsert_sql(table, columns, keys), values)
 
     def _exec(self, sql: str, args: tuple[Any, ...] = ()) -> None:
-        with self._lock:
+        with self._lock, self._guard():
             self._conn.execute(sql, args)
 
     def _one(self, cls: type[T], sql: str, args: tuple[Any, ...]) -> T | None:
-        with self._lock:
+        with self._lock, self._guard():
             row = self._conn.execute(sql, args).fetchone()
         return decode(cls, row[0]) if row else None
 
     def _many(self, cls: type[T], sql: str, args: tuple[Any, ...] = ()) -> list[T]:
-        with self._lock:
+        with self._lock, self._guard():
             rows = self._conn.execute(sql, args).fetchall()
         return [decode(cls, r[0]) for r in rows]
 
@@ -243,14 +304,19 @@ class SqliteStore:
         )
 
     def put_output(self, output: OutputRecord) -> None:
-        with self._lock:
-            self._conn.execute("BEGIN")
-            self._conn.execute(
-                _upsert_sql("outputs", ("input_id", "function_call_id", "data"), keys=1),
-                (output.input_id, output.function_call_id, encode(output)),
-            )
-            self._conn.execute("UPDATE inputs SET done = 1 WHERE input_id = ?", (output.input_id,))
-            self._conn.execute("COMMIT")
+        with self._lock, self._guard():
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._conn.execute(
+                    _upsert_sql("outputs", ("input_id", "function_call_id", "data"), keys=1),
+                    (output.input_id, output.function_call_id, encode(output)),
+                )
+                self._conn.execute("UPDATE inputs SET done = 1 WHERE input_id = ?", (output.input_id,))
+                self._conn.execute("COMMIT")
+            except BaseException:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                raise
 
     def outputs_for_call(self, function_call_id: str) -> list[OutputRecord]:
         return self._many(
