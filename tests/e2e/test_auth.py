@@ -332,6 +332,103 @@ async def test_container_credential_cannot_heartbeat_another_app(
     assert status == Status.PERMISSION_DENIED, status
 
 
+async def test_container_credential_looks_up_secrets_but_creates_and_lists_nothing(
+    server: ServerProcess, two_apps: dict[str, Any]
+) -> None:
+    creds, probe_id = two_apps["headers"], two_apps["probe_id"]
+    token = {
+        "x-modal-token-id": server.token["token_id"],
+        "x-modal-token-secret": server.token["token_secret"],
+    }
+    name, missing = "e2e-auth-scope-secret", "e2e-auth-scope-never-made"
+    create = api_pb2.OBJECT_CREATION_TYPE_CREATE_OVERWRITE_IF_EXISTS
+    channel, stub = stub_for(server)
+    try:
+        made = await stub.SecretGetOrCreate(
+            api_pb2.SecretGetOrCreateRequest(
+                deployment_name=name, object_creation_type=create, env_dict={"TOKEN": "hunter2"}
+            ),
+            metadata=token,
+            timeout=5,
+        )
+        # Named secrets are workspace-wide, as on Modal: a container may look one up by name (its id and
+        # key names; values never travel in a lookup).
+        found = await stub.SecretGetOrCreate(
+            api_pb2.SecretGetOrCreateRequest(deployment_name=name), metadata=creds, timeout=5
+        )
+        assert found.secret_id == made.secret_id and list(found.metadata.keys) == ["TOKEN"]
+        assert b"hunter2" not in found.SerializeToString()
+        # ...but nothing that would hand the values to code it controls, and nothing outside its app.
+        attempts = {
+            "image build with the secret": stub.ImageGetOrCreate(
+                api_pb2.ImageGetOrCreateRequest(
+                    app_id=probe_id,
+                    image=api_pb2.Image(
+                        dockerfile_commands=["FROM python:3.11-slim", "RUN env"], secret_ids=[found.secret_id]
+                    ),
+                ),
+                metadata=creds,
+                timeout=5,
+            ),
+            "function definition with the secret": stub.FunctionCreate(
+                api_pb2.FunctionCreateRequest(
+                    app_id=probe_id,
+                    function=api_pb2.Function(function_name="evil", secret_ids=[found.secret_id]),
+                ),
+                metadata=creds,
+                timeout=5,
+            ),
+            "class definition": stub.ClassCreate(
+                api_pb2.ClassCreateRequest(app_id=probe_id), metadata=creds, timeout=5
+            ),
+            "named secret, create if missing": stub.SecretGetOrCreate(
+                api_pb2.SecretGetOrCreateRequest(
+                    deployment_name=missing,
+                    object_creation_type=api_pb2.OBJECT_CREATION_TYPE_CREATE_IF_MISSING,
+                    env_dict={"A": "1"},
+                ),
+                metadata=creds,
+                timeout=5,
+            ),
+            "named secret, create": stub.SecretGetOrCreate(
+                api_pb2.SecretGetOrCreateRequest(
+                    deployment_name=missing, object_creation_type=create, env_dict={"A": "1"}
+                ),
+                metadata=creds,
+                timeout=5,
+            ),
+            "secret list": stub.SecretList(api_pb2.SecretListRequest(), metadata=creds, timeout=5),
+            "app create": stub.AppCreate(
+                api_pb2.AppCreateRequest(description="e2e-auth-scope-app"), metadata=creds, timeout=5
+            ),
+            "app create if missing": stub.AppGetOrCreate(
+                api_pb2.AppGetOrCreateRequest(
+                    app_name="e2e-auth-scope-app",
+                    object_creation_type=api_pb2.OBJECT_CREATION_TYPE_CREATE_IF_MISSING,
+                ),
+                metadata=creds,
+                timeout=5,
+            ),
+            "deployment history of another app": stub.AppDeploymentHistory(
+                api_pb2.AppDeploymentHistoryRequest(app_id=two_apps["victim_id"]), metadata=creds, timeout=5
+            ),
+        }
+        statuses = {what: (await status_of(call)).name for what, call in attempts.items()}
+        # A container lists its own app only.
+        listed = await stub.AppList(api_pb2.AppListRequest(), metadata=creds, timeout=5)
+        everything = await stub.AppList(api_pb2.AppListRequest(), metadata=token, timeout=5)
+        still_missing = await status_of(
+            stub.SecretGetOrCreate(api_pb2.SecretGetOrCreateRequest(deployment_name=missing), metadata=token)
+        )
+    finally:
+        channel.close()
+    assert set(statuses.values()) == {"PERMISSION_DENIED"}, statuses
+    assert [a.app_id for a in listed.apps] == [probe_id]
+    assert len(everything.apps) > 1
+    assert still_missing == Status.NOT_FOUND, "a container's refused request created a secret"
+    assert "e2e-auth-scope-app" not in run_modal(server, "app", "list").output
+
+
 async def test_container_credential_dies_with_its_container(server: ServerProcess, tmp_path: Path) -> None:
     name = "e2e-auth-shortlived"
     app = tmp_path / "shortlived.py"

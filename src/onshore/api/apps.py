@@ -55,6 +55,7 @@ class AppHandlers:
         return f"{self._url}/apps/{app_id}"
 
     async def AppCreate(self, req: Any, who: Principal) -> Any:
+        who.require_client("create apps")
         state = _PROTO_TO_STATE.get(req.app_state, AppState.EPHEMERAL)
         app = self._apps.create(req.description, state, req.environment_name, who.client_version)
         return api_pb2.AppCreateResponse(
@@ -71,6 +72,7 @@ class AppHandlers:
                 api_pb2.OBJECT_CREATION_TYPE_CREATE_FAIL_IF_EXISTS,
             ):
                 raise NotFound(f"App '{req.app_name}' not found")
+            who.require_client("create apps")
             app = self._apps.create(
                 req.app_name, AppState.INITIALIZING, req.environment_name, who.client_version
             )
@@ -90,7 +92,7 @@ class AppHandlers:
         return empty_pb2.Empty()
 
     async def AppPublish(self, req: Any, who: Principal) -> Any:
-        who.require_app(req.app_id)
+        who.require_client("publish apps")
         state = _PROTO_TO_STATE.get(req.app_state)
         if state is None:
             raise InvalidArgument(f"AppPublish: unsupported app state {req.app_state}")
@@ -161,6 +163,8 @@ class AppHandlers:
     async def AppList(self, req: Any, who: Principal) -> Any:
         resp = api_pb2.AppListResponse()
         for app in self._apps.all_apps(req.environment_name or "main"):
+            if who.task is not None and app.app_id != who.task.app_id:
+                continue  # a container sees its own app only
             resp.apps.add(
                 app_id=app.app_id,
                 description=app.name or app.description,
@@ -173,6 +177,7 @@ class AppHandlers:
         return resp
 
     async def AppDeploymentHistory(self, req: Any, who: Principal) -> Any:
+        who.require_app(req.app_id)
         resp = api_pb2.AppDeploymentHistoryResponse()
         records = self._apps.history(req.app_id)
         for record in reversed(records):

@@ -64,6 +64,13 @@ class Principal:
         if self.task is not None and app_id != self.task.app_id:
             raise errors.PermissionDenied("A container can only use objects of its own app")
 
+    def require_client(self, action: str) -> None:
+        """What only a client's token may do: a container's credential defines and creates nothing."""
+        if self.task is not None:
+            raise errors.PermissionDenied(
+                f"A container's credential cannot {action}; use a client token (MODAL_TOKEN_ID/SECRET)"
+            )
+
 
 # The user-facing feature behind families of RPCs Onshore does not implement yet.
 _FEATURES = [

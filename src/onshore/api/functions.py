@@ -24,7 +24,7 @@ class FunctionHandlers:
         return handle_metadata(fn, self._functions.definition_of(fn))
 
     async def FunctionPrecreate(self, req: Any, who: Principal) -> Any:
-        who.require_app(req.app_id)
+        who.require_client("define functions")
         fn = self._functions.precreate(
             req.app_id, req.function_name, req.existing_function_id, bytes(req.SerializeToString())
         )
@@ -33,7 +33,8 @@ class FunctionHandlers:
         )
 
     async def FunctionCreate(self, req: Any, who: Principal) -> Any:
-        who.require_app(req.app_id)
+        # A definition names the secrets its containers receive: only a client's token may write one.
+        who.require_client("define functions")
         if req.HasField("function"):
             definition = req.function
         elif req.HasField("function_data") and req.function_data.ranked_functions:
@@ -107,7 +108,7 @@ class FunctionHandlers:
         return resp
 
     async def ClassCreate(self, req: Any, who: Principal) -> Any:
-        who.require_app(req.app_id)
+        who.require_client("define classes")
         cls = self._functions.create_class(req.app_id, req.existing_class_id, bytes(req.SerializeToString()))
         return api_pb2.ClassCreateResponse(
             class_id=cls.class_id, handle_metadata=api_pb2.ClassHandleMetadata()

@@ -63,7 +63,15 @@ class ImageHandlers:
         self._images = images
 
     async def ImageGetOrCreate(self, req: Any, who: Principal) -> Any:
-        record = self._images.get_or_create(layer_request(req))
+        request = layer_request(req)
+        if who.is_container:
+            # A build that names secrets (or runs a function, which gets its own) hands their values to
+            # whatever the build runs: only a client's token may ask for one.
+            if request.secret_ids or request.build_function is not None:
+                who.require_client("build an image with secrets or Image.run_function")
+            if request.app_id:
+                who.require_app(request.app_id)
+        record = self._images.get_or_create(request)
         response = api_pb2.ImageGetOrCreateResponse(image_id=record.image_id)
         if record.status != BUILDING:  # a finished build (cache hit or failure) answers at once
             response.result.CopyFrom(_result(record))

@@ -8,7 +8,7 @@ from google.protobuf import empty_pb2
 from modal_proto import api_pb2
 
 from onshore.api.base import Principal
-from onshore.errors import InvalidArgument, PermissionDenied
+from onshore.errors import InvalidArgument, NotFound
 from onshore.models import Secret
 from onshore.services.secrets import SecretService
 
@@ -32,7 +32,9 @@ class SecretHandlers:
         env = req.environment_name or "main"
         kind = req.object_creation_type
         if kind == api_pb2.OBJECT_CREATION_TYPE_EPHEMERAL:
-            secret = self._secrets.create_anonymous("", dict(req.env_dict), env)
+            # A container's ephemeral secret belongs to its app (it lives and goes with it).
+            owner = who.task.app_id if who.task is not None else ""
+            secret = self._secrets.create_anonymous(owner, dict(req.env_dict), env)
         elif kind == api_pb2.OBJECT_CREATION_TYPE_ANONYMOUS_OWNED_BY_APP:
             if req.app_id:
                 who.require_app(req.app_id)
@@ -41,8 +43,7 @@ class SecretHandlers:
             api_pb2.OBJECT_CREATION_TYPE_CREATE_FAIL_IF_EXISTS,
             api_pb2.OBJECT_CREATION_TYPE_CREATE_OVERWRITE_IF_EXISTS,
         ):
-            if who.is_container:
-                raise PermissionDenied("Containers cannot create named secrets")
+            who.require_client("create named secrets")
             overwrite = kind == api_pb2.OBJECT_CREATION_TYPE_CREATE_OVERWRITE_IF_EXISTS
             secret = self._secrets.create_named(req.deployment_name, dict(req.env_dict), env, overwrite)
         elif kind in (
@@ -54,7 +55,8 @@ class SecretHandlers:
             if kind == api_pb2.OBJECT_CREATION_TYPE_CREATE_IF_MISSING:
                 try:
                     secret = self._secrets.by_name(req.deployment_name, env, list(req.required_keys))
-                except Exception:
+                except NotFound:
+                    who.require_client("create named secrets")
                     secret = self._secrets.create_named(req.deployment_name, dict(req.env_dict), env, False)
             else:
                 secret = self._secrets.by_name(req.deployment_name, env, list(req.required_keys))
@@ -63,6 +65,7 @@ class SecretHandlers:
         return api_pb2.SecretGetOrCreateResponse(secret_id=secret.secret_id, metadata=_metadata(secret))
 
     async def SecretList(self, req: Any, who: Principal) -> Any:
+        who.require_client("list secrets (a container may look one up by name)")
         env = req.environment_name or "main"
         resp = api_pb2.SecretListResponse(environment_name=env)
         for secret in self._secrets.list(env):
@@ -77,7 +80,6 @@ class SecretHandlers:
         return resp
 
     async def SecretDelete(self, req: Any, who: Principal) -> Any:
-        if who.is_container:
-            raise PermissionDenied("Containers cannot delete secrets")
+        who.require_client("delete secrets")
         self._secrets.delete(req.secret_id)
         return empty_pb2.Empty()
