@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 
 from onshore import ids
-from onshore.errors import InvalidArgument, NotFound
+from onshore.errors import InvalidArgument, NotFound, quoted
 from onshore.models import Mount, MountFile
 from onshore.services.clock import Clock
 from onshore.store.base import MountStore
@@ -36,12 +36,12 @@ class MountService:
     def missing(self, hashes: list[str]) -> list[str]:
         for h in hashes:
             if not _SHA_RE.match(h):
-                raise InvalidArgument(f"Not a sha256 hex digest: {h!r}")
+                raise InvalidArgument(f"Not a sha256 hex digest: {quoted(h)}")
         return [h for h in hashes if not self._file_path(h).exists()]
 
     def put_file(self, sha256_hex: str, data: bytes) -> None:
         if not _SHA_RE.match(sha256_hex):
-            raise InvalidArgument(f"Not a sha256 hex digest: {sha256_hex!r}")
+            raise InvalidArgument(f"Not a sha256 hex digest: {quoted(sha256_hex)}")
         if hashlib.sha256(data).hexdigest() != sha256_hex:
             raise InvalidArgument(f"File content does not match its sha256 {sha256_hex}")
         path = self._file_path(sha256_hex)
@@ -74,9 +74,9 @@ class MountService:
     ) -> Mount:
         for f in files:
             if not f.filename.startswith("/"):
-                raise InvalidArgument(f"Mount paths must be absolute: {f.filename!r}")
+                raise InvalidArgument(f"Mount paths must be absolute: {quoted(f.filename, 200)}")
             if ".." in Path(f.filename).parts:
-                raise InvalidArgument(f"Mount paths may not contain '..': {f.filename!r}")
+                raise InvalidArgument(f"Mount paths may not contain '..': {quoted(f.filename, 200)}")
         absent = self.missing([f.sha256_hex for f in files])
         if absent:
             raise NotFound(f"Mount files were never uploaded: {', '.join(absent[:5])}")
