@@ -90,6 +90,19 @@ async def call_raw(
     return Answer(Status.OK, "")
 
 
+UNIMPLEMENTED_PREFIX = "Onshore does not implement"
+
+
+async def implemented_rpcs(channel: Channel, metadata: dict[str, str]) -> list[str]:
+    """The RPCs the server implements: it names an unimplemented one in its answer, before reading a body."""
+    found: list[str] = []
+    for name, (cardinality, _type) in rpc_specs().items():
+        answer = await call_raw(channel, name, cardinality, b"", metadata, timeout=3.0)
+        if not (answer.status == Status.UNIMPLEMENTED and answer.message.startswith(UNIMPLEMENTED_PREFIX)):
+            found.append(name)
+    return found
+
+
 async def hello(channel_or_server: Channel | ServerProcess, timeout: float = 5.0) -> Any:
     """ClientHello over a typed stub: proves the server still answers."""
     if isinstance(channel_or_server, ServerProcess):

@@ -12,13 +12,20 @@ from google.protobuf.descriptor import FieldDescriptor
 from grpclib.const import Cardinality, Status
 
 from tests.conftest import ServerProcess
-from tests.faults.rawgrpc import Answer, call_raw, client_metadata, hello, raw_channel, rpc_specs
+from tests.faults.rawgrpc import (
+    Answer,
+    call_raw,
+    client_metadata,
+    hello,
+    implemented_rpcs,
+    raw_channel,
+    rpc_specs,
+)
 
 SEED = 20250607
 CONCURRENCY = 8
 # An error message is a sentence or two; the router cuts longer ones (with a note that it did).
 MAX_MESSAGE_CHARS = 1200
-UNIMPLEMENTED_PREFIX = "Onshore does not implement"
 
 
 def _varint(value: int) -> bytes:
@@ -164,13 +171,7 @@ async def test_malformed_requests_to_every_implemented_rpc(fault_server: ServerP
     specs = rpc_specs()
     log_before = len(fault_server.log_text())
     try:
-        # Which RPCs the server implements: an unimplemented one names itself before reading the body.
-        implemented: list[str] = []
-        for name, (cardinality, _type) in specs.items():
-            answer = await call_raw(channel, name, cardinality, b"", metadata, timeout=3.0)
-            unimplemented = answer.status == Status.UNIMPLEMENTED
-            if not (unimplemented and answer.message.startswith(UNIMPLEMENTED_PREFIX)):
-                implemented.append(name)
+        implemented = await implemented_rpcs(channel, metadata)
         assert len(implemented) >= 40, implemented
         cases = [
             (name, kind, body) for name in implemented for kind, body in malformed_bodies(specs[name][1], rng)
