@@ -1,5 +1,4 @@
-"""Wrong, unknown and revoked credentials on every implemented RPC, a container against another app's
-functions and calls, and bad blob signatures: always refused, never a server error, never a success."""
+"""Bad credentials on every RPC, a container against another app, bad blob signatures: always refused."""
 
 from __future__ import annotations
 
