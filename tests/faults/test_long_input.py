@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import struct
 import time
 from collections.abc import Awaitable, Callable
@@ -13,6 +14,7 @@ from grpclib import GRPCError
 from grpclib.client import Channel
 from grpclib.const import Cardinality, Status
 from grpclib.exceptions import StreamTerminatedError
+from h2.exceptions import StreamClosedError
 from modal_proto import api_grpc, api_pb2
 
 from tests.conftest import ServerProcess
@@ -126,7 +128,9 @@ async def _send_prefix_only(
         ) as stream:
             await stream.send_request()
             # The gRPC framing by hand: grpclib's own send_message always tells the truth about the length.
-            await stream._stream.send_data(struct.pack(">?I", False, claimed) + body, end_stream=end)
+            # (A server that refuses early may reset the stream while the client still sends: fine.)
+            with contextlib.suppress(StreamClosedError):
+                await stream._stream.send_data(struct.pack(">?I", False, claimed) + body, end_stream=end)
             await stream.recv_message()  # a refusal resets the stream: its status comes with the exit
     except GRPCError as exc:
         return exc.status, exc.message or ""
@@ -144,10 +148,10 @@ def _peak_rss_kib(server: ServerProcess) -> int:
 
 
 async def test_an_oversized_body_is_refused_from_its_length_prefix(fault_server: ServerProcess) -> None:
-    # The prefix claims 80 MiB and only 64 KiB follow, the stream left open: a server that read the body
+    # The prefix claims 80 MiB and only 1 KiB follows, the stream left open: a server that read the body
     # before looking at its size would wait for the rest until the client gave up.
     started = time.monotonic()
-    status, message = await _send_prefix_only(fault_server, 80 * 1024 * 1024, b"\x00" * 65536, end=False)
+    status, message = await _send_prefix_only(fault_server, 80 * 1024 * 1024, b"\x00" * 1024, end=False)
     elapsed = time.monotonic() - started
     assert status == Status.RESOURCE_EXHAUSTED, (status, message)
     assert "limit" in message and "blob" in message, message
