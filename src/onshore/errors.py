@@ -1,4 +1,4 @@
-"""Domain errors raised by services; the API layer maps each to one gRPC status."""
+"""Domain errors raised by services (the API layer maps each to one gRPC status), and bounds on their text."""
 
 
 class OnshoreError(Exception):
@@ -39,3 +39,25 @@ class Unimplemented(OnshoreError):
 
 class Unavailable(OnshoreError):
     """The server cannot serve the request now (its database or disk); the message names path and cause."""
+
+
+# An error message travels in a gRPC trailer: a user's value quoted in it is cut to this many characters,
+# and the whole message to MAX_MESSAGE_CHARS (a long header costs the server time to encode).
+MAX_QUOTED_CHARS = 80
+MAX_MESSAGE_CHARS = 1000
+
+
+def quoted(value: object, limit: int = MAX_QUOTED_CHARS) -> str:
+    """repr(value) for an error message, cut to about `limit` characters with a note of its full length."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    size = f" ({len(value)} chars)" if isinstance(value, str | bytes) else ""
+    return f"{text[:limit]}...{size}"
+
+
+def bounded(message: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """A message (or a value quoted unquoted) cut to `limit` characters, saying that it was cut."""
+    if len(message) <= limit:
+        return message
+    return message[:limit] + f"... (cut from {len(message)} chars)"

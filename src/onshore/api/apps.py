@@ -8,6 +8,7 @@ from google.protobuf import empty_pb2
 from modal_proto import api_pb2
 
 from onshore.api.base import Principal
+from onshore.api.validation import enum_name
 from onshore.errors import InvalidArgument, NotFound, Unimplemented
 from onshore.models import App, AppState
 from onshore.protocol.functions import handle_metadata
@@ -115,7 +116,9 @@ class AppHandlers:
 
     async def AppClientDisconnect(self, req: Any, who: Principal) -> Any:
         who.require_app(req.app_id)
-        reason = api_pb2.AppDisconnectReason.Name(req.reason) if req.reason else "client disconnected"
+        reason = "client disconnected"
+        if req.reason:
+            reason = enum_name(api_pb2.AppDisconnectReason, req.reason, "reason")
         await self._apps.client_disconnected(req.app_id, reason.lower())
         if self._apps.get(req.app_id).state == AppState.DETACHED:
             # The app runs on; the leaving client's log stream ends (`modal app logs` can follow it later).

@@ -15,11 +15,16 @@ from grpclib.const import Status
 from modal_proto import api_grpc
 
 from onshore import errors
+from onshore.api.transport import receive_request
+from onshore.api.validation import check_request
 from onshore.services.containers import TASK_ID_HEADER, TASK_SECRET_HEADER, ContainerService, Task
 from onshore.services.tokens import TokenService
 
 log = logging.getLogger("onshore.api")
 
+# The largest request message read. The client sends bigger payloads as blobs: a file of 4 MiB or more
+# (LARGE_FILE_LIMIT), a function argument or result over 2 MiB (MAX_OBJECT_SIZE_BYTES); a request that
+# batches many of them (FunctionPutInputs, FunctionPutOutputs) stays below this.
 MAX_REQUEST_BYTES = 64 * 1024 * 1024
 # The client series whose protocol (modal_proto) this server implements; pinned in pyproject.toml.
 SUPPORTED_CLIENT_SERIES = "1.6."
@@ -102,7 +107,8 @@ class Authenticator:
         if version and not version.startswith(SUPPORTED_CLIENT_SERIES):
             raise errors.Conflict(
                 f"This Onshore server speaks the protocol of the modal client {SUPPORTED_CLIENT_SERIES}x "
-                f"series; this client is {version}. Install a matching client: pip install 'modal>=1.6,<1.7'"
+                f"series; this client is {errors.bounded(version, 40)}. Install a matching client: "
+                "pip install 'modal>=1.6,<1.7'"
             )
         task_id = metadata.get(TASK_ID_HEADER)
         if task_id:
@@ -181,15 +187,10 @@ class Router:
         address = stream.peer.addr()
         if isinstance(address, tuple) and address:
             principal.peer_host = str(address[0])
-        request = await stream.recv_message()
+        request = await receive_request(stream, name, MAX_REQUEST_BYTES)
         if request is None:
             raise errors.InvalidArgument(f"{name}: empty request")
-        size = request.ByteSize()
-        if size > MAX_REQUEST_BYTES:
-            raise errors.ResourceExhausted(
-                f"{name}: request of {size} bytes exceeds the {MAX_REQUEST_BYTES} byte limit; "
-                "large payloads travel as blobs"
-            )
+        check_request(name, request)
         return request, principal
 
     def _unary_unary(self, name: str, method: Callable[..., Any]) -> Callable[[Any], Any]:
@@ -229,7 +230,8 @@ class Router:
 
 
 class _translate_errors:
-    """Context manager: domain errors become their gRPC status; a bug becomes INTERNAL, logged once here."""
+    """Context manager: domain errors become their gRPC status, their message cut to a bounded length (a
+    long trailer costs the server time to encode); a bug becomes INTERNAL, logged once here."""
 
     def __init__(self, name: str) -> None:
         self._name = name
@@ -241,7 +243,11 @@ class _translate_errors:
         if exc is None or isinstance(exc, GRPCError | asyncio.CancelledError):
             return
         if isinstance(exc, errors.OnshoreError):
-            raise GRPCError(status_for(exc), str(exc)) from None
+            status = status_for(exc)
+            if status in (Status.INVALID_ARGUMENT, Status.RESOURCE_EXHAUSTED):
+                # The caller's mistake: one short line, no traceback.
+                log.info("%s refused (%s): %s", self._name, status.name, errors.bounded(str(exc), 200))
+            raise GRPCError(status, errors.bounded(str(exc))) from None
         if isinstance(exc, Exception):
             log.error("%s failed", self._name, exc_info=exc)
             raise GRPCError(

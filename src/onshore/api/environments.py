@@ -9,7 +9,7 @@ from modal_proto import api_pb2
 
 from onshore.api.base import Principal
 from onshore.api.images import BUILDER_VERSION
-from onshore.errors import InvalidArgument
+from onshore.errors import InvalidArgument, quoted
 
 _ENV_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._-]{0,63}$")
 
@@ -21,7 +21,7 @@ class EnvironmentHandlers:
     async def EnvironmentGetOrCreate(self, req: Any, who: Principal) -> Any:
         name = req.deployment_name or "main"
         if not _ENV_RE.match(name):
-            raise InvalidArgument(f"Invalid environment name {name!r}")
+            raise InvalidArgument(f"Invalid environment name {quoted(name)}")
         resp = api_pb2.EnvironmentGetOrCreateResponse(environment_id=f"en-{name}")
         resp.metadata.name = name
         resp.metadata.settings.image_builder_version = BUILDER_VERSION

@@ -10,7 +10,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from modal_proto import api_pb2
 
 from onshore.api.base import Principal
-from onshore.errors import InvalidArgument, Unimplemented
+from onshore.errors import InvalidArgument, Unimplemented, quoted
 from onshore.runtimes.base import FD_STDERR, FD_STDOUT
 from onshore.services.apps import AppService
 from onshore.services.logs import LogEntry, LogService
@@ -62,7 +62,7 @@ class LogHandlers:
         try:
             last = int(req.last_entry_id.split("-")[0]) if req.last_entry_id else 0
         except ValueError:
-            raise InvalidArgument(f"Bad last_entry_id {req.last_entry_id!r}") from None
+            raise InvalidArgument(f"Bad last_entry_id {quoted(req.last_entry_id)}") from None
         timeout = min(max(req.timeout, 0.0), MAX_FOLLOW_SECONDS) or MAX_FOLLOW_SECONDS
         fd = int(req.file_descriptor)
         if req.task_id and not req.app_id:

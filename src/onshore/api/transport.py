@@ -1,17 +1,67 @@
-"""A grpclib server whose connections coalesce the writes of one event-loop turn into one socket send.
+"""The grpclib transport: a server that coalesces each loop turn's writes, and a bounded request reader.
 
 grpclib writes a response's headers, message and trailers to the socket separately; on the warm call path
 that is three system calls per RPC. Buffering the writes made during one turn of the loop and sending them
 together at its end keeps the bytes and their order the same, with one send instead of several.
+
+grpclib's Stream.recv_message reads a whole message, however long its length prefix says it is, and lets
+a decoding error escape as a bug; receive_request reads the 5-byte prefix first and refuses an oversized
+message before its body is read (HTTP/2 flow control keeps the rest with the client), and reports a body
+that does not decode as the caller's mistake.
 """
 
 from __future__ import annotations
 
 import asyncio
+import struct
+import time
 from typing import Any, cast
 
+from google.protobuf.message import DecodeError
 from grpclib.protocol import H2Protocol
 from grpclib.server import Server
+from grpclib.server import Stream as ServerStream
+
+from onshore import errors
+
+_PREFIX = struct.Struct(">?I")  # gRPC message framing: a compressed flag and a big-endian length
+
+
+async def receive_request(stream: ServerStream[Any, Any], name: str, limit: int) -> Any:
+    """The request message of a unary-request RPC, or None when the client sent none.
+
+    Raises ResourceExhausted for a message over `limit` bytes (its body unread) and InvalidArgument for a
+    message that is compressed, cut short or not a valid encoding of the RPC's request type.
+    """
+    h2_stream = stream._stream
+    try:
+        prefix = await h2_stream.recv_data(_PREFIX.size)
+        if not prefix:
+            return None
+        compressed, size = _PREFIX.unpack(prefix)
+        if compressed:
+            raise errors.InvalidArgument(f"{name}: compressed messages are not supported")
+        if size > limit:
+            raise errors.ResourceExhausted(
+                f"{name}: request of {size} bytes exceeds the {limit} byte limit; "
+                "large payloads travel as blobs"
+            )
+        body = await h2_stream.recv_data(size)
+    except AssertionError:
+        # grpclib's buffer asserts when the stream ends before the bytes the prefix announced.
+        raise errors.InvalidArgument(f"{name}: the request ended before its message did") from None
+    try:
+        message = stream._codec.decode(body, stream._recv_type)
+    except DecodeError as exc:
+        what = getattr(stream._recv_type, "__name__", "request message")
+        raise errors.InvalidArgument(f"{name}: the request is not a valid {what} ({exc})") from None
+    # What Stream.recv_message does once it holds a message: the server's event hook and its counters.
+    (message,) = await stream._dispatch.recv_message(message)
+    stream._messages_received += 1
+    connection = h2_stream.connection
+    connection.messages_received += 1
+    connection.last_message_received = time.monotonic()
+    return message
 
 
 class _CoalescingTransport:

@@ -8,7 +8,7 @@ import re
 from collections.abc import Awaitable, Callable
 
 from onshore import ids
-from onshore.errors import Conflict, InvalidArgument, NotFound
+from onshore.errors import Conflict, InvalidArgument, NotFound, quoted
 from onshore.models import LIVE_APP_STATES, App, AppState, DeploymentRecord
 from onshore.services.clock import Clock
 from onshore.store.base import AppStore
@@ -95,7 +95,9 @@ class AppService:
         app.class_ids = dict(class_ids)
         if state == AppState.DEPLOYED:
             if not name or not _NAME_RE.match(name):
-                raise InvalidArgument(f"Invalid app name {name!r}: use letters, digits, '.', '-' and '_'")
+                raise InvalidArgument(
+                    f"Invalid app name {quoted(name)}: use letters, digits, '.', '-' and '_'"
+                )
             other = self.deployed(name, app.environment)
             if other is not None and other.app_id != app_id:
                 replaced = other  # another app holds the name: the newer deployment replaces it

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from onshore import ids
-from onshore.errors import InvalidArgument, NotFound
+from onshore.errors import InvalidArgument, NotFound, OnshoreError, quoted
 from onshore.images import dockerfile
 from onshore.images.buildlog import BuildLogs, LogEntry
 from onshore.images.model import Builder, BuildFailed, BuildJob, LayerRequest, content_hash
@@ -161,6 +161,8 @@ class ImageService:
         except asyncio.CancelledError:
             self._fail(record, "The build was cancelled: the server is stopping.")
             raise
+        except OnshoreError as exc:  # what the request names does not exist or cannot be used
+            self._fail(record, str(exc))
         except Exception as exc:  # a bug in a builder must not leave the client waiting forever
             log.exception("image build %s failed unexpectedly", image_id)
             self._fail(record, f"Onshore could not build this image: {type(exc).__name__}: {exc}")
@@ -182,7 +184,7 @@ class ImageService:
         try:
             last = int(last_entry_id or 0)
         except ValueError:
-            raise InvalidArgument(f"Bad last_entry_id {last_entry_id!r}") from None
+            raise InvalidArgument(f"Bad last_entry_id {quoted(last_entry_id)}") from None
         deadline = self._clock.monotonic() + max(1.0, min(timeout or 55.0, 300.0))
         while True:
             # The record first: once it says the build is over, every line of it is already in the log.

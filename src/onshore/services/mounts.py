@@ -12,7 +12,7 @@ from typing import BinaryIO
 
 from onshore import ids
 from onshore.config import private_dir
-from onshore.errors import InvalidArgument, NotFound
+from onshore.errors import InvalidArgument, NotFound, quoted
 from onshore.models import Mount, MountFile
 from onshore.services.blobs import (
     MAX_BLOB_BYTES,
@@ -119,7 +119,7 @@ class MountService:
     ) -> Mount:
         for f in files:
             if not f.filename.startswith("/"):
-                raise InvalidArgument(f"Mount paths must be absolute: {f.filename!r}")
+                raise InvalidArgument(f"Mount paths must be absolute: {quoted(f.filename, 200)}")
             if ".." in Path(f.filename).parts:
                 raise InvalidArgument(f"Mount paths may not contain '..': {f.filename!r}")
             if "\0" in f.filename or not _relative_parts(f.filename):
@@ -204,7 +204,7 @@ class MountService:
 def _check_sha(value: str) -> str:
     """A sha256 hex digest, checked: the only names a file in the file store can have."""
     if not isinstance(value, str) or not _SHA_RE.fullmatch(value):
-        raise InvalidArgument(f"Not a sha256 hex digest: {str(value)[:80]!r}")
+        raise InvalidArgument(f"Not a sha256 hex digest: {quoted(value)}")
     return value
 
 
