@@ -6,7 +6,6 @@ import errno
 import hashlib
 import hmac
 import os
-import re
 import secrets
 import stat
 import time
@@ -23,6 +22,7 @@ from onshore.errors import (
     PermissionDenied,
     ResourceExhausted,
     Unavailable,
+    quoted,
 )
 from onshore.services.clock import Clock, SystemClock
 
@@ -35,7 +35,6 @@ MULTIPART_THRESHOLD = 1024**3
 # URLs just before it uploads; a multipart upload of a large file may use its last part URL hours later.
 URL_SECONDS = {"get": 3600, "put": 24 * 3600}
 # Ids the server hands out (ids.new_id("blob")): the only names a blob's file can have.
-_BLOB_ID_RE = re.compile(r"bl-[A-Za-z0-9]{22}")
 # A full disk (or a file size limit): the client is told to free space, not that the server broke.
 _FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 _CHUNK = 4 * 1024 * 1024
@@ -43,10 +42,8 @@ _CHUNK = 4 * 1024 * 1024
 
 def parse_blob_id(value: str) -> str:
     """The blob id, checked: 'bl-' and 22 letters or digits, so it can only name a file in the blob store."""
-    if not isinstance(value, str) or not _BLOB_ID_RE.fullmatch(value):
-        raise InvalidArgument(
-            f"Not a blob id: {str(value)[:80]!r} (blob ids are 'bl-' and 22 letters or digits)"
-        )
+    if not isinstance(value, str) or not ids.is_id("blob", value):
+        raise InvalidArgument(f"Not a blob id: {quoted(value)} (blob ids are 'bl-' and 22 letters or digits)")
     return value
 
 
