@@ -271,7 +271,6 @@ class OnshoreServer:
             token, secret = created
             self.data.write_json(self.data.token_file, {"token_id": token.token_id, "token_secret": secret})
         self._restore()
-        self.runtime.warm_up()
         self._grpc = GrpcServer([self.router, self.command_router])
         await self._grpc.start(self.config.host, self.port)
         (self.data.root / "containers.sock").unlink(missing_ok=True)  # where older versions kept it
@@ -284,6 +283,8 @@ class OnshoreServer:
             # Containers may run as another user than the server's (an image's USER): the directory above
             # keeps the host's other users out, and tasks authenticate on every call.
             os.chmod(self.socket_path, 0o666)
+        # Spares talk to the server over the socket (their sandboxes bind it): started once it exists.
+        self.runtime.warm_up()
         http_config = uvicorn.Config(
             blob_app(self.blobs),
             host=self.config.host,
