@@ -150,6 +150,8 @@ class ImageService:
         started = time.monotonic()
         try:
             async with self._slots:
+                last = job.instructions[-1].line if job.instructions else "Image.run_function"
+                log.info("building image %s for app %s: %s", image_id, request.app_id or "-", last[:120])
                 if request.context_mount_id:
                     job.context_dir = await asyncio.to_thread(
                         self._inputs.materialize_mount, request.context_mount_id
