@@ -152,6 +152,7 @@ class OnshoreServer:
                 mount_checksum=lambda mount_id: self.mounts.checksum(self.mounts.get(mount_id)),
                 materialize_mount=self.mounts.materialize_tree,
                 secret_env=self.secrets.env_for,
+                app_live=self.apps.is_live,
             ),
             clock,
         )
@@ -250,6 +251,8 @@ class OnshoreServer:
         self.execs.container_ended(task.task_id)
 
     async def _on_app_stop(self, app: App, reason: str) -> None:
+        if "exception" in reason:  # its client failed (e.g. app_disconnect_reason_local_exception)
+            self.images.abandon(app.app_id)
         self.calls.drop_app_calls(app.app_id, f"The app was stopped ({reason})")
         await self.containers.stop_app(app.app_id, f"its app stopped: {reason}")
         self.logs.mark_done(app.app_id)

@@ -8,7 +8,13 @@ from modal_proto import api_pb2
 
 from onshore.api.base import Principal
 from onshore.errors import InvalidArgument, PermissionDenied
-from onshore.protocol.functions import function_data, handle_metadata, refusals, spec_from_definition
+from onshore.protocol.functions import (
+    function_data,
+    handle_metadata,
+    precreate_refusals,
+    refusals,
+    spec_from_definition,
+)
 from onshore.services.apps import AppService
 from onshore.services.functions import FunctionService
 
@@ -26,7 +32,11 @@ class FunctionHandlers:
     async def FunctionPrecreate(self, req: Any, who: Principal) -> Any:
         who.require_client("define functions")
         fn = self._functions.precreate(
-            req.app_id, req.function_name, req.existing_function_id, bytes(req.SerializeToString())
+            req.app_id,
+            req.function_name,
+            req.existing_function_id,
+            bytes(req.SerializeToString()),
+            precreate_refusals(req),
         )
         return api_pb2.FunctionPrecreateResponse(
             function_id=fn.function_id, handle_metadata=self._metadata(fn.function_id)

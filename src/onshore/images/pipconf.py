@@ -51,9 +51,15 @@ def _local_missing(location: str) -> bool:
     return bool(path) and not os.path.exists(path)
 
 
-def uv_options(settings: dict[str, list[str]], user_args: list[str]) -> list[str]:
-    """uv pip install options for these pip settings; the user's own index options take precedence."""
+def uv_options(settings: dict[str, list[str]], user_args: list[str], pip_semantics: bool = True) -> list[str]:
+    """uv pip install options for these pip settings; the user's own index options take precedence.
+
+    With `pip_semantics` (pip_install and pip commands, not uv_pip_install) a version on any index is found,
+    as pip finds it: uv by default takes a package from the first index that has it at all.
+    """
     options: list[str] = []
+    if pip_semantics and not any(a.split("=", 1)[0] == "--index-strategy" for a in user_args):
+        options += ["--index-strategy", "unsafe-best-match"]
     if "--index-url" not in user_args and "-i" not in user_args:
         for url in settings.get("index-url", [])[:1]:
             options += ["--index-url", url]

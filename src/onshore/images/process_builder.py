@@ -54,6 +54,30 @@ _PIP_FLAGS_SAME = {
 _PIP_DROP = {"--no-cache-dir", "--no-cache", "--system", "--compile"}
 
 
+def uv_accepts(args: list[str]) -> bool:
+    """Whether uv takes these pip install arguments as they are (else the install runs with pip)."""
+    return all(w.split("=", 1)[0] in _PIP_FLAGS_SAME for w in args if w.startswith("-"))
+
+
+def uv_install_argv(
+    uv_bin: str, python: str, args: list[str], settings: dict[str, list[str]], uv: bool
+) -> list[str]:
+    """The uv command line of an install step: uv's own rules for uv_pip_install (`uv`), else pip's."""
+    uv_args: list[str] = []
+    for word in args:
+        name = word.split("=", 1)[0]
+        if name in _PIP_DROP:
+            continue
+        if name == "--pre" and not uv:
+            uv_args += ["--prerelease", "allow"]
+            continue
+        uv_args.append(word)
+    machine = pipconf.uv_options(settings, uv_args, pip_semantics=not uv)
+    # Bytecode compiled now, as pip does: containers see the environment read-only.
+    compile_ = [] if "--compile-bytecode" in uv_args else ["--compile-bytecode"]
+    return [uv_bin, "pip", "install", "--python", python, *compile_, *machine, *uv_args]
+
+
 def _missing_apt_packages(packages: list[str]) -> list[str]:
     if shutil.which("dpkg-query") is None:
         return packages
@@ -317,23 +341,10 @@ class _LayerBuild:
             if word.startswith("/") and word.lstrip("/") in inline:
                 word = str(await self.context() / word.lstrip("/"))
             args.append(word)
-        flags = [w.split("=", 1)[0] for w in args if w.startswith("-")]
-        if uv or all(f in _PIP_FLAGS_SAME for f in flags):
-            uv_args: list[str] = []
-            for word in args:
-                name = word.split("=", 1)[0]
-                if name in _PIP_DROP:
-                    continue
-                if name == "--pre" and not uv:
-                    uv_args += ["--prerelease", "allow"]
-                    continue
-                uv_args.append(word)
+        if uv or uv_accepts(args):
             # The machine's pip settings (a local wheel cache, mirrors, constraints) apply to uv too.
             settings = await asyncio.to_thread(pipconf.pip_settings)
-            machine = pipconf.uv_options(settings, uv_args)
-            # Bytecode compiled now, as pip does: containers see the environment read-only.
-            compile_ = [] if "--compile-bytecode" in uv_args else ["--compile-bytecode"]
-            argv = [uv_binary(), "pip", "install", "--python", python, *compile_, *machine, *uv_args]
+            argv = uv_install_argv(uv_binary(), python, args, settings, uv=uv)
             extra_env = pipconf.uv_env(settings)
         else:
             argv = [python, "-m", "pip", "install", *args]

@@ -79,6 +79,21 @@ def refusals(fn: Any, limits_refusal: str = "hard limits are not enforced") -> l
     return out
 
 
+def precreate_refusals(req: Any) -> list[str]:
+    """What a FunctionPrecreate request already shows Onshore cannot honour: refused before any image build.
+
+    The client precreates every function before it builds images; the rest of a definition (GPUs, volumes,
+    schedules) comes with FunctionCreate, once the function's image is built.
+    """
+    out: list[str] = []
+    if req.webhook_config.type:
+        out.append("web endpoints are not served yet")
+    for name, method in req.method_definitions.items():
+        if method.webhook_config.type:
+            out.append(f"web endpoint method '{name}' is not served yet")
+    return out
+
+
 def handle_metadata(record: FunctionRecord, base: FunctionRecord) -> Any:
     """FunctionHandleMetadata for a function (or a function bound to class parameters)."""
     fn: Any = api_pb2.Function.FromString(base.definition) if base.definition else None

@@ -53,6 +53,9 @@ _PARTIAL_LINE_WAIT = 0.05
 # How many custom images keep a spare process ready (the most recently started ones).
 _IMAGE_SPARE_KINDS = 2
 
+# How often a spare that failed to start is tried (the waits between tries double).
+_SPARE_ATTEMPTS = 4
+
 
 def _package_key(python: str) -> str:
     return hashlib.sha256(python.encode()).hexdigest()[:12]
@@ -121,6 +124,7 @@ class _Proc:
 
 class ProcessRuntime:
     name = "process"
+    spare_retry_delay = 1.0  # seconds before a spare that failed to start is tried again
 
     def __init__(
         self,
@@ -309,15 +313,26 @@ class ProcessRuntime:
     async def _spawn_image_spare(
         self, key: tuple[str, ...], image: ImageConfig, python: str, pkg: Path | None
     ) -> None:
+        """Start one spare; a start that fails is tried again a few times, so the pool does not stay short."""
         try:
-            await self._spawn_image_spare_now(key, image, python, pkg)
+            for attempt in range(1, _SPARE_ATTEMPTS + 1):
+                error = await self._spawn_image_spare_now(key, image, python, pkg)
+                if error is None or self._closed or key not in self._image_spares:
+                    return
+                if attempt == _SPARE_ATTEMPTS:
+                    log.error("could not start a spare process for an image: %s", error, exc_info=error)
+                    return
+                delay = self.spare_retry_delay * 2 ** (attempt - 1)
+                log.info("could not start a spare process (%s); trying again in %.1f s", error, delay)
+                await asyncio.sleep(delay)
         finally:
             if key == self._default_key:
                 self._default_starting -= 1
 
     async def _spawn_image_spare_now(
         self, key: tuple[str, ...], image: ImageConfig, python: str, pkg: Path | None
-    ) -> None:
+    ) -> Exception | None:
+        """Start a spare for this image into its pool; what kept it from starting, if anything."""
         spare_dir = self._state_dir / "spares" / os.urandom(8).hex()
         root, io = spare_dir / "root", spare_dir / "io"
         try:
@@ -330,15 +345,15 @@ class ProcessRuntime:
             box = layout.spec(env, [])
             argv = [python, "-c", SPARE_PROGRAM]
             entry = await self._spawn_boxed(box, argv, spare_dir / "scratch", asyncio.subprocess.PIPE)
-        except Exception:
+        except Exception as exc:
             shutil.rmtree(spare_dir, ignore_errors=True)
-            log.exception("could not start a spare process for an image")
-            return
+            return exc
         entry.spare_dir, entry.image_key = spare_dir, key
         if key in self._image_spares and not self._closed:
             self._image_spares[key].append(entry)
         else:
             await self._stop_entry(entry, 0)
+        return None
 
     async def _hand_over_image_spare(self, entry: _Proc, spec: ContainerSpec) -> None:
         """A spare becomes this container: its code and arguments in its own dirs, then its environment."""
@@ -371,6 +386,7 @@ class ProcessRuntime:
         spare = self._take_image_spare(key) if key else None
         self._keep_image_spare(key, image, python, pkg)
         if spare is not None:
+            log.info("container %s starts from a spare process of its image", spec.task_id)
             await self._hand_over_image_spare(spare, spec)
             return spare
         args_path = self._state_dir / f"{spec.task_id}.args"

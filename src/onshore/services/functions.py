@@ -114,10 +114,13 @@ class FunctionService:
         return cls
 
     # ---------------------------------------------------------------- definitions
-    def precreate(self, app_id: str, tag: str, existing_function_id: str, precreate: bytes) -> FunctionRecord:
+    def precreate(
+        self, app_id: str, tag: str, existing_function_id: str, precreate: bytes, refused: list[str]
+    ) -> FunctionRecord:
         self._apps.get(app_id)
         if not tag:
             raise InvalidArgument("FunctionPrecreate needs a function name")
+        _refuse(tag, refused)  # before the app's images are built: the client builds them next
         if existing_function_id:
             fn = self.find(existing_function_id)
             if fn is None or fn.app_id != app_id:
@@ -143,10 +146,7 @@ class FunctionService:
         spec: FunctionSpec,
         refused: list[str],
     ) -> FunctionRecord:
-        if refused:
-            raise Unimplemented(
-                f"Function '{spec.tag}' uses features Onshore does not support yet: " + "; ".join(refused)
-            )
+        _refuse(spec.tag, refused)
         self._apps.get(app_id)
         fn = self.find(function_id) if function_id else None
         if fn is None:
@@ -218,3 +218,10 @@ class FunctionService:
     def _save(self, fn: FunctionRecord) -> None:
         self._store.put_function(fn)  # stored first: a failed write publishes nothing
         self._cache[fn.function_id] = fn
+
+
+def _refuse(tag: str, refused: list[str]) -> None:
+    if refused:
+        raise Unimplemented(
+            f"Function '{tag}' uses features Onshore does not support yet: " + "; ".join(refused)
+        )

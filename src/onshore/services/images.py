@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from onshore import ids
-from onshore.errors import InvalidArgument, NotFound, OnshoreError, quoted
+from onshore.errors import Conflict, InvalidArgument, NotFound, OnshoreError, quoted
 from onshore.images import dockerfile
 from onshore.images.buildlog import BuildLogs, LogEntry
 from onshore.images.model import Builder, BuildFailed, BuildJob, LayerRequest, content_hash
@@ -39,6 +39,7 @@ class ImageInputs:
     mount_checksum: Callable[[str], str]
     materialize_mount: Callable[[str], Path]  # a host dir laid out as '/' with the mount's files
     secret_env: Callable[[list[str]], dict[str, str]]
+    app_live: Callable[[str], bool] = lambda app_id: True  # whether an app may still use what it builds
 
 
 class ImageService:
@@ -49,6 +50,8 @@ class ImageService:
         self._clock = clock
         self.logs = BuildLogs()
         self._builds: dict[str, asyncio.Task[None]] = {}
+        self._wanted_by: dict[str, set[str]] = {}  # a build in progress: the apps waiting for it
+        self._abandoned: set[str] = set()  # builds cancelled because no app waits for them any more
         self._slots = asyncio.Semaphore(MAX_CONCURRENT_BUILDS)
 
     @property
@@ -81,6 +84,9 @@ class ImageService:
     # ---------------------------------------------------------------- get or create
     def get_or_create(self, request: LayerRequest) -> ImageRecord:
         """The image for this layer: a cache hit, a build in progress, or a new build started now."""
+        if request.app_id and not self._inputs.app_live(request.app_id):
+            # The client gave up (a refused feature, an error): nothing would ever use this build.
+            raise Conflict(f"App {request.app_id} has stopped: its images are not built")
         parents = [self.get(image_id) for _, image_id in request.base_images]
         refusal = self._refusal(request, parents)
         mount_id = request.context_mount_id
@@ -90,6 +96,7 @@ class ImageService:
         if record is not None and record.status == READY and not request.force_build:
             return record
         if record is not None and record.status == BUILDING and record.image_id in self._builds:
+            self._wanted_by[record.image_id].add(request.app_id)
             return record
         record = ImageRecord(
             image_id=record.image_id if record is not None else ids.new_id("image"),
@@ -121,7 +128,20 @@ class ImageService:
         self._builds[record.image_id] = asyncio.get_running_loop().create_task(
             self._build(record, job, request)
         )
+        self._wanted_by[record.image_id] = {request.app_id}
         return record
+
+    def abandon(self, app_id: str) -> None:
+        """An app failed while it started (a refused feature, an error): builds only it waited for stop."""
+        for image_id, apps in list(self._wanted_by.items()):
+            if app_id not in apps:
+                continue
+            apps.discard(app_id)
+            task = self._builds.get(image_id)
+            if not apps and task is not None:
+                log.info("image build %s abandoned: the app that asked for it (%s) failed", image_id, app_id)
+                self._abandoned.add(image_id)
+                task.cancel()
 
     def _refusal(self, request: LayerRequest, parents: list[ImageRecord]) -> str:
         if len(parents) > 1:
@@ -150,6 +170,8 @@ class ImageService:
         started = time.monotonic()
         try:
             async with self._slots:
+                last = job.instructions[-1].line if job.instructions else "Image.run_function"
+                log.info("building image %s for app %s: %s", image_id, request.app_id or "-", last[:120])
                 if request.context_mount_id:
                     job.context_dir = await asyncio.to_thread(
                         self._inputs.materialize_mount, request.context_mount_id
@@ -159,6 +181,9 @@ class ImageService:
         except BuildFailed as exc:
             self._fail(record, str(exc))
         except asyncio.CancelledError:
+            if image_id in self._abandoned:
+                self._fail(record, "The build was cancelled: the app that asked for it failed.")
+                return
             self._fail(record, "The build was cancelled: the server is stopping.")
             raise
         except OnshoreError as exc:  # what the request names does not exist or cannot be used
@@ -176,6 +201,8 @@ class ImageService:
             self.logs.finish(image_id)
         finally:
             self._builds.pop(image_id, None)
+            self._wanted_by.pop(image_id, None)
+            self._abandoned.discard(image_id)
 
     # ---------------------------------------------------------------- following a build
     async def join(self, image_id: str, last_entry_id: str, timeout: float) -> AsyncIterator[JoinUpdate]:
