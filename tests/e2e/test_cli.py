@@ -313,3 +313,44 @@ def test_token_commands_without_data(home: Home) -> None:
     assert listed.returncode != 0
     assert "No Onshore data" in listed.stderr
     assert not home.root.exists()
+
+
+def test_start_then_env_lets_a_plain_script_reach_the_embedded_server(home: Home, tmp_path: Path) -> None:
+    # Before any server ran there is no token: `onshore env` says how to get one.
+    before = home.onshore("env")
+    assert before.returncode == 1 and "onshore start" in before.stderr, before.output
+    assert home.onshore("status").returncode == 3  # documented: 3 when no server runs
+
+    started = home.onshore("start")
+    assert started.returncode == 0 and "Started an Onshore server at http://127.0.0.1:" in started.stdout
+    again = home.onshore("start")
+    assert again.returncode == 0 and "Already running:" in again.stdout, again.output
+    assert home.server_pid() == int(re.findall(r"\(pid (\d+)\)", again.stdout)[0])
+
+    script = write_app(
+        tmp_path,
+        "plain_script.py",
+        """
+        import modal
+
+        app = modal.App("cli-plain-script")
+
+        @app.function()
+        def double(x: int) -> int:
+            return 2 * x
+
+        if __name__ == "__main__":
+            with app.run():
+                print("double =", double.remote(21))
+        """,
+    )
+    call = subprocess.run(
+        [sys.executable, str(script)], env=home.client_env(), capture_output=True, text=True, timeout=120
+    )
+    assert call.returncode == 0, call.stdout + call.stderr
+    assert "double = 42" in call.stdout
+    assert home.onshore("status").returncode == 0
+
+    assert home.onshore("stop").returncode == 0
+    stale = home.onshore("env")
+    assert stale.returncode == 0 and "No Onshore server runs" in stale.stderr, stale.output

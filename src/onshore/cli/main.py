@@ -91,17 +91,32 @@ def cmd_server(args: argparse.Namespace) -> int:
 
 def cmd_env(args: argparse.Namespace) -> int:
     data = _data(args)
-    server = data.read_json(data.server_file)
     token = data.read_json(data.token_file)
     if token is None:
         print(
-            f"No Onshore token in {data.root}: start a server there first (`onshore server`)", file=sys.stderr
+            f"No Onshore token in {data.root}: start a server there first (`onshore start`)", file=sys.stderr
         )
         return 1
-    url = server["url"] if server else f"http://127.0.0.1:{DEFAULT_PORT}"
+    running = embedded.find_running(data)
+    if running is None:
+        print(
+            f"No Onshore server runs for {data.root}: the client will not reach it until one does "
+            "(`onshore start`)",
+            file=sys.stderr,
+        )
+    url = running.url if running else f"http://127.0.0.1:{DEFAULT_PORT}"
     print(f"export MODAL_SERVER_URL={url}")
     print(f"export MODAL_TOKEN_ID={token['token_id']}")
     print(f"export MODAL_TOKEN_SECRET={token['token_secret']}")
+    return 0
+
+
+def cmd_start(args: argparse.Namespace) -> int:
+    data = _data(args)
+    server, started = embedded.ensure_server(data)
+    verb = "Started" if started else "Already running:"
+    print(f"{verb} an Onshore server at {server.url} (pid {server.pid}) for {data.root}")
+    print('Point the modal client at it with: eval "$(onshore env)"', file=sys.stderr)
     return 0
 
 
@@ -146,6 +161,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--app-heartbeat-timeout", type=float, default=60.0, help=argparse.SUPPRESS)
     p.add_argument("-v", "--verbose", action="store_true")
     p.set_defaults(func=cmd_server)
+
+    p = sub.add_parser(
+        "start",
+        help="start the data dir's server in the background if none runs (what run/deploy/serve do first)",
+    )
+    add_data_dir(p)
+    p.set_defaults(func=cmd_start)
 
     p = sub.add_parser("env", help="print the MODAL_* variables that point the modal client at this server")
     add_data_dir(p)
