@@ -214,3 +214,17 @@ def fresh_server(tmp_path: Path) -> Iterator[ServerProcess]:
         yield proc
     finally:
         proc.stop()
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Say once, at the end, why the docker runtime's tests were skipped and how to run them."""
+    skipped = [r for r in terminalreporter.stats.get("skipped", []) if r.nodeid.startswith("tests/docker/")]
+    if not skipped:
+        return
+    longrepr = skipped[0].longrepr
+    reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+    reason = reason.removeprefix("Skipped: ").splitlines()[0]
+    terminalreporter.write_line(
+        f"{len(skipped)} docker runtime tests skipped: {reason}. To run them, install what they need "
+        "(as root: bash .ci/setup-docker.sh) and run make test again."
+    )
