@@ -264,3 +264,27 @@ def test_detached_run_keeps_working_after_the_client_exits(server: ServerProcess
         return "DETACHED-CALL-DONE" in run_modal(server, "app", "logs", app_id, timeout=30).stdout
 
     assert wait_for(finished, 20, 0.5), "the spawned call did not finish after the client exited"
+
+
+def test_serve_runs_an_app_until_its_timeout_and_refuses_web_endpoints(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    plain = tmp_path / "served.py"
+    plain.write_text(
+        "import modal\n\napp = modal.App('e2e-served')\n\n\n@app.function()\ndef hello(x: int) -> int:\n"
+        "    return x + 1\n"
+    )
+    served = run_modal(server, "serve", str(plain), "--timeout", "4", timeout=90)
+    assert served.returncode == 0, served.output
+    assert "Created Function hello" in served.output and "Serving..." in served.output
+    app_id = _APP_ID.findall(served.output)[0]
+    assert app_row(server, app_id)["state"] == "stopped"  # `modal serve` runs an ephemeral app
+
+    web = tmp_path / "served_web.py"
+    web.write_text(
+        "import modal\n\napp = modal.App('e2e-served-web')\n\n\n@app.function()\n@modal.fastapi_endpoint()\n"
+        "def page() -> str:\n    return 'hi'\n"
+    )
+    refused = run_modal(server, "serve", str(web), "--timeout", "4", timeout=90)
+    assert refused.returncode != 0
+    assert "web endpoints" in refused.output.lower(), refused.output
