@@ -208,7 +208,7 @@ class OnshoreServer:
             gate=gate,
             cores=usable_cores(),
         )
-        self.janitor = Janitor(self.apps, self.blobs, config.app_heartbeat_timeout)
+        self.janitor = Janitor(self.apps, self.blobs, self.calls, config.app_heartbeat_timeout)
         self.calls.on_demand = self.autoscaler.wake
         self.apps.on_stop = self._on_app_stop
 

@@ -291,3 +291,27 @@ async def test_finishing_a_spawned_map_checks_its_input_count() -> None:
     h.svc.finish_inputs(call, 2)
     with pytest.raises(InvalidArgument, match="has 2 inputs, but the caller finished it with 3"):
         h.svc.finish_inputs(call, 3)
+
+
+async def test_finished_calls_whose_caller_went_away_are_forgotten() -> None:
+    h = Harness()
+    abandoned = h.call(payloads=(b"a", b"b"))
+    running = h.call()  # still has an input to run
+    spawned = h.call(invocation_type=INVOCATION_ASYNC)
+    taken = await h.svc.next_inputs("ta-1", FN, max_n=10)
+    done = [i for i in taken if i.call is not running]
+    h.svc.put_outputs("ta-1", [h.output(i.input_id) for i in done])
+    assert (abandoned.unfinished, running.unfinished, spawned.unfinished) == (0, 1, 0)
+    h.clock.advance(300)
+    polled = h.call()  # a caller that keeps asking is not forgotten
+    (one,) = await h.svc.next_inputs("ta-2", FN)
+    h.svc.put_outputs("ta-2", [h.output(one.input_id)])
+    h.clock.advance(400)
+    await h.outputs(polled)
+    assert h.svc.release_idle(600) == 1
+    with pytest.raises(NotFound):
+        h.svc.get_call(abandoned.function_call_id)
+    # Unfinished calls, calls still being polled and spawned calls stay.
+    assert h.svc.get_call(running.function_call_id) is running
+    assert h.svc.get_call(polled.function_call_id) is polled
+    assert h.svc.get_call(spawned.function_call_id) is spawned

@@ -1,4 +1,4 @@
-"""The janitor: stops ephemeral apps whose client stopped heartbeating, and deletes expired blobs."""
+"""The janitor: stops apps whose client stopped heartbeating, forgets abandoned calls, deletes old blobs."""
 
 from __future__ import annotations
 
@@ -8,8 +8,13 @@ import time
 
 from onshore.services.apps import AppService
 from onshore.services.blobs import BlobService
+from onshore.services.calls import CallService
 
 log = logging.getLogger("onshore.janitor")
+
+# A finished call (not spawned) whose caller has not asked for its outputs for this long is forgotten: its
+# caller went away without acknowledging them (a map's client polls at least every 55 s while it runs).
+ABANDONED_CALL_SECONDS = 600.0
 
 
 class Janitor:
@@ -17,12 +22,14 @@ class Janitor:
         self,
         apps: AppService,
         blobs: BlobService,
+        calls: CallService,
         heartbeat_timeout: float,
         tick: float = 2.0,
         blob_every: float = 600,
     ) -> None:
         self._apps = apps
         self._blobs = blobs
+        self._calls = calls
         self._timeout = heartbeat_timeout
         self._tick = tick
         self._blob_every = blob_every
@@ -32,6 +39,9 @@ class Janitor:
         expired = self._apps.expired(self._timeout)
         for app in expired:
             await self._apps.stop(app.app_id, f"its client sent no heartbeat for {self._timeout:.0f}s")
+        forgotten = self._calls.release_idle(ABANDONED_CALL_SECONDS)
+        if forgotten:
+            log.info("forgot %d finished calls whose callers went away", forgotten)
         if time.monotonic() >= self._next_blob_gc:
             self._next_blob_gc = time.monotonic() + self._blob_every
             removed = await asyncio.to_thread(self._blobs.collect_garbage, time.time())

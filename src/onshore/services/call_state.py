@@ -64,6 +64,7 @@ class CallState:
     inputs: dict[str, PendingInput] = field(default_factory=dict)
     data_out: list[tuple[int, bytes]] = field(default_factory=list)  # (index, serialized DataChunk)
     waiters: Waiters = field(default_factory=Waiters)
+    last_polled: float = 0.0  # the clock's monotonic time of the caller's last look at the outputs
 
     @property
     def jwt(self) -> str:

@@ -89,6 +89,7 @@ class CallService:
             invocation_type=invocation_type,
             persistent=persistent,
             created_at=self._clock.now(),
+            last_polled=self._clock.monotonic(),
         )
         if persistent:
             self._store.put_call(
@@ -192,6 +193,7 @@ class CallService:
                 call.cleared.add(o.input_id)
             self._release(call)
             return [], last_entry_id
+        call.last_polled = self._clock.monotonic()
         # Waits run on the event loop's own clock; the injected clock only stamps records.
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(0.0, timeout)
@@ -230,6 +232,19 @@ class CallService:
             call.cleared.add(o.input_id)
         if not call.persistent and call.unfinished == 0 and len(call.cleared) >= call.num_inputs:
             self._release(call)
+
+    def release_idle(self, idle_seconds: float) -> int:
+        """Forget finished calls whose caller stopped asking for their outputs (it went away before it
+        acknowledged them, e.g. a map's client that was killed); spawned calls stay, in the store too."""
+        cutoff = self._clock.monotonic() - idle_seconds
+        idle = [
+            c
+            for c in self._calls.values()
+            if not c.persistent and c.unfinished == 0 and c.last_polled < cutoff
+        ]
+        for call in idle:
+            self._calls.pop(call.function_call_id, None)
+        return len(idle)
 
     def _release(self, call: CallState) -> None:
         if call.persistent or call.unfinished:
