@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
 import re
@@ -10,12 +12,16 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+from grpclib import GRPCError
+from grpclib.client import Channel
+from grpclib.const import Status
+from modal_proto import api_grpc
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -98,6 +104,14 @@ class ServerProcess:
         data: dict[str, str] = json.loads((self.data_dir / "token.json").read_text())
         return data
 
+    @property
+    def token_metadata(self) -> dict[str, str]:
+        """The gRPC metadata of a client holding this server's first token (for raw gRPC calls)."""
+        return {
+            "x-modal-token-id": self.token["token_id"],
+            "x-modal-token-secret": self.token["token_secret"],
+        }
+
     def env(self, **extra: str) -> dict[str, str]:
         env = clean_env()
         env.update(
@@ -121,6 +135,27 @@ class ServerProcess:
         if self.proc.stdout:
             self.proc.stdout.close()
         return self.proc.returncode
+
+
+@contextlib.asynccontextmanager
+async def raw_stub(server: ServerProcess) -> AsyncIterator[api_grpc.ModalClientStub]:
+    host, port = server.url.split("//", 1)[1].rsplit(":", 1)
+    channel = Channel(host, int(port))
+    try:
+        yield api_grpc.ModalClientStub(channel)
+    finally:
+        channel.close()
+
+
+async def raw_status(
+    server: ServerProcess, method: Any, request: Any, timeout: float = 15.0
+) -> tuple[Status, str]:
+    """(status, message) of one raw gRPC call with the server's token, without the client's retries."""
+    try:
+        await asyncio.wait_for(method(request, metadata=server.token_metadata), timeout)
+    except GRPCError as exc:
+        return exc.status, exc.message or ""
+    return Status.OK, ""
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.2) -> Any:

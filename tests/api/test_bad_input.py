@@ -10,11 +10,10 @@ from typing import Any
 
 import pytest
 from grpclib import GRPCError
-from grpclib.client import Channel
 from grpclib.const import Status
 from modal_proto import api_grpc, api_pb2
 
-from tests.conftest import REPO, ServerProcess, run_modal, run_python, write_app
+from tests.conftest import REPO, ServerProcess, raw_status, raw_stub, run_modal, run_python, write_app
 
 MADE_UP = {
     "function": "fu-AAAAAAAAAAAAAAAAAAAAAA",
@@ -27,32 +26,10 @@ MADE_UP = {
 SWEEP_SKIP = {"AppCreate"}
 
 
-def _metadata(server: ServerProcess) -> dict[str, str]:
-    return {
-        "x-modal-token-id": server.token["token_id"],
-        "x-modal-token-secret": server.token["token_secret"],
-    }
-
-
 @pytest.fixture
 async def stub(server: ServerProcess) -> AsyncIterator[api_grpc.ModalClientStub]:
-    host, port = server.url.split("//", 1)[1].rsplit(":", 1)
-    channel = Channel(host, int(port))
-    try:
-        yield api_grpc.ModalClientStub(channel)
-    finally:
-        channel.close()
-
-
-async def _status(
-    server: ServerProcess, method: Any, request: Any, timeout: float = 10.0
-) -> tuple[Status, str]:
-    """Call an RPC and return (status, message); OK when it answered normally."""
-    try:
-        await asyncio.wait_for(method(request, metadata=_metadata(server)), timeout)
-    except GRPCError as exc:
-        return exc.status, exc.message or ""
-    return Status.OK, ""
+    async with raw_stub(server) as stub:
+        yield stub
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +78,7 @@ def deployed_function_id(server: ServerProcess, tmp_path_factory: pytest.TempPat
 async def test_unimplemented_rpc_names_itself(
     server: ServerProcess, stub: api_grpc.ModalClientStub, rpc: str, request_type: Any
 ) -> None:
-    status, message = await _status(server, getattr(stub, rpc), request_type())
+    status, message = await raw_status(server, getattr(stub, rpc), request_type())
     assert status == Status.UNIMPLEMENTED, (status, message)
     assert rpc in message, message
 
@@ -120,7 +97,7 @@ async def test_unknown_ids_are_not_found(server: ServerProcess, stub: api_grpc.M
         (stub.AppStop, api_pb2.AppStopRequest(app_id=MADE_UP["app"])),
     ]
     for method, request in cases:
-        status, message = await _status(server, method, request)
+        status, message = await raw_status(server, method, request)
         name = type(request).__name__
         assert status == Status.NOT_FOUND, (name, status, message)
         # The message says what was not found.
@@ -137,7 +114,7 @@ async def test_malformed_input_is_invalid_argument(
             function_call_type=api_pb2.FUNCTION_CALL_TYPE_UNARY,
             function_call_invocation_type=api_pb2.FUNCTION_CALL_INVOCATION_TYPE_ASYNC,
         ),
-        metadata=_metadata(server),
+        metadata=server.token_metadata,
     )
     call_id = mapped.function_call_id
     assert call_id
@@ -167,12 +144,12 @@ async def test_malformed_input_is_invalid_argument(
         (stub.FunctionRetryInputs, api_pb2.FunctionRetryInputsRequest(function_call_jwt="not-a-jwt"), ""),
     ]
     for method, request, mentioned in cases:
-        status, message = await _status(server, method, request)
+        status, message = await raw_status(server, method, request)
         name = type(request).__name__
         assert status == Status.INVALID_ARGUMENT, (name, status, message)
         assert mentioned in message, (name, message)
     # The bad requests changed nothing: the call is still there and still answers.
-    status, message = await _status(
+    status, message = await raw_status(
         server,
         stub.FunctionGetOutputs,
         api_pb2.FunctionGetOutputsRequest(function_call_id=call_id, timeout=0),
@@ -204,7 +181,7 @@ async def test_no_rpc_answers_internal_to_an_empty_request(
             continue
         method = getattr(stub, name)
         try:
-            status, message = await _status(server, method, method.request_type(), timeout=5.0)
+            status, message = await raw_status(server, method, method.request_type(), timeout=5.0)
         except TimeoutError:
             continue  # a long poll that waits for something to happen is a fine answer to an empty request
         answered += 1
@@ -227,7 +204,7 @@ async def test_client_outside_the_supported_series_is_refused(
     server: ServerProcess, stub: api_grpc.ModalClientStub
 ) -> None:
     """A client of another protocol series gets a precise FAILED_PRECONDITION naming the supported series."""
-    metadata = {**_metadata(server), "x-modal-client-version": "0.64.0"}
+    metadata = {**server.token_metadata, "x-modal-client-version": "0.64.0"}
     with pytest.raises(GRPCError) as info:
         await stub.AppList(api_pb2.AppListRequest(), metadata=metadata)
     assert info.value.status == Status.FAILED_PRECONDITION
@@ -239,7 +216,7 @@ async def test_unimplemented_rpc_is_logged_once(
 ) -> None:
     """The server logs an unimplemented RPC the first time it is called, not on every call."""
     for _ in range(3):
-        status, _message = await _status(server, stub.QueueGetOrCreate, api_pb2.QueueGetOrCreateRequest())
+        status, _message = await raw_status(server, stub.QueueGetOrCreate, api_pb2.QueueGetOrCreateRequest())
         assert status == Status.UNIMPLEMENTED
     deadline = time.monotonic() + 5
     while "QueueGetOrCreate" not in server.log_text() and time.monotonic() < deadline:
@@ -253,12 +230,12 @@ async def test_oversized_request_is_resource_exhausted(
     """A request over the size limit gets RESOURCE_EXHAUSTED naming the limit, and nothing is stored."""
     data = b"x" * (65 * 1024 * 1024)
     digest = hashlib.sha256(data).hexdigest()
-    status, message = await _status(
+    status, message = await raw_status(
         server, stub.MountPutFile, api_pb2.MountPutFileRequest(sha256_hex=digest, data=data)
     )
     assert status == Status.RESOURCE_EXHAUSTED
     assert "limit" in message
     missing = await stub.MountBatchedCheckExistence(
-        api_pb2.MountBatchedCheckExistenceRequest(sha256_hex_hashes=[digest]), metadata=_metadata(server)
+        api_pb2.MountBatchedCheckExistenceRequest(sha256_hex_hashes=[digest]), metadata=server.token_metadata
     )
     assert list(missing.missing_sha256_hex_hashes) == [digest]

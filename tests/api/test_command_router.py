@@ -19,13 +19,6 @@ from tests.conftest import ServerProcess, run_modal, write_app
 APP_NAME = "onshore-test-command-router"
 
 
-def _metadata(server: ServerProcess) -> dict[str, str]:
-    return {
-        "x-modal-token-id": server.token["token_id"],
-        "x-modal-token-secret": server.token["token_secret"],
-    }
-
-
 @pytest.fixture
 async def channel(server: ServerProcess) -> AsyncIterator[Channel]:
     host, port = server.url.split("//", 1)[1].rsplit(":", 1)
@@ -61,7 +54,7 @@ def deployed(server: ServerProcess, tmp_path_factory: pytest.TempPathFactory) ->
 async def _containers(server: ServerProcess, stub: api_grpc.ModalClientStub) -> list[str]:
     deadline = time.monotonic() + 60
     while True:
-        listing = await stub.TaskList(api_pb2.TaskListRequest(), metadata=_metadata(server))
+        listing = await stub.TaskList(api_pb2.TaskListRequest(), metadata=server.token_metadata)
         found = [t.task_id for t in listing.tasks if t.app_description == APP_NAME]
         if len(found) >= 2 or time.monotonic() > deadline:
             return found
@@ -83,7 +76,7 @@ async def test_router_tokens_are_required_and_scoped(
     router = task_command_router_grpc.TaskCommandRouterStub(channel)
     first, second = (await _containers(server, stub))[:2]
     access = await stub.TaskGetCommandRouterAccess(
-        api_pb2.TaskGetCommandRouterAccessRequest(task_id=first), metadata=_metadata(server)
+        api_pb2.TaskGetCommandRouterAccessRequest(task_id=first), metadata=server.token_metadata
     )
     assert access.url == server.url and access.jwt
     start = tcr.TaskExecStartRequest(task_id=first, exec_id="ex-router-test", command_args=["true"])
@@ -112,7 +105,7 @@ async def test_router_tokens_are_required_and_scoped(
     status, message = await _status(
         stub.TaskGetCommandRouterAccess(
             api_pb2.TaskGetCommandRouterAccessRequest(task_id="ta-AAAAAAAAAAAAAAAAAAAAAA"),
-            metadata=_metadata(server),
+            metadata=server.token_metadata,
         )
     )
     assert status == Status.NOT_FOUND, (status, message)
@@ -127,7 +120,7 @@ async def test_every_router_rpc_answers_precisely(
     router = task_command_router_grpc.TaskCommandRouterStub(channel)
     task_id = (await _containers(server, stub))[0]
     access = await stub.TaskGetCommandRouterAccess(
-        api_pb2.TaskGetCommandRouterAccessRequest(task_id=task_id), metadata=_metadata(server)
+        api_pb2.TaskGetCommandRouterAccessRequest(task_id=task_id), metadata=server.token_metadata
     )
     bearer = {"authorization": f"Bearer {access.jwt}"}
     answers: dict[str, tuple[Status, str]] = {}
@@ -159,9 +152,9 @@ async def test_container_info_and_stop_of_unknown_ids(server: ServerProcess, cha
     stub = api_grpc.ModalClientStub(channel)
     made_up = "ta-AAAAAAAAAAAAAAAAAAAAAA"
     for call in (
-        stub.TaskGetInfo(api_pb2.TaskGetInfoRequest(task_id=made_up), metadata=_metadata(server)),
-        stub.ContainerStop(api_pb2.ContainerStopRequest(task_id=made_up), metadata=_metadata(server)),
-        stub.AppGetLogs(api_pb2.AppGetLogsRequest(task_id=made_up), metadata=_metadata(server)),
+        stub.TaskGetInfo(api_pb2.TaskGetInfoRequest(task_id=made_up), metadata=server.token_metadata),
+        stub.ContainerStop(api_pb2.ContainerStopRequest(task_id=made_up), metadata=server.token_metadata),
+        stub.AppGetLogs(api_pb2.AppGetLogsRequest(task_id=made_up), metadata=server.token_metadata),
     ):
         status, message = await _status(call)
         assert status == Status.NOT_FOUND and made_up in message, (status, message)

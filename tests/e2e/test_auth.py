@@ -233,11 +233,7 @@ async def test_forged_container_secret_for_a_real_task_is_rejected(
         }
         statuses = {name: (await status_of(call)).name for name, call in calls.items()}
         # A forged task secret next to a valid token is still refused: the container identity is checked.
-        both = {
-            **forged,
-            "x-modal-token-id": server.token["token_id"],
-            "x-modal-token-secret": server.token["token_secret"],
-        }
+        both = {**forged, **server.token_metadata}
         statuses["with token"] = (
             await status_of(stub.AppList(api_pb2.AppListRequest(), metadata=both, timeout=5))
         ).name
@@ -336,10 +332,7 @@ async def test_container_credential_looks_up_secrets_but_creates_and_lists_nothi
     server: ServerProcess, two_apps: dict[str, Any]
 ) -> None:
     creds, probe_id = two_apps["headers"], two_apps["probe_id"]
-    token = {
-        "x-modal-token-id": server.token["token_id"],
-        "x-modal-token-secret": server.token["token_secret"],
-    }
+    token = server.token_metadata
     name, missing = "e2e-auth-scope-secret", "e2e-auth-scope-never-made"
     create = api_pb2.OBJECT_CREATION_TYPE_CREATE_OVERWRITE_IF_EXISTS
     channel, stub = stub_for(server)

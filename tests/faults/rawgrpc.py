@@ -47,13 +47,6 @@ def raw_channel(server: ServerProcess) -> Channel:
     return Channel(host, port, codec=BytesCodec())
 
 
-def client_metadata(server: ServerProcess) -> dict[str, str]:
-    return {
-        "x-modal-token-id": server.token["token_id"],
-        "x-modal-token-secret": server.token["token_secret"],
-    }
-
-
 def rpc_specs() -> dict[str, tuple[Cardinality, Any]]:
     """Every RPC of the client's service: its cardinality and request message type."""
     stub = api_grpc.ModalClientStub(Channel("127.0.0.1", 1))  # never connects: used for its method table

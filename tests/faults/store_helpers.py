@@ -1,53 +1,16 @@
-"""Helpers for the data dir and blob fault tests: a raw gRPC stub, signed blob URLs, plain HTTP requests."""
+"""Helpers for the data dir and blob fault tests: signed blob URLs, plain HTTP requests, unshare, listings."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import http.client
 import json
 import subprocess
-from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
-
-from grpclib import GRPCError
-from grpclib.client import Channel
-from grpclib.const import Status
-from modal_proto import api_grpc
 
 from onshore.services.blobs import BlobService
 from onshore.services.clock import FakeClock
 from tests.conftest import ServerProcess
-
-
-def metadata(server: ServerProcess) -> dict[str, str]:
-    return {
-        "x-modal-token-id": server.token["token_id"],
-        "x-modal-token-secret": server.token["token_secret"],
-    }
-
-
-@contextlib.asynccontextmanager
-async def stub_for(server: ServerProcess) -> AsyncIterator[api_grpc.ModalClientStub]:
-    host, port = server.url.split("//", 1)[1].rsplit(":", 1)
-    channel = Channel(host, int(port))
-    try:
-        yield api_grpc.ModalClientStub(channel)
-    finally:
-        channel.close()
-
-
-async def status_of(
-    server: ServerProcess, method: Any, request: Any, timeout: float = 15.0
-) -> tuple[Status, str]:
-    """(status, message) of one raw call, without the client's retries; OK when it answered."""
-    try:
-        await asyncio.wait_for(method(request, metadata=metadata(server)), timeout)
-    except GRPCError as exc:
-        return exc.status, exc.message or ""
-    return Status.OK, ""
 
 
 def http_url(server: ServerProcess) -> str:

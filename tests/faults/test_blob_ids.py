@@ -14,8 +14,8 @@ from grpclib.const import Status
 from modal_proto import api_pb2
 
 from onshore import ids
-from tests.conftest import ServerProcess, wait_for
-from tests.faults.store_helpers import http_url, metadata, request, signer, status_of, stub_for
+from tests.conftest import ServerProcess, raw_status, raw_stub, wait_for
+from tests.faults.store_helpers import http_url, request, signer
 
 _HOST_FILE = Path("/etc/hostname")
 HOSTNAME_SHA = hashlib.sha256(_HOST_FILE.read_bytes() if _HOST_FILE.exists() else b"").hexdigest()
@@ -29,23 +29,23 @@ TRAVERSALS = [
 
 async def _served(server: ServerProcess) -> None:
     """The server still answers."""
-    async with stub_for(server) as stub:
-        status, _ = await status_of(server, stub.AppList, api_pb2.AppListRequest(), timeout=5)
+    async with raw_stub(server) as stub:
+        status, _ = await raw_status(server, stub.AppList, api_pb2.AppListRequest(), timeout=5)
     assert status == Status.OK
 
 
 @pytest.mark.parametrize("blob_id", TRAVERSALS)
 async def test_a_blob_id_naming_a_host_path_is_invalid_argument(server: ServerProcess, blob_id: str) -> None:
-    async with stub_for(server) as stub:
+    async with raw_stub(server) as stub:
         put = api_pb2.MountPutFileRequest(sha256_hex=HOSTNAME_SHA, data_blob_id=blob_id)
-        status, message = await status_of(server, stub.MountPutFile, put)
+        status, message = await raw_status(server, stub.MountPutFile, put)
         assert status == Status.INVALID_ARGUMENT, message
         assert "blob id" in message
-        status, message = await status_of(server, stub.BlobGet, api_pb2.BlobGetRequest(blob_id=blob_id))
+        status, message = await raw_status(server, stub.BlobGet, api_pb2.BlobGetRequest(blob_id=blob_id))
         assert status == Status.INVALID_ARGUMENT and "blob id" in message
         # Nothing of the host file reached the file store.
         check = api_pb2.MountBatchedCheckExistenceRequest(sha256_hex_hashes=[HOSTNAME_SHA])
-        resp = await stub.MountBatchedCheckExistence(check, metadata=metadata(server))
+        resp = await stub.MountBatchedCheckExistence(check, metadata=server.token_metadata)
         assert list(resp.missing_sha256_hex_hashes) == [HOSTNAME_SHA]
 
 
@@ -57,15 +57,15 @@ async def test_a_symlink_or_fifo_in_the_blob_store_is_refused_and_the_server_kee
     os.symlink("/etc/hostname", blobs_dir / link_id)
     os.mkfifo(blobs_dir / fifo_id)
     try:
-        async with stub_for(server) as stub:
+        async with raw_stub(server) as stub:
             for blob_id, why in ((link_id, "symbolic link"), (fifo_id, "not a regular file")):
                 started = time.monotonic()
                 put = api_pb2.MountPutFileRequest(sha256_hex=HOSTNAME_SHA, data_blob_id=blob_id)
-                status, message = await status_of(server, stub.MountPutFile, put, timeout=5)
+                status, message = await raw_status(server, stub.MountPutFile, put, timeout=5)
                 assert status == Status.FAILED_PRECONDITION, message
                 assert why in message and blob_id in message
                 assert time.monotonic() - started < 3
-                status, message = await status_of(
+                status, message = await raw_status(
                     server, stub.BlobGet, api_pb2.BlobGetRequest(blob_id=blob_id)
                 )
                 assert status == Status.NOT_FOUND, message
@@ -81,9 +81,9 @@ async def test_a_symlink_or_fifo_in_the_blob_store_is_refused_and_the_server_kee
 
 
 async def _upload(server: ServerProcess, data: bytes) -> tuple[str, str]:
-    async with stub_for(server) as stub:
+    async with raw_stub(server) as stub:
         resp = await stub.BlobCreate(
-            api_pb2.BlobCreateRequest(content_length=len(data)), metadata=metadata(server)
+            api_pb2.BlobCreateRequest(content_length=len(data)), metadata=server.token_metadata
         )
     url = resp.upload_urls.items[0]
     code, text = request("PUT", url, data)
@@ -93,8 +93,8 @@ async def _upload(server: ServerProcess, data: bytes) -> tuple[str, str]:
 
 async def test_a_complete_blob_cannot_be_overwritten(server: ServerProcess) -> None:
     blob_id, put_url = await _upload(server, b"the original")
-    async with stub_for(server) as stub:
-        get = await stub.BlobGet(api_pb2.BlobGetRequest(blob_id=blob_id), metadata=metadata(server))
+    async with raw_stub(server) as stub:
+        get = await stub.BlobGet(api_pb2.BlobGetRequest(blob_id=blob_id), metadata=server.token_metadata)
     assert request("GET", get.download_url) == (200, "the original")
     code, text = request("PUT", put_url, b"something else")
     assert code == 409 and "cannot be changed once uploaded" in text
@@ -127,9 +127,9 @@ async def test_a_malformed_id_in_a_blob_url_is_a_bad_request(server: ServerProce
 
 
 async def test_an_upload_the_client_abandons_leaves_no_partial_file(server: ServerProcess) -> None:
-    async with stub_for(server) as stub:
+    async with raw_stub(server) as stub:
         resp = await stub.BlobCreate(
-            api_pb2.BlobCreateRequest(content_length=10 << 20), metadata=metadata(server)
+            api_pb2.BlobCreateRequest(content_length=10 << 20), metadata=server.token_metadata
         )
     url = urlsplit(resp.upload_urls.items[0])
     assert url.hostname is not None and url.port is not None
@@ -150,14 +150,14 @@ async def test_a_mount_file_uploaded_as_a_blob_is_stored_once_its_hash_matches(s
     data = os.urandom(5 << 20)  # over the client's 4 MiB limit for files sent inline
     sha = hashlib.sha256(data).hexdigest()
     blob_id, _ = await _upload(server, data)
-    async with stub_for(server) as stub:
+    async with raw_stub(server) as stub:
         wrong = api_pb2.MountPutFileRequest(sha256_hex=hashlib.sha256(b"x").hexdigest(), data_blob_id=blob_id)
-        status, message = await status_of(server, stub.MountPutFile, wrong)
+        status, message = await raw_status(server, stub.MountPutFile, wrong)
         assert status == Status.INVALID_ARGUMENT and "does not match" in message
         put = api_pb2.MountPutFileRequest(sha256_hex=sha, data_blob_id=blob_id)
-        assert (await stub.MountPutFile(put, metadata=metadata(server))).exists
+        assert (await stub.MountPutFile(put, metadata=server.token_metadata)).exists
         check = api_pb2.MountBatchedCheckExistenceRequest(sha256_hex_hashes=[sha])
-        resp = await stub.MountBatchedCheckExistence(check, metadata=metadata(server))
+        resp = await stub.MountBatchedCheckExistence(check, metadata=server.token_metadata)
         assert list(resp.missing_sha256_hex_hashes) == []
     assert (server.data_dir / "files" / sha[:2] / sha).read_bytes() == data
     assert not (server.data_dir / "blobs" / blob_id).exists()  # its content moved to the file store

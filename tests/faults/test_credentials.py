@@ -23,7 +23,6 @@ from modal_proto import api_grpc, api_pb2
 from tests.conftest import ServerProcess, clean_env, run_modal, run_python, write_app
 from tests.faults.rawgrpc import (
     call_raw,
-    client_metadata,
     host_port,
     implemented_rpcs,
     raw_channel,
@@ -109,7 +108,7 @@ async def _app_list_status(server: ServerProcess, metadata: dict[str, str]) -> S
 async def test_bad_client_credentials_are_refused_by_every_implemented_rpc(
     fault_server: ServerProcess,
 ) -> None:
-    real = client_metadata(fault_server)
+    real = fault_server.token_metadata
     revoked = _new_token(fault_server, "to-revoke")
     assert await _app_list_status(fault_server, revoked) == Status.OK, "the new token never worked"
     _onshore(fault_server, "token", "revoke", revoked["x-modal-token-id"])
@@ -186,7 +185,7 @@ async def _status(call: Any) -> Status:
 async def test_a_container_cannot_use_another_apps_functions_or_calls(
     fault_server: ServerProcess, victim_and_probe: dict[str, Any]
 ) -> None:
-    real = client_metadata(fault_server)
+    real = fault_server.token_metadata
     creds = victim_and_probe["container"]
     function_id = victim_and_probe["victim_function_id"]
     host, port = host_port(fault_server)
@@ -292,7 +291,7 @@ def _with_query(url: str, change: dict[str, str | None]) -> str:
 
 
 async def test_the_blob_endpoint_refuses_bad_or_missing_signatures(fault_server: ServerProcess) -> None:
-    real = client_metadata(fault_server)
+    real = fault_server.token_metadata
     content = b"blob content for the signature test"
     host, port = host_port(fault_server)
     channel = Channel(host, port)

@@ -14,8 +14,8 @@ import pytest
 from grpclib.const import Status
 from modal_proto import api_pb2
 
-from tests.conftest import ServerProcess, clean_env, run_modal
-from tests.faults.store_helpers import files_in, metadata, request, status_of, stub_for, unshare_works
+from tests.conftest import ServerProcess, clean_env, raw_status, raw_stub, run_modal
+from tests.faults.store_helpers import files_in, request, unshare_works
 
 needs_unshare = pytest.mark.skipif(not unshare_works(), reason="needs root and unshare to mount a tmpfs")
 
@@ -28,19 +28,19 @@ async def test_a_locked_database_answers_unavailable_and_publishes_nothing(
     other = sqlite3.connect(database, isolation_level=None)
     try:
         other.execute("BEGIN EXCLUSIVE")
-        async with stub_for(fresh_server) as stub:
+        async with raw_stub(fresh_server) as stub:
             started = time.monotonic()
             create = api_pb2.AppCreateRequest(description="locked-out", app_state=api_pb2.APP_STATE_EPHEMERAL)
-            status, message = await status_of(fresh_server, stub.AppCreate, create)
+            status, message = await raw_status(fresh_server, stub.AppCreate, create)
             assert time.monotonic() - started < 4.0
             assert status == Status.UNAVAILABLE, message
             assert f"The database {database} is unavailable: database is locked" in message
             # Reads go on while the lock is held; the app whose write failed is nowhere.
-            apps = await stub.AppList(api_pb2.AppListRequest(), metadata=metadata(fresh_server))
+            apps = await stub.AppList(api_pb2.AppListRequest(), metadata=fresh_server.token_metadata)
             assert "locked-out" not in [a.description for a in apps.apps]
             other.execute("ROLLBACK")
-            created = await stub.AppCreate(create, metadata=metadata(fresh_server))
-            apps = await stub.AppList(api_pb2.AppListRequest(), metadata=metadata(fresh_server))
+            created = await stub.AppCreate(create, metadata=fresh_server.token_metadata)
+            apps = await stub.AppList(api_pb2.AppListRequest(), metadata=fresh_server.token_metadata)
             assert [a.app_id for a in apps.apps if a.description == "locked-out"] == [created.app_id]
     finally:
         other.close()
@@ -57,9 +57,9 @@ async def test_a_full_disk_on_upload_is_507_naming_the_path_and_leaves_nothing(t
     server = ServerProcess(data_dir, wrapper=["unshare", "-m", "sh", "-c", mount, str(blobs)])
     try:
         server.start()
-        async with stub_for(server) as stub:
+        async with raw_stub(server) as stub:
             big = await stub.BlobCreate(
-                api_pb2.BlobCreateRequest(content_length=3 << 20), metadata=metadata(server)
+                api_pb2.BlobCreateRequest(content_length=3 << 20), metadata=server.token_metadata
             )
             code, text = request("PUT", big.upload_urls.items[0], b"x" * (3 << 20))
             assert code == 507, text
@@ -67,7 +67,7 @@ async def test_a_full_disk_on_upload_is_507_naming_the_path_and_leaves_nothing(t
             assert files_in(server, blobs) == ["parts"]  # the partial upload is gone
             # The space came back: a blob that fits goes through, and the server serves on.
             small = await stub.BlobCreate(
-                api_pb2.BlobCreateRequest(content_length=5), metadata=metadata(server)
+                api_pb2.BlobCreateRequest(content_length=5), metadata=server.token_metadata
             )
             assert request("PUT", small.upload_urls.items[0], b"hello")[0] == 200
             assert files_in(server, blobs) == sorted([small.blob_id, "parts"])
@@ -119,15 +119,15 @@ async def test_data_files_are_owner_only_whatever_the_umask(fresh_server: Server
     result = run_modal(fresh_server, "secret", "create", "onshore-mode-test", "PASSWORD=hunter2")
     assert result.returncode == 0, result.output
     data = b"file content\n" * 100
-    async with stub_for(fresh_server) as stub:
+    async with raw_stub(fresh_server) as stub:
         blob = await stub.BlobCreate(
-            api_pb2.BlobCreateRequest(content_length=len(data)), metadata=metadata(fresh_server)
+            api_pb2.BlobCreateRequest(content_length=len(data)), metadata=fresh_server.token_metadata
         )
         assert request("PUT", blob.upload_urls.items[0], data)[0] == 200
         put = api_pb2.MountPutFileRequest(
             sha256_hex=__import__("hashlib").sha256(data).hexdigest(), data=data
         )
-        status, message = await status_of(fresh_server, stub.MountPutFile, put)
+        status, message = await raw_status(fresh_server, stub.MountPutFile, put)
         assert status == Status.OK, message
     root = fresh_server.data_dir
     assert "hunter2" in (root / "onshore.db").read_bytes().decode(errors="replace") + (

@@ -22,7 +22,6 @@ from tests.faults.rawgrpc import (
     SERVICE,
     BytesCodec,
     call_raw,
-    client_metadata,
     hello,
     host_port,
     raw_channel,
@@ -78,7 +77,7 @@ async def _while_watching(server: ServerProcess, work: Callable[[], Awaitable[No
 
 
 async def test_a_very_long_string_is_refused_fast_with_a_short_message(fault_server: ServerProcess) -> None:
-    metadata = client_metadata(fault_server)
+    metadata = fault_server.token_metadata
     host, port = host_port(fault_server)
     channel = Channel(host, port)
     stub = api_grpc.ModalClientStub(channel)
@@ -124,7 +123,7 @@ async def _send_prefix_only(
             bytes,
             bytes,
             timeout=10,
-            metadata=client_metadata(server),
+            metadata=server.token_metadata,
         ) as stream:
             await stream.send_request()
             # The gRPC framing by hand: grpclib's own send_message always tells the truth about the length.
@@ -168,7 +167,7 @@ async def test_an_oversized_body_is_refused_from_its_length_prefix(fault_server:
         sha256_hex="0" * 64, data=b"x" * (96 * 1024 * 1024)
     ).SerializeToString()
     peak_before = _peak_rss_kib(fault_server)
-    metadata = client_metadata(fault_server)
+    metadata = fault_server.token_metadata
     channel = raw_channel(fault_server)
     outcome: dict[str, Any] = {}
 

@@ -15,7 +15,6 @@ from tests.conftest import ServerProcess
 from tests.faults.rawgrpc import (
     Answer,
     call_raw,
-    client_metadata,
     hello,
     implemented_rpcs,
     raw_channel,
@@ -166,7 +165,7 @@ def _bad(answer: Answer) -> str:
 
 async def test_malformed_requests_to_every_implemented_rpc(fault_server: ServerProcess) -> None:
     rng = random.Random(SEED)
-    metadata = client_metadata(fault_server)
+    metadata = fault_server.token_metadata
     channel = raw_channel(fault_server)
     specs = rpc_specs()
     log_before = len(fault_server.log_text())
