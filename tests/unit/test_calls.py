@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+from pathlib import Path
 
 import pytest
 
-from onshore.errors import InvalidArgument, NotFound, PermissionDenied
+from onshore.errors import InvalidArgument, NotFound, PermissionDenied, Unavailable
 from onshore.models import FunctionSpec, RetryPolicy
 from onshore.services.call_state import (
     INVOCATION_ASYNC,
@@ -315,3 +317,35 @@ async def test_finished_calls_whose_caller_went_away_are_forgotten() -> None:
     assert h.svc.get_call(running.function_call_id) is running
     assert h.svc.get_call(polled.function_call_id) is polled
     assert h.svc.get_call(spawned.function_call_id) is spawned
+
+
+async def test_a_spawned_calls_output_is_stored_before_it_is_published(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "onshore.db")
+    other = sqlite3.connect(tmp_path / "onshore.db", isolation_level=None)
+    try:
+        h = Harness(store=store)
+        call = h.call(invocation_type=INVOCATION_ASYNC)
+        (item,) = await h.svc.next_inputs("ta-1", FN)
+        other.execute("BEGIN EXCLUSIVE")  # another process locks the database
+        with pytest.raises(Unavailable):
+            h.svc.put_outputs("ta-1", [h.output(item.input_id, result=b"ok")])
+        # Nothing changed in memory: the input is still the container's, and its caller sees no output.
+        assert (call.unfinished, call.outputs, item.task_id) == (1, [], "ta-1")
+        other.execute("ROLLBACK")
+        h.svc.put_outputs("ta-1", [h.output(item.input_id, result=b"ok")])  # the container sends it again
+        assert await h.outputs(call) == [(0, STATUS_SUCCESS, b"ok")]
+        assert [o.result for o in store.outputs_for_call(call.function_call_id)] == [b"ok"]
+
+        # What no caller waits on (a container that died) is recorded once the database answers again.
+        lost = h.call(invocation_type=INVOCATION_ASYNC)
+        await h.svc.next_inputs("ta-2", FN)
+        other.execute("BEGIN EXCLUSIVE")
+        assert h.svc.fail_task_inputs("ta-2", STATUS_FAILURE, "its container died") == 1
+        assert lost.unfinished == 1
+        other.execute("ROLLBACK")
+        await asyncio.sleep(1.5)
+        assert lost.unfinished == 0
+        assert [o.status for o in store.outputs_for_call(lost.function_call_id)] == [STATUS_FAILURE]
+    finally:
+        other.close()
+        store.close()

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import cast
 
 from onshore import ids
-from onshore.errors import InvalidArgument, NotFound, PermissionDenied
+from onshore.errors import InvalidArgument, NotFound, PermissionDenied, Unavailable
 from onshore.models import CallRecord, FunctionSpec, OutputRecord, StoredInput
 from onshore.services.call_state import (
     INVOCATION_ASYNC,
@@ -367,7 +367,7 @@ class CallService:
             item = self._inputs.get(input_id)
             if item is None or item.done:
                 continue
-            self._finish(item, status, self._make_result(status, message))
+            self._finish_in_background(item, status, self._make_result(status, message))
             count += 1
         return count
 
@@ -380,7 +380,7 @@ class CallService:
         queue.pending.clear()
         for item in items:
             item.retry_count = 10**6  # a container that cannot start will not do better on a retry
-            self._finish(item, status, result)
+            self._finish_in_background(item, status, result)
         return len(items)
 
     def _on_timeout(self, item: PendingInput, seconds: int) -> None:
@@ -389,7 +389,7 @@ class CallService:
         task_id = item.task_id
         message = f"Function call timed out after {seconds} seconds (timeout={seconds})"
         log.info("input %s on %s timed out after %ss", item.input_id, task_id, seconds)
-        self._finish(item, STATUS_TIMEOUT, self._make_result(STATUS_TIMEOUT, message))
+        self._finish_in_background(item, STATUS_TIMEOUT, self._make_result(STATUS_TIMEOUT, message))
         if task_id:
             self.kill_task(task_id, f"an input ran past its timeout of {seconds}s")
 
@@ -403,22 +403,21 @@ class CallService:
         input_started_at: float = 0.0,
         output_created_at: float = 0.0,
     ) -> None:
+        """End an attempt of an input: run it again under the function's retry policy, or record its output.
+
+        A spawned call's store is written first: if that fails (a locked or full database), nothing changes
+        in memory and the error reaches the caller (a container sends its output again on UNAVAILABLE).
+        """
         call = item.call
-        if item.timer is not None:
-            item.timer.cancel()
-            item.timer = None
-        if item.task_id:
-            queue = self._queues[call.function_id]
-            queue.inflight = max(0, queue.inflight - 1)
-            self._task_inputs.get(item.task_id, set()).discard(item.input_id)
-        task_id, item.task_id = item.task_id, ""
         spec = self._specs(call.function_id)
-        if (
+        retry = (
             status not in (STATUS_SUCCESS, STATUS_TERMINATED)
             and spec is not None
             and item.retry_count < spec.retry.max_retries
-        ):
-            item.retry_count += 1
+        )
+        task_id = item.task_id
+        output: OutputRecord | None = None
+        if retry:
             if call.persistent:
                 self._store.put_input(
                     StoredInput(
@@ -427,34 +426,60 @@ class CallService:
                         call.function_id,
                         item.idx,
                         item.payload,
-                        item.retry_count,
+                        item.retry_count + 1,
                     )
                 )
+        else:
+            output = OutputRecord(
+                input_id=item.input_id,
+                function_call_id=call.function_call_id,
+                idx=item.idx,
+                status=status,
+                result=result,
+                data_format=data_format,
+                task_id=task_id,
+                input_started_at=input_started_at,
+                output_created_at=output_created_at or self._clock.now(),
+                retry_count=item.client_retry_count,
+                entry_id=call.next_entry_id,
+            )
+            if call.persistent:
+                self._store.put_output(output)
+        # Stored (or nothing to store): now the in-memory state follows.
+        if item.timer is not None:
+            item.timer.cancel()
+            item.timer = None
+        if task_id:
+            queue = self._queues[call.function_id]
+            queue.inflight = max(0, queue.inflight - 1)
+            self._task_inputs.get(task_id, set()).discard(item.input_id)
+        item.task_id = ""
+        if output is None:
+            assert spec is not None
+            item.retry_count += 1
             delay = spec.retry.delay_for(item.retry_count)
             log.info("retrying input %s (attempt %d) in %.2fs", item.input_id, item.retry_count + 1, delay)
             asyncio.get_running_loop().call_later(delay, self._requeue, item)
             return
         item.done = True
         self._inputs.pop(item.input_id, None)
-        output = OutputRecord(
-            input_id=item.input_id,
-            function_call_id=call.function_call_id,
-            idx=item.idx,
-            status=status,
-            result=result,
-            data_format=data_format,
-            task_id=task_id,
-            input_started_at=input_started_at,
-            output_created_at=output_created_at or self._clock.now(),
-            retry_count=item.client_retry_count,
-            entry_id=call.next_entry_id,
-        )
         call.next_entry_id += 1
         call.outputs.append(output)
         call.num_done += 1
-        if call.persistent:
-            self._store.put_output(output)
         call.notify()
+
+    def _finish_in_background(self, item: PendingInput, status: int, result: bytes) -> None:
+        """_finish for what no caller waits on (a timeout, a dead container, a cancel): a store that fails
+        is tried again a second later, so the input's end is recorded once the database answers."""
+        try:
+            self._finish(item, status, result)
+        except Unavailable as exc:
+            log.warning("could not record the end of input %s yet (%s); again in 1 s", item.input_id, exc)
+            asyncio.get_running_loop().call_later(1.0, self._finish_again, item, status, result)
+
+    def _finish_again(self, item: PendingInput, status: int, result: bytes) -> None:
+        if not item.done:
+            self._finish_in_background(item, status, result)
 
     def _requeue(self, item: PendingInput) -> None:
         if item.done:
@@ -503,7 +528,8 @@ class CallService:
                 if queue is not None and item in queue.pending:
                     queue.pending.remove(item)
                 item.retry_count = 10**6  # no retries for an app that is gone
-                self._finish(item, STATUS_TERMINATED, self._make_result(STATUS_TERMINATED, reason))
+                result = self._make_result(STATUS_TERMINATED, reason)
+                self._finish_in_background(item, STATUS_TERMINATED, result)
             if not call.persistent:
                 self._calls.pop(call.function_call_id, None)
 
@@ -521,7 +547,7 @@ class CallService:
             else:
                 item.retry_count = 10**6
                 msg = "The server restarted and this call's app no longer runs, so the call was not run again"
-                self._finish(item, STATUS_TERMINATED, self._make_result(STATUS_TERMINATED, msg))
+                self._finish_in_background(item, STATUS_TERMINATED, self._make_result(STATUS_TERMINATED, msg))
                 failed += 1
         for function_id in list(self._queues):
             if self._queues[function_id].pending:
