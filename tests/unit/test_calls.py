@@ -349,3 +349,52 @@ async def test_a_spawned_calls_output_is_stored_before_it_is_published(tmp_path:
     finally:
         other.close()
         store.close()
+
+
+async def test_ends_the_store_could_not_record_wait_in_line_and_skip_attempts_that_moved_on(
+    tmp_path: Path,
+) -> None:
+    store = SqliteStore(tmp_path / "onshore.db")
+    other = sqlite3.connect(tmp_path / "onshore.db", isolation_level=None)
+    try:
+        h = Harness(store=store)
+        call = h.call(invocation_type=INVOCATION_ASYNC, payloads=(b"a", b"b"))
+        first, second = await h.svc.next_inputs("ta-1", FN, max_n=2)
+        other.execute("BEGIN EXCLUSIVE")
+        started = asyncio.get_running_loop().time()
+        assert h.svc.fail_task_inputs("ta-1", STATUS_FAILURE, "its container died") == 2
+        # One busy wait on the locked database, not one per input: the second end waits in line.
+        assert asyncio.get_running_loop().time() - started < 1.8
+        # Before the store answers again, the first input runs again elsewhere (its attempt moved on).
+        h.svc.give_back("ta-1", [first])
+        (again,) = await h.svc.next_inputs("ta-3", FN)
+        assert again is first
+        other.execute("ROLLBACK")
+        await asyncio.sleep(1.5)
+        # The stale end of the first attempt was dropped; the second input's end was recorded.
+        assert (first.done, first.task_id, second.done) == (False, "ta-3", True)
+        h.svc.put_outputs("ta-3", [h.output(first.input_id, result=b"fine")])
+        stored = {o.input_id: o.status for o in store.outputs_for_call(call.function_call_id)}
+        assert stored == {first.input_id: STATUS_SUCCESS, second.input_id: STATUS_FAILURE}
+    finally:
+        other.close()
+        store.close()
+
+
+async def test_a_batch_of_spawned_inputs_is_stored_whole_or_not_at_all(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "onshore.db")
+    other = sqlite3.connect(tmp_path / "onshore.db", isolation_level=None)
+    try:
+        h = Harness(store=store)
+        call = h.svc.create_call(FN, APP, CALL_TYPE_UNARY, INVOCATION_ASYNC)
+        other.execute("BEGIN EXCLUSIVE")
+        with pytest.raises(Unavailable):
+            h.svc.add_inputs(call, [(0, b"a"), (1, b"b"), (2, b"c")])
+        assert (call.num_inputs, call.inputs, h.svc.demand(FN)) == (0, {}, (0, 0))
+        other.execute("ROLLBACK")
+        h.svc.add_inputs(call, [(0, b"a"), (1, b"b"), (2, b"c")])  # the client sends the batch again
+        h.svc.finish_inputs(call, 3)
+        assert len(store.inputs_for_call(call.function_call_id)) == 3
+    finally:
+        other.close()
+        store.close()

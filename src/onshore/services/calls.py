@@ -60,6 +60,9 @@ class CallService:
         self._queues: dict[str, FunctionQueue] = collections.defaultdict(FunctionQueue)
         self._task_inputs: dict[str, set[str]] = collections.defaultdict(set)
         self._task_cancels: dict[str, list[str]] = collections.defaultdict(list)
+        # Ends of inputs the store could not record yet: (input, status, result, its task, its attempt).
+        self._unrecorded: collections.deque[tuple[PendingInput, int, bytes, str, int]] = collections.deque()
+        self._unrecorded_delay = 1.0
         # Hooks wired by the composition root.
         self.on_demand: Callable[[str], None] = lambda function_id: None
         self.kill_task: Callable[[str, str], None] = lambda task_id, reason: None
@@ -127,17 +130,18 @@ class CallService:
         return call
 
     def add_inputs(self, call: CallState, items: list[tuple[int, bytes]]) -> list[PendingInput]:
-        created = []
-        for idx, payload in items:
-            item = PendingInput(ids.new_id("input"), call, idx, payload)
-            if call.persistent:  # stored first: a failed write publishes nothing of this input
-                self._store.put_input(
-                    StoredInput(item.input_id, call.function_call_id, call.function_id, idx, payload)
-                )
+        created = [PendingInput(ids.new_id("input"), call, idx, payload) for idx, payload in items]
+        if call.persistent:  # the batch is stored first, in one transaction: a failure publishes none of it
+            self._store.put_inputs(
+                [
+                    StoredInput(i.input_id, call.function_call_id, call.function_id, i.idx, i.payload)
+                    for i in created
+                ]
+            )
+        for item in created:
             call.num_inputs += 1
             call.inputs[item.input_id] = item
             self._inputs[item.input_id] = item
-            created.append(item)
         queue = self._queues[call.function_id]
         for item in created:
             queue.offer(item)
@@ -469,17 +473,37 @@ class CallService:
         call.notify()
 
     def _finish_in_background(self, item: PendingInput, status: int, result: bytes) -> None:
-        """_finish for what no caller waits on (a timeout, a dead container, a cancel): a store that fails
-        is tried again a second later, so the input's end is recorded once the database answers."""
+        """_finish for what no caller waits on (a timeout, a dead container, a stopped app).
+
+        If the store fails, the end is queued and one timer writes the queue once the database answers
+        (backing off up to 30 s), so a locked database costs the event loop one busy wait per try, not one per
+        input. An entry whose attempt has moved on meanwhile (the input finished or runs again) is dropped.
+        """
+        entry = (item, status, result, item.task_id, item.retry_count)
+        if self._unrecorded:
+            self._unrecorded.append(entry)  # the store failed a moment ago: wait in line
+            return
         try:
             self._finish(item, status, result)
         except Unavailable as exc:
-            log.warning("could not record the end of input %s yet (%s); again in 1 s", item.input_id, exc)
-            asyncio.get_running_loop().call_later(1.0, self._finish_again, item, status, result)
+            log.warning("could not record the end of input %s yet (%s); trying again", item.input_id, exc)
+            self._unrecorded.append(entry)
+            self._retry_unrecorded_in(1.0)
 
-    def _finish_again(self, item: PendingInput, status: int, result: bytes) -> None:
-        if not item.done:
-            self._finish_in_background(item, status, result)
+    def _retry_unrecorded_in(self, delay: float) -> None:
+        self._unrecorded_delay = delay
+        asyncio.get_running_loop().call_later(delay, self._record_unrecorded)
+
+    def _record_unrecorded(self) -> None:
+        while self._unrecorded:
+            item, status, result, task_id, retry_count = self._unrecorded[0]
+            if not item.done and (item.task_id, item.retry_count) == (task_id, retry_count):
+                try:
+                    self._finish(item, status, result)
+                except Unavailable:
+                    self._retry_unrecorded_in(min(30.0, self._unrecorded_delay * 2))
+                    return
+            self._unrecorded.popleft()
 
     def _requeue(self, item: PendingInput) -> None:
         if item.done:

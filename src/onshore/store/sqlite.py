@@ -79,6 +79,10 @@ def _upsert_sql(table: str, columns: tuple[str, ...], keys: int) -> str:
     )
 
 
+# OperationalError messages that mean Onshore's own SQL is wrong, not that the database is unusable now.
+_BUG_MARKERS = ("no such table", "no such column", "syntax error", "has no column")
+
+
 class SqliteStore:
     """Implements every store protocol on one SQLite file."""
 
@@ -112,6 +116,8 @@ class SqliteStore:
         try:
             yield
         except sqlite3.OperationalError as exc:
+            if any(marker in str(exc) for marker in _BUG_MARKERS):
+                raise  # a statement the schema does not fit: a bug, not the database's state
             raise database_error(self.path, exc) from None
         except sqlite3.DatabaseError as exc:
             if type(exc) is not sqlite3.DatabaseError:  # an integrity or programming error: a bug
@@ -283,12 +289,21 @@ class SqliteStore:
         return self._one(CallRecord, "SELECT data FROM calls WHERE function_call_id = ?", (function_call_id,))
 
     def put_input(self, item: StoredInput) -> None:
-        self._upsert(
-            "inputs",
-            ("input_id", "function_call_id", "done", "data"),
-            (item.input_id, item.function_call_id, int(item.done), encode(item)),
-            keys=1,
-        )
+        self.put_inputs([item])
+
+    def put_inputs(self, items: list[StoredInput]) -> None:
+        """Write a batch of inputs in one transaction: all of them, or none."""
+        sql = _upsert_sql("inputs", ("input_id", "function_call_id", "done", "data"), keys=1)
+        rows = [(i.input_id, i.function_call_id, int(i.done), encode(i)) for i in items]
+        with self._lock, self._guard():
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._conn.executemany(sql, rows)
+                self._conn.execute("COMMIT")
+            except BaseException:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                raise
 
     def mark_input_done(self, input_id: str) -> None:
         self._exec("UPDATE inputs SET done = 1 WHERE input_id = ?", (input_id,))
