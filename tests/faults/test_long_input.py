@@ -17,6 +17,7 @@ from grpclib.exceptions import StreamTerminatedError
 from h2.exceptions import StreamClosedError
 from modal_proto import api_grpc, api_pb2
 
+from onshore.api.base import MAX_REQUEST_BYTES
 from tests.conftest import ServerProcess
 from tests.faults.rawgrpc import (
     SERVICE,
@@ -30,6 +31,8 @@ from tests.faults.rawgrpc import (
 SIZES = [300_000, 5_000_000]  # characters: a long paste, and a multi-megabyte one
 FAST = 2.0  # seconds a refusal may take, sending the request included
 MAX_MESSAGE_CHARS = 1200
+
+OVERSIZED = MAX_REQUEST_BYTES + 32 * 1024 * 1024  # a body past the server's limit
 
 
 def _requests(text: str) -> list[tuple[str, Any]]:
@@ -147,10 +150,10 @@ def _peak_rss_kib(server: ServerProcess) -> int:
 
 
 async def test_an_oversized_body_is_refused_from_its_length_prefix(fault_server: ServerProcess) -> None:
-    # The prefix claims 80 MiB and only 1 KiB follows, the stream left open: a server that read the body
-    # before looking at its size would wait for the rest until the client gave up.
+    # The prefix claims more than the limit and only 1 KiB follows, the stream left open: a server that read
+    # the body before looking at its size would wait for the rest until the client gave up.
     started = time.monotonic()
-    status, message = await _send_prefix_only(fault_server, 80 * 1024 * 1024, b"\x00" * 1024, end=False)
+    status, message = await _send_prefix_only(fault_server, OVERSIZED, b"\x00" * 1024, end=False)
     elapsed = time.monotonic() - started
     assert status == Status.RESOURCE_EXHAUSTED, (status, message)
     assert "limit" in message and "blob" in message, message
@@ -161,11 +164,9 @@ async def test_an_oversized_body_is_refused_from_its_length_prefix(fault_server:
     assert status == Status.INVALID_ARGUMENT, (status, message)
     assert "ended before" in message, message
 
-    # A real 96 MiB request (encoded beforehand: this test's own loop must not stall the watcher): refused
-    # quickly, with the server's memory nowhere near the body's size.
-    body = api_pb2.MountPutFileRequest(
-        sha256_hex="0" * 64, data=b"x" * (96 * 1024 * 1024)
-    ).SerializeToString()
+    # A real request over the limit (encoded beforehand: this test's own loop must not stall the watcher):
+    # refused quickly, with the server's memory nowhere near the body's size.
+    body = api_pb2.MountPutFileRequest(sha256_hex="0" * 64, data=b"x" * OVERSIZED).SerializeToString()
     peak_before = _peak_rss_kib(fault_server)
     metadata = fault_server.token_metadata
     channel = raw_channel(fault_server)
@@ -184,7 +185,8 @@ async def test_an_oversized_body_is_refused_from_its_length_prefix(fault_server:
     assert outcome["seconds"] < FAST, outcome
     grown_mib = (_peak_rss_kib(fault_server) - peak_before) / 1024
     print(
-        f"a refused 96 MiB request: {outcome['seconds']:.2f}s; the server's peak memory: +{grown_mib:.0f} MiB"
+        f"a refused {len(body) >> 20} MiB request: {outcome['seconds']:.2f}s; "
+        f"the server's peak memory: +{grown_mib:.0f} MiB"
     )
     assert grown_mib < 48, f"the server's peak memory grew {grown_mib:.0f} MiB for a refused request"
     assert max(latencies) < 1.0, f"ClientHello on another connection stalled {max(latencies):.2f}s"

@@ -112,6 +112,11 @@ def test_urls_expire_on_the_injected_clock(tmp_path: Path) -> None:
         blobs.check("put", blob_id, sig, str(int(expires) + 3600))
     with pytest.raises(PermissionDenied, match="expiry"):
         blobs.check("put", blob_id, sig, "")
+    # Crafted values are refused like any bad URL, never a server error.
+    with pytest.raises(PermissionDenied, match="expiry"):
+        blobs.check("put", blob_id, sig, "\u00b2")  # a digit to str.isdigit, not to int()
+    with pytest.raises(PermissionDenied, match="signature"):
+        blobs.check("put", blob_id, "\u00e9" * 32, expires)  # compare_digest refuses non-ASCII str
 
 
 def test_download_urls_last_an_hour(tmp_path: Path) -> None:

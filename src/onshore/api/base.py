@@ -23,9 +23,9 @@ from onshore.services.tokens import TokenService
 log = logging.getLogger("onshore.api")
 
 # The largest request message read. The client sends bigger payloads as blobs: a file of 4 MiB or more
-# (LARGE_FILE_LIMIT), a function argument or result over 2 MiB (MAX_OBJECT_SIZE_BYTES); a request that
-# batches many of them (FunctionPutInputs, FunctionPutOutputs) stays below this.
-MAX_REQUEST_BYTES = 64 * 1024 * 1024
+# (LARGE_FILE_LIMIT), a function argument or result over 2 MiB (MAX_OBJECT_SIZE_BYTES). A map sends up to 49
+# inputs in one request (MAP_INVOCATION_CHUNK_SIZE), each up to 2 MiB inline: about 98 MiB at most.
+MAX_REQUEST_BYTES = 128 * 1024 * 1024
 # The client series whose protocol (modal_proto) this server implements; pinned in pyproject.toml.
 SUPPORTED_CLIENT_SERIES = "1.6."
 

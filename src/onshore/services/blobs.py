@@ -6,6 +6,7 @@ import errno
 import hashlib
 import hmac
 import os
+import re
 import secrets
 import stat
 import time
@@ -34,10 +35,10 @@ MULTIPART_THRESHOLD = 1024**3
 # How long a signed URL works. The client asks for a download URL just before it downloads, and for upload
 # URLs just before it uploads; a multipart upload of a large file may use its last part URL hours later.
 URL_SECONDS = {"get": 3600, "put": 24 * 3600}
-# Ids the server hands out (ids.new_id("blob")): the only names a blob's file can have.
 # A full disk (or a file size limit): the client is told to free space, not that the server broke.
 _FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 _CHUNK = 4 * 1024 * 1024
+_EXPIRY_RE = re.compile(r"[0-9]{1,12}")  # ASCII digits only ("²".isdigit() is true)
 
 
 def parse_blob_id(value: str) -> str:
@@ -102,9 +103,10 @@ class BlobService:
     def check(self, verb: str, blob_id: str, sig: str, expires: str) -> None:
         """A URL's blob id, signature and expiry; InvalidArgument or PermissionDenied with the reason."""
         parse_blob_id(blob_id)
-        if not expires.isdigit() or len(expires) > 12:
+        if not _EXPIRY_RE.fullmatch(expires):
             raise PermissionDenied("Blob URL without a valid expiry: ask the server for a new URL")
-        if not hmac.compare_digest(self._sig(verb, blob_id, int(expires)), sig or ""):
+        # Compared as bytes: compare_digest refuses str with characters outside ASCII (a crafted URL).
+        if not hmac.compare_digest(self._sig(verb, blob_id, int(expires)).encode(), (sig or "").encode()):
             raise PermissionDenied("Bad or missing blob URL signature")
         now = self._clock.now()
         if now > int(expires):
