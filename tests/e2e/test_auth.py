@@ -402,6 +402,19 @@ async def test_container_credential_looks_up_secrets_but_creates_and_lists_nothi
                 metadata=creds,
                 timeout=5,
             ),
+            "lifecycle of another app": stub.AppGetLifecycle(
+                api_pb2.AppGetLifecycleRequest(app_id=two_apps["victim_id"]), metadata=creds, timeout=5
+            ),
+            "another app by deployment name": stub.AppGetByDeploymentName(
+                api_pb2.AppGetByDeploymentNameRequest(name=VICTIM), metadata=creds, timeout=5
+            ),
+            "image build for no app": stub.ImageGetOrCreate(
+                api_pb2.ImageGetOrCreateRequest(
+                    image=api_pb2.Image(dockerfile_commands=["FROM python:3.11-slim", "RUN true"])
+                ),
+                metadata=creds,
+                timeout=5,
+            ),
             "deployment history of another app": stub.AppDeploymentHistory(
                 api_pb2.AppDeploymentHistoryRequest(app_id=two_apps["victim_id"]), metadata=creds, timeout=5
             ),

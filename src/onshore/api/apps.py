@@ -133,6 +133,7 @@ class AppHandlers:
     async def AppGetByDeploymentName(self, req: Any, who: Principal) -> Any:
         env = req.environment_name or "main"
         app = self._apps.deployed(req.name, env)
+        who.require_app(app.app_id if app is not None else "")  # a container looks up its own app only
         if app is not None:
             return api_pb2.AppGetByDeploymentNameResponse(
                 app_id=app.app_id, environment_name=env, lifecycle=lifecycle(app)
@@ -146,6 +147,7 @@ class AppHandlers:
         return api_pb2.AppGetByDeploymentNameResponse(environment_name=env)
 
     async def AppGetLifecycle(self, req: Any, who: Principal) -> Any:
+        who.require_app(req.app_id)
         return api_pb2.AppGetLifecycleResponse(lifecycle=lifecycle(self._apps.get(req.app_id)))
 
     async def AppGetLayout(self, req: Any, who: Principal) -> Any:

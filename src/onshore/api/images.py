@@ -69,8 +69,7 @@ class ImageHandlers:
             # whatever the build runs: only a client's token may ask for one.
             if request.secret_ids or request.build_function is not None:
                 who.require_client("build an image with secrets or Image.run_function")
-            if request.app_id:
-                who.require_app(request.app_id)
+            who.require_app(request.app_id)  # its own app's build: one with no app is refused too
         record = self._images.get_or_create(request)
         response = api_pb2.ImageGetOrCreateResponse(image_id=record.image_id)
         if record.status != BUILDING:  # a finished build (cache hit or failure) answers at once
