@@ -295,7 +295,7 @@ async def test_finishing_a_spawned_map_checks_its_input_count() -> None:
         h.svc.finish_inputs(call, 3)
 
 
-async def test_finished_calls_whose_caller_went_away_are_forgotten() -> None:
+async def test_finished_calls_nobody_asks_about_leave_memory() -> None:
     h = Harness()
     abandoned = h.call(payloads=(b"a", b"b"))
     running = h.call()  # still has an input to run
@@ -310,13 +310,15 @@ async def test_finished_calls_whose_caller_went_away_are_forgotten() -> None:
     h.svc.put_outputs("ta-2", [h.output(one.input_id)])
     h.clock.advance(400)
     await h.outputs(polled)
-    assert h.svc.release_idle(600) == 1
+    assert h.svc.release_idle(600) == 2
     with pytest.raises(NotFound):
         h.svc.get_call(abandoned.function_call_id)
-    # Unfinished calls, calls still being polled and spawned calls stay.
+    # Unfinished calls and calls still being polled stay.
     assert h.svc.get_call(running.function_call_id) is running
     assert h.svc.get_call(polled.function_call_id) is polled
-    assert h.svc.get_call(spawned.function_call_id) is spawned
+    # A spawned call left memory, not the store: asked for again, it is loaded with its output.
+    reloaded = h.svc.get_call(spawned.function_call_id)
+    assert reloaded is not spawned and [o.result for o in reloaded.outputs] == [b"ok"]
 
 
 async def test_a_spawned_calls_output_is_stored_before_it_is_published(tmp_path: Path) -> None:

@@ -12,8 +12,9 @@ from onshore.services.calls import CallService
 
 log = logging.getLogger("onshore.janitor")
 
-# A finished call (not spawned) whose caller has not asked for its outputs for this long is forgotten: its
-# caller went away without acknowledging them (a map's client polls at least every 55 s while it runs).
+# A finished call nobody has asked about for this long leaves memory: a caller that went away never
+# acknowledges its outputs (a map's client polls at least every 55 s while it runs); a spawned call's
+# outputs stay in the store and are loaded again when asked for.
 ABANDONED_CALL_SECONDS = 600.0
 
 

@@ -238,14 +238,13 @@ class CallService:
             self._release(call)
 
     def release_idle(self, idle_seconds: float) -> int:
-        """Forget finished calls whose caller stopped asking for their outputs (it went away before it
-        acknowledged them, e.g. a map's client that was killed); spawned calls stay, in the store too."""
+        """Drop from memory the finished calls nobody has asked about for idle_seconds.
+
+        A call's caller may go away without acknowledging its outputs (a map's client that was killed); a
+        spawned call's outputs stay in the store, and get_call loads them again when they are asked for.
+        """
         cutoff = self._clock.monotonic() - idle_seconds
-        idle = [
-            c
-            for c in self._calls.values()
-            if not c.persistent and c.unfinished == 0 and c.last_polled < cutoff
-        ]
+        idle = [c for c in self._calls.values() if c.unfinished == 0 and c.last_polled < cutoff]
         for call in idle:
             self._calls.pop(call.function_call_id, None)
         return len(idle)
