@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -116,7 +117,9 @@ def cmd_start(args: argparse.Namespace) -> int:
     server, started = embedded.ensure_server(data)
     verb = "Started" if started else "Already running:"
     print(f"{verb} an Onshore server at {server.url} (pid {server.pid}) for {data.root}")
-    print('Point the modal client at it with: eval "$(onshore env)"', file=sys.stderr)
+    command = sys.argv[0] if os.path.basename(sys.argv[0]) == "onshore" else "onshore"  # as the user typed it
+    data_dir = f" --data-dir {args.data_dir}" if args.data_dir else ""
+    print(f'Point the modal client at it with: eval "$({command} env{data_dir})"', file=sys.stderr)
     return 0
 
 
