@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from onshore.errors import Conflict
+from onshore.errors import Conflict, Unavailable
 from onshore.images.model import LayerRequest
 from onshore.services.clock import SystemClock
 from onshore.services.images import FAILED, READY, ImageInputs, ImageService
@@ -63,3 +63,20 @@ async def test_a_failed_app_abandons_the_build_only_it_waits_for() -> None:
     service.abandon("ap-a")
     builder.release.set()
     assert await _settled(service, shared.image_id) == READY
+
+
+async def test_a_build_being_cancelled_is_not_joined() -> None:
+    builder = FakeBuilder()
+    builder.release.clear()
+    service = _service(builder, live={"ap-a", "ap-b"})
+    record = service.get_or_create(_layer("ap-a"))
+    await asyncio.sleep(0.01)
+    service.abandon("ap-a")
+    # Before the cancelled build has wound down, another app asks for the same layer: it is told to come
+    # back (the client retries UNAVAILABLE) rather than joining a build that is about to fail.
+    with pytest.raises(Unavailable, match="being cancelled"):
+        service.get_or_create(_layer("ap-b"))
+    assert await _settled(service, record.image_id) == FAILED
+    builder.release.set()
+    again = service.get_or_create(_layer("ap-b"))
+    assert await _settled(service, again.image_id) == READY

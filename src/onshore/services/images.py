@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from onshore import ids
-from onshore.errors import Conflict, InvalidArgument, NotFound, OnshoreError, quoted
+from onshore.errors import Conflict, InvalidArgument, NotFound, OnshoreError, Unavailable, quoted
 from onshore.images import dockerfile
 from onshore.images.buildlog import BuildLogs, LogEntry
 from onshore.images.model import Builder, BuildFailed, BuildJob, LayerRequest, content_hash
@@ -95,6 +95,13 @@ class ImageService:
         record = self._store.find_image(key)
         if record is not None and record.status == READY and not request.force_build:
             return record
+        if record is not None and record.image_id in self._abandoned:
+            # Its build is winding down (cancelled for a failed app): joining it would fail, and a new build
+            # must wait until the old one has let go. The client retries UNAVAILABLE.
+            raise Unavailable(
+                f"The build of image {record.image_id} is being cancelled (the app that asked for it "
+                "failed); try again in a moment"
+            )
         if record is not None and record.status == BUILDING and record.image_id in self._builds:
             self._wanted_by[record.image_id].add(request.app_id)
             return record
