@@ -41,6 +41,7 @@ class PendingInput:
     # The attempt number the caller knows of: raised only by the caller's own FunctionRetryInputs. A map's
     # client drops outputs whose retry_count differs from its own, so server-side retries must not show.
     client_retry_count: int = 0
+    retryable: bool = True  # False once a retry could not help (its app stopped, its containers cannot start)
     task_id: str = ""
     started_at: float = 0.0
     done: bool = False

@@ -107,7 +107,7 @@ class CallService:
         call = self._calls.get(function_call_id)
         if call is not None:
             return call
-        record = self._store.get_call(function_call_id) if function_call_id.startswith("fc-") else None
+        record = self._store.get_call(function_call_id) if ids.is_id("call", function_call_id) else None
         if record is None:
             raise NotFound(f"Function call {function_call_id} not found")
         call = CallState(
@@ -382,7 +382,7 @@ class CallService:
         items = list(queue.pending)
         queue.pending.clear()
         for item in items:
-            item.retry_count = 10**6  # a container that cannot start will not do better on a retry
+            item.retryable = False  # a container that cannot start will not do better on a retry
             self._finish_in_background(item, status, result)
         return len(items)
 
@@ -415,6 +415,7 @@ class CallService:
         spec = self._specs(call.function_id)
         retry = (
             status not in (STATUS_SUCCESS, STATUS_TERMINATED)
+            and item.retryable
             and spec is not None
             and item.retry_count < spec.retry.max_retries
         )
@@ -550,7 +551,7 @@ class CallService:
                 queue = self._queues.get(call.function_id)
                 if queue is not None and item in queue.pending:
                     queue.pending.remove(item)
-                item.retry_count = 10**6  # no retries for an app that is gone
+                item.retryable = False  # no retries for an app that is gone
                 result = self._make_result(STATUS_TERMINATED, reason)
                 self._finish_in_background(item, STATUS_TERMINATED, result)
             if not call.persistent:
@@ -568,7 +569,7 @@ class CallService:
                 self._queues[call.function_id].offer(item)
                 requeued += 1
             else:
-                item.retry_count = 10**6
+                item.retryable = False
                 msg = "The server restarted and this call's app no longer runs, so the call was not run again"
                 self._finish_in_background(item, STATUS_TERMINATED, self._make_result(STATUS_TERMINATED, msg))
                 failed += 1

@@ -305,9 +305,6 @@ class SqliteStore:
                     self._conn.execute("ROLLBACK")
                 raise
 
-    def mark_input_done(self, input_id: str) -> None:
-        self._exec("UPDATE inputs SET done = 1 WHERE input_id = ?", (input_id,))
-
     def unfinished_inputs(self) -> list[StoredInput]:
         return self._many(StoredInput, "SELECT data FROM inputs WHERE done = 0 ORDER BY rowid")
 
