@@ -28,6 +28,7 @@ from onshore.api.mounts import MountHandlers
 from onshore.api.secrets import SecretHandlers
 from onshore.api.tasks import TaskHandlers
 from onshore.api.transport import CoalescingServer as GrpcServer
+from onshore.background import Background
 from onshore.config import RUNTIMES, DataDir, ServerConfig
 from onshore.http.blobs import blob_app
 from onshore.images.docker_builder import DockerBuilder
@@ -103,9 +104,12 @@ class OnshoreServer:
         self.http_url = f"http://{config.host}:{self.http_port}"
         clock = SystemClock()
         self.store = SqliteStore(self.data.database)
+        # The services' own background work (container starts and stops, app stops, drains): owned here,
+        # cancelled and awaited on stop.
+        self.background = Background("server")
 
         self.tokens = TokenService(self.store, clock)
-        self.apps = AppService(self.store, clock)
+        self.apps = AppService(self.store, clock, self.background)
         self.functions = FunctionService(self.store, self.apps, clock)
         self.secrets = SecretService(self.store, clock)
         self.mounts = MountService(self.store, self.data.root / "files", self.data.root / "workdirs", clock)
@@ -187,8 +191,9 @@ class OnshoreServer:
             clock,
             server_url=container_url,
             stop_grace=config.container_stop_grace,
+            background=self.background,
         )
-        self.tasks = TaskDirectory(self.containers, self.calls, self.logs, clock)
+        self.tasks = TaskDirectory(self.containers, self.calls, self.logs, clock, self.background)
         function_runner = BuildFunctionRunner(self.functions, self.calls, self.containers)
         if isinstance(self.builder, ProcessBuilder):
             self.builder.function_runner = function_runner
@@ -207,9 +212,10 @@ class OnshoreServer:
             clock,
             gate=gate,
             cores=usable_cores(),
+            background=self.background,
         )
-        self.janitor = Janitor(self.apps, self.blobs, self.calls, config.app_heartbeat_timeout)
-        self.calls.on_demand = self.autoscaler.wake
+        self.janitor = Janitor(self.apps, self.blobs, self.calls, clock, config.app_heartbeat_timeout)
+        self.calls.on_demand = self.autoscaler.demand_changed
         self.apps.on_stop = self._on_app_stop
 
         handlers: list[object] = [
@@ -299,8 +305,8 @@ class OnshoreServer:
         self._http = _HttpServer(http_config)
         self._tasks = [
             asyncio.create_task(self._http.serve()),
-            asyncio.create_task(self.autoscaler.run()),
-            asyncio.create_task(self.janitor.run()),
+            asyncio.create_task(self.autoscaler.run(), name="autoscaler"),
+            asyncio.create_task(self.janitor.run(), name="janitor"),
         ]
         if self.docker is not None and self.socket_path is not None:
             await self._serve_blobs_on_socket()
@@ -338,11 +344,13 @@ class OnshoreServer:
         try:
             with contextlib.suppress(Exception):
                 self.data.server_file.unlink()
-            for task in self._tasks[1:]:
-                task.cancel()
-            # Containers ended by the shutdown keep their spawned inputs unfinished: they run again after a
-            # restart instead of failing.
+            # The loops end after the tick in progress (their tasks are awaited below), and no new
+            # background work starts; containers ended by the shutdown keep their spawned inputs
+            # unfinished: they run again after a restart instead of failing.
+            self.autoscaler.stop()
+            self.janitor.stop()
             self.containers.shutting_down = True
+            await self.background.close()
             await self.images.shutdown()
             await self.execs.shutdown()
             await self.runtime.shutdown()

@@ -175,7 +175,7 @@ async def test_a_cpu_bound_burst_stays_at_the_core_count_and_an_io_bound_one_kee
 
     def step(seconds: float, busy: float) -> int:
         cpu.run(seconds, busy)
-        scaler.run_once()
+        scaler.reconcile()
         return len(containers.tasks)
 
     calls.queued = 0
@@ -196,6 +196,6 @@ async def test_without_a_gate_the_burst_gets_every_container_it_asks_for() -> No
     clock = FakeClock()
     calls, containers = FakeCalls(queued=100), FakeContainers(tasks=[FakeTask("ta-warm", "fn")])
     scaler = _autoscaler(calls, containers, clock)
-    scaler.run_once()
+    scaler.reconcile()
     assert len(containers.tasks) == 8
     await asyncio.sleep(0)

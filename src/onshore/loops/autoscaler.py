@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from onshore.background import Background
+from onshore.loops.base import Loop
 from onshore.loops.hostcpu import ScaleOutGate, scale_up_allowance
 from onshore.models import FunctionSpec
 from onshore.services.calls import CallService
@@ -49,7 +50,9 @@ class FunctionTarget:
 TargetLookup = Callable[[str], "FunctionTarget | None"]
 
 
-class Autoscaler:
+class Autoscaler(Loop):
+    name = "autoscaler"
+
     def __init__(
         self,
         calls: CallService,
@@ -60,25 +63,27 @@ class Autoscaler:
         tick: float = 1.0,
         gate: ScaleOutGate | None = None,
         cores: int = 1,
+        background: Background | None = None,
     ) -> None:
         """gate: holds scale-out past `cores` containers per function while the host's CPUs are full (None:
-        containers start as demand asks, e.g. when they do not run on this host's CPUs)."""
+        containers start as demand asks, e.g. when they do not run on this host's CPUs). background: where
+        the container starts and stops it asks for run."""
+        super().__init__(tick)
         self._calls = calls
         self._containers = containers
         self._targets = targets
         self._warm_functions = warm_functions
         self._clock = clock
-        self._tick = tick
-        self._wake = asyncio.Event()
+        self._background = background or Background("autoscaler")
         self._dirty: set[str] = set()
-        self._starting: set[asyncio.Task[None]] = set()
         self._warned_full = False
         self._gate = gate
         self._cores = max(1, cores)
 
-    def wake(self, function_id: str) -> None:
+    def demand_changed(self, function_id: str) -> None:
+        """A function's demand or containers changed: reconcile it at the next tick, which comes now."""
         self._dirty.add(function_id)
-        self._wake.set()
+        self.wake()
 
     def sample(self, function_id: str, spec: FunctionSpec) -> Sample:
         queued, running = self._calls.demand(function_id)
@@ -93,7 +98,11 @@ class Autoscaler:
         )
         return Sample(queued, running, len(tasks), idle_expired)
 
-    def run_once(self) -> None:
+    async def run_once(self) -> None:
+        self.reconcile()
+
+    def reconcile(self) -> None:
+        """One pass: every function with demand, containers or warm-container settings is reconciled."""
         if self._gate is not None:
             self._gate.tick()
         candidates = set(self._dirty)
@@ -114,9 +123,7 @@ class Autoscaler:
             if self._gate is not None:
                 self._gate.forget(function_id)
             for t in tasks:
-                asyncio.get_running_loop().create_task(
-                    self._containers.stop(t.task_id, "its function is gone")
-                )
+                self._stop(t.task_id, "its function is gone")
             return
         sample = self.sample(function_id, target.spec)
         if self._gate is not None and not (sample.queued or sample.running_inputs):
@@ -147,9 +154,7 @@ class Autoscaler:
                 key=lambda t: t.last_active,
             )
             for t in idle[: sample.containers - desired]:
-                asyncio.get_running_loop().create_task(
-                    self._containers.stop(t.task_id, "idle past its scaledown window")
-                )
+                self._stop(t.task_id, "idle past its scaledown window")
 
     def _allowed(self, function_id: str, current: int, want: int, spec: FunctionSpec) -> int:
         headroom = self._gate.headroom(function_id) if self._gate is not None else None
@@ -179,15 +184,16 @@ class Autoscaler:
             ):
                 continue
             evicted += 1
-            asyncio.get_running_loop().create_task(
-                self._containers.stop(t.task_id, f"idle, and its slot is needed by {needed_by}")
-            )
+            self._stop(t.task_id, f"idle, and its slot is needed by {needed_by}")
         if evicted < count and not self._warned_full:
             self._warned_full = True
             log.warning(
                 "all %d container slots are busy; queued inputs wait for a free one (see --max-containers)",
                 self._containers.capacity_total(),
             )
+
+    def _stop(self, task_id: str, reason: str) -> None:
+        self._background.spawn(self._containers.stop(task_id, reason), f"stop {task_id}")
 
     def _spawn(self, target: FunctionTarget) -> None:
         reserved = self._containers.reserve(target.function_id, target.app_id)
@@ -198,18 +204,4 @@ class Autoscaler:
             except Exception as exc:  # the container service has logged it
                 log.debug("start failed: %s", exc)
 
-        task = asyncio.get_running_loop().create_task(go())
-        self._starting.add(task)
-        task.add_done_callback(self._starting.discard)
-
-    async def run(self) -> None:
-        while True:
-            try:
-                await asyncio.wait_for(self._wake.wait(), self._tick)
-            except TimeoutError:
-                pass
-            self._wake.clear()
-            try:
-                self.run_once()
-            except Exception:
-                log.exception("autoscaler tick failed")
+        self._background.spawn(go(), f"start a container of {target.function_id}")

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 
+from onshore.loops.base import Loop
 from onshore.services.apps import AppService
 from onshore.services.blobs import BlobService
 from onshore.services.calls import CallService
+from onshore.services.clock import Clock
 
 log = logging.getLogger("onshore.janitor")
 
@@ -18,42 +19,37 @@ log = logging.getLogger("onshore.janitor")
 ABANDONED_CALL_SECONDS = 600.0
 
 
-class Janitor:
+class Janitor(Loop):
+    name = "janitor"
+
     def __init__(
         self,
         apps: AppService,
         blobs: BlobService,
         calls: CallService,
+        clock: Clock,
         heartbeat_timeout: float,
         tick: float = 2.0,
         blob_every: float = 600,
     ) -> None:
+        super().__init__(tick)
         self._apps = apps
         self._blobs = blobs
         self._calls = calls
+        self._clock = clock
         self._timeout = heartbeat_timeout
-        self._tick = tick
         self._blob_every = blob_every
         self._next_blob_gc = 0.0
 
-    async def run_once(self) -> int:
+    async def run_once(self) -> None:
         expired = self._apps.expired(self._timeout)
         for app in expired:
             await self._apps.stop(app.app_id, f"its client sent no heartbeat for {self._timeout:.0f}s")
         forgotten = self._calls.release_idle(ABANDONED_CALL_SECONDS)
         if forgotten:
             log.info("forgot %d finished calls whose callers went away", forgotten)
-        if time.monotonic() >= self._next_blob_gc:
-            self._next_blob_gc = time.monotonic() + self._blob_every
-            removed = await asyncio.to_thread(self._blobs.collect_garbage, time.time())
+        if self._clock.monotonic() >= self._next_blob_gc:
+            self._next_blob_gc = self._clock.monotonic() + self._blob_every
+            removed = await asyncio.to_thread(self._blobs.collect_garbage, self._clock.now())
             if removed:
                 log.info("deleted %d expired blobs", removed)
-        return len(expired)
-
-    async def run(self) -> None:
-        while True:
-            await asyncio.sleep(self._tick)
-            try:
-                await self.run_once()
-            except Exception:
-                log.exception("janitor tick failed")

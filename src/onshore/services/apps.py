@@ -8,6 +8,7 @@ import re
 from collections.abc import Awaitable, Callable
 
 from onshore import ids
+from onshore.background import Background
 from onshore.errors import Conflict, InvalidArgument, NotFound, quoted
 from onshore.models import LIVE_APP_STATES, App, AppState, DeploymentRecord
 from onshore.services.clock import Clock
@@ -21,8 +22,9 @@ StopHook = Callable[[App, str], Awaitable[None]]
 
 
 class AppService:
-    def __init__(self, store: AppStore, clock: Clock) -> None:
+    def __init__(self, store: AppStore, clock: Clock, background: Background | None = None) -> None:
         self._store = store
+        self._background = background or Background("apps")
         self._clock = clock
         self._apps: dict[str, App] = {app.app_id: app for app in store.list_apps()}
         # Called when an app stops, to stop its containers and end its log streams.
@@ -136,9 +138,7 @@ class AppService:
         return app
 
     def _stop_now(self, app: App, reason: str) -> None:
-        import asyncio
-
-        asyncio.get_running_loop().create_task(self.stop(app.app_id, reason))
+        self._background.spawn(self.stop(app.app_id, reason), f"stop app {app.app_id}")
 
     async def client_disconnected(self, app_id: str, reason: str) -> None:
         app = self.get(app_id)

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from onshore import ids
+from onshore.background import Background
 from onshore.errors import Unauthenticated
 from onshore.models import ImageConfig
 from onshore.runtimes.base import FD_INFO, ContainerSpec, Runtime
@@ -98,8 +99,10 @@ class ContainerService:
         clock: Clock,
         server_url: str,
         stop_grace: float = 5.0,
+        background: Background | None = None,
     ) -> None:
         self._runtime = runtime
+        self._background = background or Background("containers")
         self._calls = calls
         self._logs = logs
         self._plan = plan
@@ -217,7 +220,7 @@ class ContainerService:
         task = self.tasks.get(task_id)
         if task is not None and task.state != TaskState.STOPPED:
             task.stop_reason = reason
-        asyncio.get_running_loop().create_task(self.stop(task_id, reason, grace=0))
+        self._background.spawn(self.stop(task_id, reason, grace=0), f"kill {task_id}")
 
     async def stop_app(self, app_id: str, reason: str) -> None:
         await asyncio.gather(

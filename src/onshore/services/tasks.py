@@ -8,6 +8,7 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from onshore.background import Background
 from onshore.errors import NotFound
 from onshore.services.calls import CallService
 from onshore.services.clock import Clock
@@ -57,14 +58,19 @@ class TaskDirectory:
     """Finds containers by id, stops them on a user's request, and follows one container's logs."""
 
     def __init__(
-        self, containers: ContainerService, calls: CallService, logs: LogService, clock: Clock
+        self,
+        containers: ContainerService,
+        calls: CallService,
+        logs: LogService,
+        clock: Clock,
+        background: Background | None = None,
     ) -> None:
         self._containers = containers
         self._calls = calls
         self._logs = logs
         self._clock = clock
         self._ended: collections.OrderedDict[str, TaskRecord] = collections.OrderedDict()
-        self._drains: set[asyncio.Task[None]] = set()
+        self._background = background or Background("tasks")
 
     # ---------------------------------------------------------------- lookups
     def record_exit(self, task: Task) -> None:
@@ -116,9 +122,7 @@ class TaskDirectory:
         task.draining = True
         task.stop_reason = "stopped by request (graceful): finishing its current inputs"
         log.info("container %s drains: it ends once its current inputs are done", task_id)
-        drain = asyncio.get_running_loop().create_task(self._drain(task))
-        self._drains.add(drain)
-        drain.add_done_callback(self._drains.discard)
+        self._background.spawn(self._drain(task), f"drain {task_id}")
 
     async def _drain(self, task: Task) -> None:
         while task.draining and task.state != TaskState.STOPPED and self._calls.task_busy(task.task_id):
