@@ -10,7 +10,7 @@ PYTHON ?= $(shell /usr/bin/python3 -c 'import sys, venv, ensurepip; sys.exit(sys
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test lint bench stop
+.PHONY: install demo test test-fast lint bench stop
 
 $(BIN)/onshore: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ lint: install
 # pytest exits 5 when it collects no test: that is not a failure of the suite.
 test: lint
 	$(BIN)/pytest -q -p no:cacheprovider; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
+
+# The unit tier alone (services, policies and stores over fakes): seconds, no server, no containers.
+test-fast: install
+	$(BIN)/pytest -q -p no:cacheprovider tests/unit
 
 bench: install
 	$(BIN)/python bench/run.py
