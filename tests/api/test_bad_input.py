@@ -13,6 +13,7 @@ from grpclib import GRPCError
 from grpclib.const import Status
 from modal_proto import api_grpc, api_pb2
 
+from onshore.api.base import MAX_REQUEST_BYTES
 from tests.conftest import REPO, ServerProcess, raw_status, raw_stub, run_modal, run_python, write_app
 
 MADE_UP = {
@@ -228,7 +229,7 @@ async def test_oversized_request_is_resource_exhausted(
     server: ServerProcess, stub: api_grpc.ModalClientStub
 ) -> None:
     """A request over the size limit gets RESOURCE_EXHAUSTED naming the limit, and nothing is stored."""
-    data = b"x" * (65 * 1024 * 1024)
+    data = b"x" * (MAX_REQUEST_BYTES + 1024 * 1024)
     digest = hashlib.sha256(data).hexdigest()
     status, message = await raw_status(
         server, stub.MountPutFile, api_pb2.MountPutFileRequest(sha256_hex=digest, data=data)
