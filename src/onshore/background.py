@@ -44,11 +44,12 @@ class Background:
     def running(self) -> int:
         return len(self._tasks)
 
-    async def close(self, timeout: float = 10.0) -> None:
-        """Cancel the tasks still running and wait (up to timeout) until each has ended."""
+    async def close(self, timeout: float = 10.0, cancel: bool = True) -> None:
+        """Start nothing more; cancel the tasks still running (or, cancel=False, let them finish) and wait up
+        to timeout until each has ended."""
         self._closed = True
         tasks = list(self._tasks)
-        for task in tasks:
+        for task in tasks if cancel else ():
             task.cancel()
         if tasks:
             _, pending = await asyncio.wait(tasks, timeout=timeout)

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from onshore.background import Background
 from onshore.errors import Conflict, NotFound
 from onshore.images.pythons import ClientPackages
 from onshore.models import ImageConfig
@@ -38,7 +39,7 @@ from onshore.runtimes.base import (
 from onshore.runtimes.cgroups import Cgroup, Cgroups
 from onshore.runtimes.container_fs import ContainerLayout, merge_layers
 from onshore.runtimes.process_exec import ExecTarget, sandbox_target, start_exec
-from onshore.runtimes.process_spare import SPARE_PROGRAM
+from onshore.runtimes.process_spare import IMAGE_SPARE_KINDS, SPARE_ATTEMPTS, SPARE_PROGRAM
 from onshore.runtimes.pyenv import ClientEnvironments, client_package_dir, installed_client_version
 from onshore.runtimes.sandbox import SandboxSpec, Support
 
@@ -49,12 +50,6 @@ _PASSTHROUGH = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "SSL_CERT_FILE", "TMPDIR
 
 # How long a container's partial output line waits for the rest of its line before it is logged as it is.
 _PARTIAL_LINE_WAIT = 0.05
-
-# How many custom images keep a spare process ready (the most recently started ones).
-_IMAGE_SPARE_KINDS = 2
-
-# How often a spare that failed to start is tried (the waits between tries double).
-_SPARE_ATTEMPTS = 4
 
 
 def _package_key(python: str) -> str:
@@ -153,6 +148,7 @@ class ProcessRuntime:
         self._envs = envs
         self._spares_wanted = spares
         self._spares: list[_Proc] = []
+        self._background = Background("process runtime")  # spare starts and stops
         # Spares of recently started custom images (sandboxed, client imported): image key -> processes.
         self._image_spares: dict[tuple[str, ...], list[_Proc]] = {}
         # Where sandboxes are available every container is sandboxed, and the default image keeps
@@ -244,7 +240,7 @@ class ProcessRuntime:
             return
         if not self._refilling and len(self._spares) < self._spares_wanted and not self._closed:
             self._refilling = True
-            asyncio.get_running_loop().create_task(self._refill())
+            self._background.spawn(self._refill(), "start spare processes")
 
     async def _refill(self) -> None:
         try:
@@ -293,33 +289,33 @@ class ProcessRuntime:
         one for each of the most recently used custom images."""
         if not key or self._closed:
             return
-        loop = asyncio.get_running_loop()
+        spawn = self._background.spawn
         if key == self._default_key:
             pool = self._image_spares.setdefault(key, [])
             for _ in range(self._spares_wanted - len(pool) - self._default_starting):
                 self._default_starting += 1
-                loop.create_task(self._spawn_image_spare(key, image, python, pkg))
+                spawn(self._spawn_image_spare(key, image, python, pkg), "start a spare")
             return
         if self._image_spares.get(key):
             return
         self._image_spares.pop(key, None)
         self._image_spares[key] = []  # the newest image last
         custom = [k for k in self._image_spares if k != self._default_key]
-        for old_key in custom[: max(0, len(custom) - _IMAGE_SPARE_KINDS)]:
+        for old_key in custom[: max(0, len(custom) - IMAGE_SPARE_KINDS)]:
             for entry in self._image_spares.pop(old_key):
-                loop.create_task(self._stop_entry(entry, 0))
-        loop.create_task(self._spawn_image_spare(key, image, python, pkg))
+                spawn(self._stop_entry(entry, 0), "stop a spare of an image no longer recent")
+        spawn(self._spawn_image_spare(key, image, python, pkg), "start a spare")
 
     async def _spawn_image_spare(
         self, key: tuple[str, ...], image: ImageConfig, python: str, pkg: Path | None
     ) -> None:
         """Start one spare; a start that fails is tried again a few times, so the pool does not stay short."""
         try:
-            for attempt in range(1, _SPARE_ATTEMPTS + 1):
+            for attempt in range(1, SPARE_ATTEMPTS + 1):
                 error = await self._spawn_image_spare_now(key, image, python, pkg)
                 if error is None or self._closed or key not in self._image_spares:
                     return
-                if attempt == _SPARE_ATTEMPTS:
+                if attempt == SPARE_ATTEMPTS:
                     log.error("could not start a spare process for an image: %s", error, exc_info=error)
                     return
                 delay = self.spare_retry_delay * 2 ** (attempt - 1)
@@ -586,6 +582,7 @@ class ProcessRuntime:
 
     async def shutdown(self) -> None:
         self._closed = True
+        await self._background.close(cancel=False)  # spares being started join their pools, stopped below
         self._pinning.close()
         spares, self._spares = self._spares, []
         for pool in self._image_spares.values():

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+# How many custom images keep a spare process ready (the most recently started ones).
+IMAGE_SPARE_KINDS = 2
+
+# How often a spare that failed to start is tried (the waits between tries double).
+SPARE_ATTEMPTS = 4
+
 
 def spare_program(entrypoint: str = "modal._container_entrypoint") -> str:
     """Python source for `python -c`: import `entrypoint`'s dependencies, then wait for its settings.
