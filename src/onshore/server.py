@@ -58,6 +58,7 @@ from onshore.services.containers import ContainerService, Task
 from onshore.services.execs import ExecService
 from onshore.services.functions import FunctionService
 from onshore.services.images import ImageInputs, ImageService
+from onshore.services.invoke import InvokeService
 from onshore.services.logs import LogService
 from onshore.services.mounts import MountService
 from onshore.services.secrets import SecretService
@@ -194,7 +195,8 @@ class OnshoreServer:
             background=self.background,
         )
         self.tasks = TaskDirectory(self.containers, self.calls, self.logs, clock, self.background)
-        function_runner = BuildFunctionRunner(self.functions, self.calls, self.containers)
+        self.invoke = InvokeService(self.apps, self.functions, self.calls)
+        function_runner = BuildFunctionRunner(self.functions, self.invoke, self.containers)
         if isinstance(self.builder, ProcessBuilder):
             self.builder.function_runner = function_runner
         elif isinstance(self.builder, DockerBuilder) and self.docker is not None:
@@ -225,7 +227,7 @@ class OnshoreServer:
                 self.functions,
                 "" if self.runtime.capabilities.memory_limits else self.runtime.capabilities.limits_reason,
             ),
-            CallHandlers(self.apps, self.functions, self.calls),
+            CallHandlers(self.functions, self.calls, self.invoke),
             ContainerHandlers(self.apps, self.functions, self.calls, self.containers),
             TaskHandlers(self.apps, self.tasks, self.execs, router_url=self.url),
             LogHandlers(self.apps, self.logs, self.tasks),

@@ -10,12 +10,12 @@ from google.protobuf import empty_pb2
 from modal_proto import api_pb2
 
 from onshore.api.base import Principal
-from onshore.errors import Conflict, InvalidArgument, NotFound
+from onshore.errors import InvalidArgument, NotFound
 from onshore.models import OutputRecord
-from onshore.services.apps import AppService
 from onshore.services.call_state import CallState, PendingInput
 from onshore.services.calls import CallService
 from onshore.services.functions import FunctionService
+from onshore.services.invoke import InvokeService
 
 MAX_INPUTS_OUTSTANDING = 1000
 
@@ -47,10 +47,10 @@ def _input_jwt(item: PendingInput) -> str:
 
 
 class CallHandlers:
-    def __init__(self, apps: AppService, functions: FunctionService, calls: CallService) -> None:
-        self._apps = apps
+    def __init__(self, functions: FunctionService, calls: CallService, invoke: InvokeService) -> None:
         self._functions = functions
         self._calls = calls
+        self._invoke = invoke
 
     def _call(self, function_call_id: str, who: Principal) -> CallState:
         if not function_call_id:
@@ -62,13 +62,10 @@ class CallHandlers:
     async def FunctionMap(self, req: Any, who: Principal) -> Any:
         fn = self._functions.get(req.function_id)
         who.require_app(fn.app_id)
-        if not self._functions.is_runnable(fn.function_id):
-            app = self._apps.find(fn.app_id)
-            state = app.state.value if app else "gone"
-            raise Conflict(f"Function {fn.spec.tag} cannot be called: its app is {state}")
-        self._calls.validate_new_inputs(len(req.pipelined_inputs))
-        call = self._calls.create_call(
-            fn.function_id, fn.app_id, req.function_call_type, req.function_call_invocation_type
+        self._invoke.check_runnable(fn)
+        inputs = [(i.idx, bytes(i.input.SerializeToString())) for i in req.pipelined_inputs]
+        call, items = self._invoke.start(
+            fn, req.function_call_type, req.function_call_invocation_type, inputs
         )
         spec = self._functions.definition_of(fn).spec
         resp = api_pb2.FunctionMapResponse(
@@ -81,10 +78,7 @@ class CallHandlers:
         resp.retry_policy.initial_delay_ms = spec.retry.initial_delay_ms
         resp.retry_policy.backoff_coefficient = spec.retry.backoff_coefficient
         resp.retry_policy.max_delay_ms = spec.retry.max_delay_ms
-        if req.pipelined_inputs:
-            items = self._calls.add_inputs(
-                call, [(i.idx, bytes(i.input.SerializeToString())) for i in req.pipelined_inputs]
-            )
+        if items:
             for item in items:
                 resp.pipelined_inputs.add(idx=item.idx, input_id=item.input_id, input_jwt=_input_jwt(item))
             # Let a container that was waiting for this input receive it before the caller hears back:
@@ -96,10 +90,7 @@ class CallHandlers:
         call = self._call(req.function_call_id, who)
         if req.function_id and req.function_id != call.function_id:
             raise InvalidArgument(f"Function call {call.function_call_id} is not a call of {req.function_id}")
-        self._calls.validate_new_inputs(len(req.inputs))
-        items = self._calls.add_inputs(
-            call, [(i.idx, bytes(i.input.SerializeToString())) for i in req.inputs]
-        )
+        items = self._invoke.add(call, [(i.idx, bytes(i.input.SerializeToString())) for i in req.inputs])
         resp = api_pb2.FunctionPutInputsResponse()
         for item in items:
             resp.inputs.add(idx=item.idx, input_id=item.input_id, input_jwt=_input_jwt(item))

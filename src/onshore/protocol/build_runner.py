@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from pathlib import Path
 
@@ -12,9 +11,9 @@ from modal_proto import api_pb2
 from onshore.images.model import BuildFailed, CommitFn, LogFn
 from onshore.models import OutputRecord
 from onshore.services.call_state import INVOCATION_SYNC
-from onshore.services.calls import CallService
 from onshore.services.containers import ContainerService, describe_exit
 from onshore.services.functions import FunctionService
+from onshore.services.invoke import InvokeService
 
 log = logging.getLogger("onshore.images.run_function")
 
@@ -33,9 +32,11 @@ def _succeeded(output: OutputRecord) -> bool:
 
 
 class BuildFunctionRunner:
-    def __init__(self, functions: FunctionService, calls: CallService, containers: ContainerService) -> None:
+    def __init__(
+        self, functions: FunctionService, invoke: InvokeService, containers: ContainerService
+    ) -> None:
         self._functions = functions
-        self._calls = calls
+        self._invoke = invoke
         self._containers = containers
 
     async def run(
@@ -54,10 +55,9 @@ class BuildFunctionRunner:
         fn = self._functions.get(function_id)
         spec = self._functions.definition_of(fn).spec
         self._functions.mark_image_builder(function_id)  # no other container may take its input
-        call = self._calls.create_call(
-            function_id, fn.app_id, api_pb2.FUNCTION_CALL_TYPE_UNARY, INVOCATION_SYNC
+        call, _ = self._invoke.start(
+            fn, api_pb2.FUNCTION_CALL_TYPE_UNARY, INVOCATION_SYNC, [(0, _input(payload))]
         )
-        self._calls.add_inputs(call, [(0, _input(payload))])
         task = self._containers.reserve(function_id, fn.app_id)
         task.build_upper = str(upper) if upper is not None else ""
         task.build_commit = commit is not None
@@ -68,36 +68,29 @@ class BuildFunctionRunner:
             raise BuildFailed(
                 f"Image.run_function({spec.tag}): its container could not start: {exc}"
             ) from None
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + float(spec.timeout_secs)
-        outputs: list[OutputRecord] = []
-        try:
-            while not outputs and loop.time() < deadline:
-                if task.exit_code is not None:  # it ended before it could take its input
-                    how = describe_exit(task.exit_code)
-                    raise BuildFailed(
-                        f"Image.run_function({spec.tag}): its container {how} before running the function "
-                        f"(its output: `modal container logs {task.task_id}`)"
-                    )
-                outputs, _ = await self._calls.get_outputs(
-                    call,
-                    last_entry_id=0,
-                    idx_range=None,
-                    timeout=min(1.0, max(0.0, deadline - loop.time())),
-                    clear_on_success=True,
+
+        def container_alive() -> None:
+            if task.exit_code is not None:  # it ended before it could take its input
+                raise BuildFailed(
+                    f"Image.run_function({spec.tag}): its container {describe_exit(task.exit_code)} before "
+                    f"running the function (its output: `modal container logs {task.task_id}`)"
                 )
-            if outputs and commit is not None and _succeeded(outputs[0]):
+
+        output: OutputRecord | None = None
+        try:
+            output = await self._invoke.first_output(call, float(spec.timeout_secs), container_alive)
+            if output is not None and commit is not None and _succeeded(output):
                 log_line(f"{spec.tag} returned; committing the files of container {task.task_id}\n")
                 await commit(task.task_id)
         finally:
             # Its container ends before the layer is used: every write it made is in `upper` (or committed).
             await self._containers.stop(task.task_id, "its image build function finished", grace=5.0)
-        if not outputs:
+        if output is None:
             raise BuildFailed(
                 f"Image.run_function({spec.tag}) did not finish within its timeout of {spec.timeout_secs} s"
             )
-        result = api_pb2.GenericResult.FromString(outputs[0].result)
-        if not _succeeded(outputs[0]):
+        result = api_pb2.GenericResult.FromString(output.result)
+        if not _succeeded(output):
             detail = result.traceback or result.exception or "no detail"
             raise BuildFailed(f"Image.run_function({spec.tag}) failed: {result.exception}\n{detail}".rstrip())
         log_line(f"{spec.tag} finished; its files form the new layer\n")
