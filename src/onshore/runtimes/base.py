@@ -18,6 +18,11 @@ LogSink = Callable[[str, int, str], None]  # (task_id, file descriptor, text)
 ExitSink = Callable[[str, int, str], None]
 
 
+# Where every runtime shows a container its serialized ContainerArguments and the client package it runs.
+ARGS_TARGET = "/onshore/container-arguments"
+PKG_TARGET = "/pkg"
+
+
 @dataclass
 class Capabilities:
     gpus: bool = False

@@ -9,13 +9,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from onshore.models import ImageConfig
+from onshore.runtimes.base import ARGS_TARGET, PKG_TARGET
 from onshore.runtimes.sandbox import Bind, SandboxSpec
 
 # Where a container finds the server's socket and its ContainerArguments file.
 SOCKET_TARGET = "/onshore/api.sock"
-ARGS_TARGET = "/onshore/container-arguments"
 SPARE_IO = "/onshore/io"  # a spare's own dir for the files of the container it becomes
-PKG_TARGET = "/pkg"
 
 
 def _is_under(path: Path, parents: list[Path]) -> bool:

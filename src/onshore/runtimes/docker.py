@@ -22,6 +22,8 @@ from onshore.images.model import BuildFailed
 from onshore.images.pythons import ClientPackages, PythonFinder, linux_platform
 from onshore.models import ImageConfig
 from onshore.runtimes.base import (
+    ARGS_TARGET,
+    PKG_TARGET,
     Capabilities,
     ContainerSpec,
     ExecProcess,
@@ -29,7 +31,6 @@ from onshore.runtimes.base import (
     ExitSink,
     LogSink,
 )
-from onshore.runtimes.container_fs import ARGS_TARGET, PKG_TARGET
 from onshore.runtimes.docker_engine import (
     DockerEngine,
     DockerError,

@@ -38,10 +38,10 @@ from onshore.runtimes.base import (
 )
 from onshore.runtimes.cgroups import Cgroup, Cgroups
 from onshore.runtimes.container_fs import ContainerLayout, merge_layers
-from onshore.runtimes.process_exec import ExecTarget, sandbox_target, start_exec
+from onshore.runtimes.host_exec import ExecTarget, start_exec
 from onshore.runtimes.process_spare import IMAGE_SPARE_KINDS, SPARE_ATTEMPTS, SPARE_PROGRAM
 from onshore.runtimes.pyenv import ClientEnvironments, client_package_dir, installed_client_version
-from onshore.runtimes.sandbox import SandboxSpec, Support
+from onshore.runtimes.sandbox import SandboxSpec, Support, sandbox_target
 
 log = logging.getLogger("onshore.runtime.process")
 

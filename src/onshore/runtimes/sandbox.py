@@ -33,6 +33,7 @@ import functools
 import json
 import os
 import re
+import shutil
 import stat
 import subprocess
 import sys
@@ -41,6 +42,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from onshore.errors import Conflict, NotFound
+from onshore.runtimes.host_exec import ExecTarget
 from onshore.runtimes.sandbox_init import SETUP_FAILED, remove_tree
 
 Mechanism = Literal["root", "userns"]
@@ -468,3 +471,26 @@ def probe(mechanism: Mechanism | None = None) -> Support:
             return Support(candidate)
         reasons.append(f"{candidate}: {error}{_hints() if candidate == 'userns' else ''}")
     return Support("none", "; ".join(reasons))
+
+
+def sandbox_target(spawned: int, user_namespace: bool, env: dict[str, str], cwd: str) -> ExecTarget:
+    """How to run a command in a sandboxed container: enter the namespaces and root of its init process."""
+    nsenter = shutil.which("nsenter")
+    if nsenter is None:
+        raise Conflict("`modal container exec` into an isolated container needs nsenter (util-linux)")
+    init = 0
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                raw = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(raw[raw.rindex(")") + 2 :].split()[1]) == spawned:
+                init = int(entry)
+                break
+    if not init:
+        raise NotFound("The container's sandbox has no running init process")
+    flags = ["--mount", "--pid", "--root", "--wd"]
+    if user_namespace:
+        flags += ["--user", "--preserve-credentials"]
+    return ExecTarget(spawned, env, cwd, [nsenter, f"--target={init}", *flags], root=f"/proc/{init}/root")

@@ -1,17 +1,15 @@
-"""Commands run inside a process-runtime container (`modal container exec`, `modal shell`): pipes or a PTY."""
+"""Commands run in a container from the host (`modal container exec`, `modal shell`): pipes or a PTY."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import os
-import shutil
 import signal
 import sys
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
-from onshore.errors import Conflict, InvalidArgument, NotFound
+from onshore.errors import InvalidArgument
 from onshore.runtimes.base import (
     EXEC_DEVNULL,
     EXEC_TO_STDOUT,
@@ -83,29 +81,6 @@ async def _check_command(target: ExecTarget, env: dict[str, str], cwd: str, comm
     )
     if await process.wait() != 0:
         raise InvalidArgument(f"Cannot run {command!r}: it was not found in the container")
-
-
-def sandbox_target(spawned: int, user_namespace: bool, env: dict[str, str], cwd: str) -> ExecTarget:
-    """How to run a command in a sandboxed container: enter the namespaces and root of its init process."""
-    nsenter = shutil.which("nsenter")
-    if nsenter is None:
-        raise Conflict("`modal container exec` into an isolated container needs nsenter (util-linux)")
-    init = 0
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                raw = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            if int(raw[raw.rindex(")") + 2 :].split()[1]) == spawned:
-                init = int(entry)
-                break
-    if not init:
-        raise NotFound("The container's sandbox has no running init process")
-    flags = ["--mount", "--pid", "--root", "--wd"]
-    if user_namespace:
-        flags += ["--user", "--preserve-credentials"]
-    return ExecTarget(spawned, env, cwd, [nsenter, f"--target={init}", *flags], root=f"/proc/{init}/root")
 
 
 def _child_setup(controlling_tty: bool) -> None:
