@@ -54,6 +54,7 @@ from onshore.services.apps import AppService
 from onshore.services.blobs import BlobService
 from onshore.services.calls import CallService
 from onshore.services.clock import SystemClock
+from onshore.services.container_inputs import ContainerInputs
 from onshore.services.containers import ContainerService, Task
 from onshore.services.execs import ExecService
 from onshore.services.functions import FunctionService
@@ -196,6 +197,7 @@ class OnshoreServer:
         )
         self.tasks = TaskDirectory(self.containers, self.calls, self.logs, clock, self.background)
         self.invoke = InvokeService(self.apps, self.functions, self.calls)
+        self.container_inputs = ContainerInputs(self.functions, self.calls, self.containers)
         function_runner = BuildFunctionRunner(self.functions, self.invoke, self.containers)
         if isinstance(self.builder, ProcessBuilder):
             self.builder.function_runner = function_runner
@@ -228,7 +230,9 @@ class OnshoreServer:
                 "" if self.runtime.capabilities.memory_limits else self.runtime.capabilities.limits_reason,
             ),
             CallHandlers(self.functions, self.calls, self.invoke),
-            ContainerHandlers(self.apps, self.functions, self.calls, self.containers),
+            ContainerHandlers(
+                self.calls, self.containers, ContainerInputs(self.functions, self.calls, self.containers)
+            ),
             TaskHandlers(self.apps, self.tasks, self.execs, router_url=self.url),
             LogHandlers(self.apps, self.logs, self.tasks),
             MountHandlers(self.mounts, self.blobs, self.standalone),

@@ -10,11 +10,10 @@ from modal_proto import api_pb2
 
 from onshore.api.base import Principal
 from onshore.errors import PermissionDenied
-from onshore.services.apps import AppService
 from onshore.services.call_state import ContainerOutput
 from onshore.services.calls import CallService
-from onshore.services.containers import ContainerService, Task, TaskState
-from onshore.services.functions import FunctionService
+from onshore.services.container_inputs import ContainerInputs
+from onshore.services.containers import ContainerService, Task
 
 
 def _task(who: Principal) -> Task:
@@ -24,24 +23,13 @@ def _task(who: Principal) -> Task:
 
 
 class ContainerHandlers:
-    def __init__(
-        self, apps: AppService, functions: FunctionService, calls: CallService, containers: ContainerService
-    ) -> None:
-        self._apps = apps
-        self._functions = functions
+    def __init__(self, calls: CallService, containers: ContainerService, inputs: ContainerInputs) -> None:
         self._calls = calls
         self._containers = containers
-
-    def _note_generation(self, task: Task) -> None:
-        if task.generation is None:
-            task.generation = self._functions.current_generation(task.function_id)
-
-    def _is_outdated(self, task: Task) -> bool:
-        return task.generation != self._functions.current_generation(task.function_id)
+        self._inputs = inputs
 
     async def ContainerHello(self, req: Any, who: Principal) -> Any:
-        task = _task(who)
-        self._note_generation(task)
+        self._inputs.hello(_task(who))
         return empty_pb2.Empty()
 
     async def ContainerHeartbeat(self, req: Any, who: Principal) -> Any:
@@ -54,30 +42,11 @@ class ContainerHandlers:
 
     async def FunctionGetInputs(self, req: Any, who: Principal) -> Any:
         task = _task(who)
-        if req.function_id != task.function_id:
-            raise PermissionDenied(f"This container runs {task.function_id}, not {req.function_id}")
-        self._note_generation(task)
-        self._containers.mark_running(task)
+        batch = await self._inputs.next_batch(task, req.function_id, req.batch_max_size, req.batch_linger_ms)
         resp = api_pb2.FunctionGetInputsResponse()
-        stale = self._is_outdated(task)
-        if task.state == TaskState.STOPPING or stale or not self._functions.is_runnable(task.function_id):
+        if batch.stop:
             resp.inputs.add(kill_switch=True)
-            return resp
-        spec = self._functions.spec(task.function_id)
-        batch = max(1, int(req.batch_max_size))
-        items = await self._calls.next_inputs(task.task_id, task.function_id, batch)
-        if items and self._is_outdated(task):
-            # The function was redeployed while this container waited: its inputs go to a new container.
-            self._calls.give_back(task.task_id, items)
-            resp.inputs.add(kill_switch=True)
-            return resp
-        if items and batch > len(items) and req.batch_linger_ms:
-            await asyncio.sleep(req.batch_linger_ms / 1000)
-            items += await self._calls.next_inputs(
-                task.task_id, task.function_id, batch - len(items), wait=False
-            )
-        for item in items:
-            task.inputs_served += 1
+        for item, final in batch.items:
             entry = resp.inputs.add(
                 input_id=item.input_id,
                 function_call_id=item.call.function_call_id,
@@ -86,10 +55,8 @@ class ContainerHandlers:
                 function_map_idx=item.idx,
             )
             entry.input.ParseFromString(item.payload)
-            if spec is not None and spec.max_inputs and task.inputs_served >= spec.max_inputs:
+            if final:
                 entry.input.final_input = True
-        if items:
-            self._containers.touch(task)
         return resp
 
     async def FunctionPutOutputs(self, req: Any, who: Principal) -> Any:
