@@ -57,8 +57,7 @@ def refusals(fn: Any, limits_refusal: str = "hard limits are not enforced") -> l
         out.append("network file systems are not supported")
     if fn.cloud_bucket_mounts or fn.s3_mounts:
         out.append("cloud bucket mounts are not supported yet")
-    if fn.webhook_config.type:
-        out.append("web endpoints are not served yet")
+    out += precreate_refusals(fn)  # web endpoints, on the function or on a class's methods
     if fn.HasField("schedule"):
         out.append("schedules (schedule=Cron/Period) are not run yet")
     if fn.is_server:
@@ -73,14 +72,12 @@ def refusals(fn: Any, limits_refusal: str = "hard limits are not enforced") -> l
         out.append("proxies are not supported")
     if fn.pty_info.pty_type:
         out.append("interactive shells (modal shell) are not supported yet")
-    for name, method in fn.method_definitions.items():
-        if method.webhook_config.type:
-            out.append(f"web endpoint method '{name}' is not served yet")
     return out
 
 
 def precreate_refusals(req: Any) -> list[str]:
-    """What a FunctionPrecreate request already shows Onshore cannot honour: refused before any image build.
+    """What a FunctionPrecreate request (or a definition: both carry these fields) shows Onshore cannot
+    honour: refused before any image build.
 
     The client precreates every function before it builds images; the rest of a definition (GPUs, volumes,
     schedules) comes with FunctionCreate, once the function's image is built.
