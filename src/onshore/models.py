@@ -80,6 +80,15 @@ class FunctionSpec:
 
 
 @dataclass
+class FunctionTarget:
+    """A live function the autoscaler keeps containers for: its id, its app and its settings."""
+
+    function_id: str
+    app_id: str
+    spec: FunctionSpec
+
+
+@dataclass
 class FunctionRecord:
     function_id: str
     app_id: str

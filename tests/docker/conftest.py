@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from onshore.runtimes.docker_engine import DockerEngine
+from onshore.runtimes.docker.engine import DockerEngine
 from tests.docker.daemon import (
     Dockerd,
     DockerdUnavailable,

@@ -9,7 +9,7 @@ from typing import Any
 
 import docker
 
-from onshore.runtimes.docker import server_labels
+from onshore.runtimes.docker.runtime import server_labels
 from tests.conftest import ServerProcess
 from tests.docker.daemon import Dockerd
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from onshore.runtimes.docker_engine import (
+from onshore.runtimes.docker.engine import (
     BuildError,
     ContextFile,
     DockerEngine,

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from onshore.runtimes.base import EXEC_TO_STDOUT, FD_STDERR, FD_STDOUT, ExecSpec, PtySize
-from onshore.runtimes.docker_engine import RunConfig
-from onshore.runtimes.docker_exec import DockerExec, start_docker_exec
+from onshore.runtimes.docker.engine import RunConfig
+from onshore.runtimes.docker.exec import DockerExec, start_docker_exec
 from tests.docker.conftest import Scratch
 
 pytestmark = pytest.mark.skipif(shutil.which("docker") is None, reason="no docker CLI on PATH (docker.io)")

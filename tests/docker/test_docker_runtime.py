@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from onshore.images.pythons import ClientPackages, linux_platform
-from onshore.runtimes.docker import LABEL_TASK, server_labels
+from onshore.runtimes.docker.runtime import LABEL_TASK, server_labels
 from onshore.runtimes.pyenv import installed_client_version
 from tests.conftest import REPO, ServerProcess, results, run_modal, run_python, wait_for, write_app
 from tests.docker.daemon import Dockerd

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from onshore.runtimes.cgroups import Cgroups
+from onshore.runtimes.process.cgroups import Cgroups
 from tests.conftest import ServerProcess, results, run_modal, write_app
 
 pytestmark = pytest.mark.skipif(

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from onshore.runtimes import sandbox
-from onshore.runtimes.cgroups import CgroupError, Cgroups
-from onshore.runtimes.sandbox import SandboxSpec
+from onshore.runtimes.process import sandbox
+from onshore.runtimes.process.cgroups import CgroupError, Cgroups
+from onshore.runtimes.process.sandbox import SandboxSpec
 
 MIB = 1 << 20
 HOG = "x = bytearray(512 << 20); print('survived')"  # touches every page of 512 MiB

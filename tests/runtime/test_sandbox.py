@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from onshore.runtimes import sandbox
-from onshore.runtimes.sandbox import Bind, SandboxError, SandboxSpec
+from onshore.runtimes.process import sandbox
+from onshore.runtimes.process.sandbox import Bind, SandboxError, SandboxSpec
 
 PYTHON = os.path.realpath(sys.executable)  # the host's interpreter, visible inside (the host fs shows)
 ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
@@ -403,7 +403,7 @@ def test_unprivileged_user_gets_a_userns_sandbox(shared_dir: Path) -> None:
         f"""
         import subprocess, sys
         from pathlib import Path
-        from onshore.runtimes import sandbox
+        from onshore.runtimes.process import sandbox
         support = sandbox.probe()
         if not support.available:
             print("unavailable:", support.reason)

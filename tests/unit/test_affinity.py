@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from onshore.runtimes.affinity import CorePinning, least_used, needs_more_cores
+from onshore.runtimes.process.affinity import CorePinning, least_used, needs_more_cores
 
 
 @pytest.mark.parametrize(

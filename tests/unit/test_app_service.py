@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from onshore.errors import Conflict, InvalidArgument, NotFound
+from onshore.events import Events
 from onshore.models import App, AppState
 from onshore.services.apps import AppService
 from onshore.services.clock import FakeClock
@@ -21,13 +22,14 @@ def _deploy(apps: AppService, app: App, name: str) -> App:
 
 async def test_a_deployment_replaces_the_last_one_of_its_name_and_keeps_a_history() -> None:
     clock = FakeClock()
-    apps = AppService(memory_store(), clock)
+    events = Events()
+    apps = AppService(memory_store(), clock, events=events)
     stopped: list[tuple[str, str]] = []
 
-    async def on_stop(app: App, reason: str) -> None:
+    async def on_stop(app: App, reason: str, failed: bool) -> None:
         stopped.append((app.app_id, reason))
 
-    apps.on_stop = on_stop
+    events.app_stopped.connect(on_stop)
     first = _deploy(apps, apps.create("", AppState.INITIALIZING, "main"), "web")
     assert (first.state, first.version, apps.deployed("web")) == (AppState.DEPLOYED, 1, first)
     again = _deploy(apps, first, "web")  # a redeploy of the same app bumps its version

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from onshore.errors import InvalidArgument, NotFound, PermissionDenied, Unavailable
+from onshore.events import Events
 from onshore.models import FunctionSpec, RetryPolicy
 from onshore.services.call_state import (
     INVOCATION_ASYNC,
@@ -41,11 +42,14 @@ class Harness:
         self.store = store or memory_store()
         self.clock = FakeClock()
         self.specs = {FN: FunctionSpec(tag="f", **spec_settings)}  # type: ignore[arg-type]
-        self.svc = CallService(self.store, self.specs.get, make_result, self.clock, input_wait_seconds=0.2)
+        events = Events()
+        self.svc = CallService(
+            self.store, self.specs.get, make_result, self.clock, input_wait_seconds=0.2, events=events
+        )
         self.demand_events: list[str] = []
         self.killed: list[tuple[str, str]] = []
-        self.svc.on_demand = self.demand_events.append
-        self.svc.kill_task = lambda task_id, reason: self.killed.append((task_id, reason))
+        events.demand_changed.connect(self.demand_events.append)
+        events.kill_task.connect(lambda task_id, reason: self.killed.append((task_id, reason)))
 
     def call(
         self, invocation_type: int = INVOCATION_SYNC, payloads: tuple[bytes, ...] = (b"in-0",)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from onshore.runtimes.cgroups import CPU_PERIOD_US, Cgroup, CgroupError
+from onshore.runtimes.process.cgroups import CPU_PERIOD_US, Cgroup, CgroupError
 
 
 def _fake(directory: Path, files: dict[str, str]) -> Path:

@@ -7,19 +7,19 @@ from pathlib import Path
 import pytest
 
 from onshore.images import dockerfile
-from onshore.images.docker_builder import (
+from onshore.images.model import BuildFailed, BuildFunction, BuildJob
+from onshore.models import ImageConfig
+from onshore.runtimes.docker.builder import (
     DockerBuilder,
     build_context,
     describe_failure,
     dockerfile_for,
     image_tag,
 )
-from onshore.images.docker_commit import cleanup_lines, placeholders, run_argv, step_env, steps
-from onshore.images.model import BuildFailed, BuildFunction, BuildJob
-from onshore.models import ImageConfig
-from onshore.runtimes.docker import exit_code, server_labels
-from onshore.runtimes.docker_engine import BuildError, ContextFile, DockerEngine, ExitStatus
-from onshore.runtimes.docker_exec import cli_host
+from onshore.runtimes.docker.commit import cleanup_lines, placeholders, run_argv, step_env, steps
+from onshore.runtimes.docker.engine import BuildError, ContextFile, DockerEngine, ExitStatus
+from onshore.runtimes.docker.exec import cli_host
+from onshore.runtimes.docker.runtime import exit_code, server_labels
 
 PARENT = ImageConfig(python_version="3.11.2", ref="sha256:" + "ab" * 32)
 

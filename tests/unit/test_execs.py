@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from onshore.errors import AlreadyExists, Conflict, InvalidArgument, NotFound, Unauthenticated
+from onshore.events import Events
 from onshore.models import FunctionSpec
 from onshore.runtimes.base import FD_STDERR, FD_STDOUT, ExecSpec, PtySize
 from onshore.runtimes.fake import FakeExec, FakeRuntime
@@ -38,8 +39,16 @@ class Harness:
             memory_store(), {FN: FunctionSpec(tag="f")}.get, lambda s, m: m.encode(), self.clock, 0.2
         )
         self.logs = LogService(self.clock)
+        events = Events()
         self.containers = ContainerService(
-            self.runtime, self.calls, self.logs, _plan, lambda s, m: m.encode(), self.clock, "unix:///x"
+            self.runtime,
+            self.calls,
+            self.logs,
+            _plan,
+            lambda s, m: m.encode(),
+            self.clock,
+            "unix:///x",
+            events=events,
         )
         self.tasks = TaskDirectory(self.containers, self.calls, self.logs, self.clock)
         self.execs = ExecService(self.runtime, self.tasks, self.clock)
@@ -48,7 +57,7 @@ class Harness:
             self.tasks.record_exit(task)
             self.execs.container_ended(task.task_id)
 
-        self.containers.on_exit = on_exit
+        events.container_exited.connect(on_exit)
 
     async def container(self) -> Task:
         task = self.containers.reserve(FN, APP)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from onshore.runtimes.container_fs import merge_layers
+from onshore.runtimes.process.container_fs import merge_layers
 
 
 def _layer(base: Path, name: str, files: dict[str, str]) -> Path:

@@ -6,8 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from onshore.images.process_builder import uv_install_argv
 from onshore.images.pythons import uv_binary
+from onshore.runtimes.process.builder import uv_install_argv
 from tests.indexes import simple_index
 
 SETTINGS = {

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 
 from onshore.background import Background
-from onshore.loops.autoscaler import Autoscaler, FunctionTarget
-from onshore.models import FunctionSpec
+from onshore.loops.autoscaler import Autoscaler
+from onshore.models import FunctionSpec, FunctionTarget
 from onshore.runtimes.fake import FakeRuntime
 from onshore.services.call_state import INVOCATION_SYNC, STATUS_SUCCESS, ContainerOutput
 from onshore.services.calls import CallService

@@ -5,20 +5,34 @@ from __future__ import annotations
 from modal_proto import api_pb2
 
 from onshore.protocol.functions import precreate_refusals, refusals
+from onshore.runtimes.base import Capabilities
 
 
 def test_hard_limits_refused_only_where_they_cannot_be_enforced() -> None:
     fn = api_pb2.Function(function_name="f")
     fn.resources.memory_mb = 64
     fn.resources.memory_mb_max = 256
-    refused = refusals(fn, "no cgroups here: not root")
+    without = Capabilities(memory_limits=False, limits_reason="no cgroups here: not root")
+    refused = refusals(fn, without)
     assert refused == [
         "hard memory/CPU limits ((request, limit) tuples) cannot be enforced: no cgroups here: not root"
     ]
-    assert refusals(fn, "") == []
+    assert refusals(fn, Capabilities(memory_limits=True, limits_reason="")) == []
     plain = api_pb2.Function(function_name="g")
     plain.resources.memory_mb = 64  # a request alone is always accepted
-    assert refusals(plain, "no cgroups here") == []
+    assert refusals(plain, without) == []
+
+
+def test_gpus_and_volumes_refused_where_the_backend_has_none() -> None:
+    fn = api_pb2.Function(function_name="f")
+    fn.resources.gpu_config.count = 1
+    fn.resources.gpu_config.gpu_type = "H100"
+    fn.volume_mounts.add(mount_path="/data", volume_id="vo-1")
+    assert refusals(fn, Capabilities()) == [
+        "GPUs (gpu=...) are not scheduled yet; GPU support comes with the scaling feature",
+        "volumes (volumes={...}) are not supported yet; they come with the storage feature",
+    ]
+    assert refusals(fn, Capabilities(gpus=True, volumes=True)) == []
 
 
 def test_web_endpoints_are_refused_at_precreate() -> None:

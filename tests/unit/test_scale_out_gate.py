@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from onshore.loops.autoscaler import Autoscaler, FunctionTarget
+from onshore.loops.autoscaler import Autoscaler
 from onshore.loops.hostcpu import ScaleOutGate, read_cpu_times, scale_up_allowance
-from onshore.models import FunctionSpec
+from onshore.models import FunctionSpec, FunctionTarget
 from onshore.services.clock import FakeClock
 from onshore.services.containers import TaskState
 

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from onshore.runtimes.process_spare import spare_program
+from onshore.runtimes.process.spare import spare_program
 
 
 def test_code_copied_in_after_start_is_imported_even_with_the_dirs_old_mtime(tmp_path: Path) -> None:

@@ -7,10 +7,11 @@ import sys
 from pathlib import Path
 
 from onshore.config import ServerConfig
+from onshore.runtimes.base import Backend, host_resources
 from onshore.runtimes.fake import FakeRuntime
-from onshore.runtimes.process import ProcessRuntime, _Proc
+from onshore.runtimes.process.runtime import ProcessRuntime, _Proc
+from onshore.runtimes.process.sandbox import SandboxError, SandboxSpec, Support
 from onshore.runtimes.pyenv import ClientEnvironments
-from onshore.runtimes.sandbox import SandboxError, SandboxSpec, Support
 from onshore.server import OnshoreServer
 from tests.unit.test_images import FakeBuilder
 
@@ -82,7 +83,8 @@ class _SocketWatchingRuntime(FakeRuntime):
 async def test_the_server_starts_spares_once_their_socket_exists(tmp_path: Path) -> None:
     data = tmp_path / "d"  # a short path: the API socket is made only under 100 characters
     runtime = _SocketWatchingRuntime(data / "sock" / "api.sock")
-    server = OnshoreServer(ServerConfig(data_dir=data, port=0), runtime=runtime, builder=FakeBuilder())
+    backend = Backend(runtime, FakeBuilder(), [host_resources()])
+    server = OnshoreServer(ServerConfig(data_dir=data, port=0), backend)
     assert server.socket_path is not None
     await server.start()
     try:

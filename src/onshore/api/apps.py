@@ -37,6 +37,16 @@ def lifecycle(app: App) -> Any:
     )
 
 
+# The client gave up on an error: what it was still building for the app is abandoned.
+_CLIENT_FAILURES = frozenset(
+    {
+        api_pb2.APP_DISCONNECT_REASON_LOCAL_EXCEPTION,
+        api_pb2.APP_DISCONNECT_REASON_DEPLOYMENT_EXCEPTION,
+        api_pb2.APP_DISCONNECT_REASON_REMOTE_EXCEPTION,
+    }
+)
+
+
 class AppHandlers:
     def __init__(
         self,
@@ -119,7 +129,8 @@ class AppHandlers:
         reason = "client disconnected"
         if req.reason:
             reason = enum_name(api_pb2.AppDisconnectReason, req.reason, "reason")
-        await self._apps.client_disconnected(req.app_id, reason.lower())
+        failed = req.reason in _CLIENT_FAILURES
+        await self._apps.client_disconnected(req.app_id, reason.lower(), failed)
         if self._apps.get(req.app_id).state == AppState.DETACHED:
             # The app runs on; the leaving client's log stream ends (`modal app logs` can follow it later).
             self._logs.release_followers(req.app_id)

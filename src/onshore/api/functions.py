@@ -15,15 +15,16 @@ from onshore.protocol.functions import (
     refusals,
     spec_from_definition,
 )
+from onshore.runtimes.base import Capabilities
 from onshore.services.apps import AppService
 from onshore.services.functions import FunctionService
 
 
 class FunctionHandlers:
-    def __init__(self, apps: AppService, functions: FunctionService, limits_refusal: str = "") -> None:
+    def __init__(self, apps: AppService, functions: FunctionService, capabilities: Capabilities) -> None:
         self._apps = apps
         self._functions = functions
-        self._limits_refusal = limits_refusal  # why hard limits cannot be enforced; "" when they can
+        self._capabilities = capabilities  # what the backend can do: the rest of a definition is refused
 
     def _metadata(self, function_id: str) -> Any:
         fn = self._functions.get(function_id)
@@ -68,7 +69,7 @@ class FunctionHandlers:
             existing,
             raw,
             spec_from_definition(definition),
-            refusals(definition, self._limits_refusal),
+            refusals(definition, self._capabilities),
         )
         return api_pb2.FunctionCreateResponse(
             function_id=fn.function_id,

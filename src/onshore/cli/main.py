@@ -28,7 +28,7 @@ def _data(args: argparse.Namespace) -> DataDir:
 
 
 def cmd_server(args: argparse.Namespace) -> int:
-    from onshore.runtimes.docker import EngineUnavailable
+    from onshore.runtimes.docker.runtime import EngineUnavailable
     from onshore.server import OnshoreServer
 
     data = _data(args)

@@ -59,6 +59,7 @@ class BuildJob:
     secret_env: dict[str, str] = field(default_factory=dict)  # the layer's secrets, for its RUN commands
     build_function: BuildFunction | None = None
     force: bool = False
+    runner: FunctionRunner | None = None  # runs build_function (the image service's)
 
 
 LogFn = Callable[[str], None]
@@ -86,12 +87,13 @@ class FunctionRunner(Protocol):
         payload: bytes,
         log_line: LogFn,
         *,
-        upper: Path | None = None,
+        target: object,
         commit: CommitFn | None = None,
     ) -> None:
-        """One of: `upper`, where every write of the container lands (the process runtime); `commit`, awaited
-        with the container's task id once the function succeeded and while the container still runs, to make
-        an image of its filesystem (the docker runtime). BuildFailed says why the function did not succeed."""
+        """`target`: what the builder's own runtime needs to set up the build container (it becomes
+        ContainerSpec.image_build: e.g. where every write lands); `commit`, when given, is awaited with the
+        container's task id once the function succeeded and while the container still runs, to make an image
+        of its filesystem. BuildFailed says why the function did not succeed."""
         ...
 
 

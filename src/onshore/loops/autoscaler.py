@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from onshore.background import Background
 from onshore.loops.base import Loop
 from onshore.loops.hostcpu import ScaleOutGate, scale_up_allowance
-from onshore.models import FunctionSpec
+from onshore.models import FunctionSpec, FunctionTarget
 from onshore.services.calls import CallService
 from onshore.services.clock import Clock
 from onshore.services.containers import ContainerService, TaskState
@@ -38,13 +38,6 @@ def desired_containers(sample: Sample, spec: FunctionSpec) -> int:
     if spec.max_containers > 0:
         desired = min(desired, spec.max_containers)
     return desired
-
-
-@dataclass
-class FunctionTarget:
-    function_id: str
-    app_id: str
-    spec: FunctionSpec
 
 
 TargetLookup = Callable[[str], "FunctionTarget | None"]

@@ -21,6 +21,7 @@ class Loop:
         self.interval = interval
         self._wake = asyncio.Event()
         self._stopping = False
+        self._task: asyncio.Task[None] | None = None
 
     async def run_once(self) -> None:
         raise NotImplementedError
@@ -31,6 +32,16 @@ class Loop:
     def stop(self) -> None:
         self._stopping = True
         self._wake.set()
+
+    def start(self) -> None:
+        """Run the loop in a task of its own, which close() ends and awaits."""
+        self._task = asyncio.create_task(self.run(), name=self.name)
+
+    async def close(self) -> None:
+        self.stop()
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
 
     async def run(self) -> None:
         while not self._stopping:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 from modal._serialization import serialize
 from modal_proto import api_pb2
@@ -45,13 +44,11 @@ class BuildFunctionRunner:
         payload: bytes,
         log_line: LogFn,
         *,
-        upper: Path | None = None,
+        target: object,
         commit: CommitFn | None = None,
     ) -> None:
-        """Run the function in a container that writes into `upper`, or that `commit` makes an image of once
-        the function succeeded (see FunctionRunner); BuildFailed says why it did not work."""
-        if (upper is None) == (commit is None):
-            raise BuildFailed("Image.run_function: its build container needs exactly one of upper and commit")
+        """Run the function in a build container that its runtime sets up as `target` says, and await
+        `commit` once the function succeeded (see FunctionRunner); BuildFailed says why it did not work."""
         fn = self._functions.get(function_id)
         spec = self._functions.definition_of(fn).spec
         self._functions.mark_image_builder(function_id)  # no other container may take its input
@@ -59,8 +56,7 @@ class BuildFunctionRunner:
             fn, api_pb2.FUNCTION_CALL_TYPE_UNARY, INVOCATION_SYNC, [(0, _input(payload))]
         )
         task = self._containers.reserve(function_id, fn.app_id)
-        task.build_upper = str(upper) if upper is not None else ""
-        task.build_commit = commit is not None
+        task.image_build = target
         log_line(f"running {spec.tag} in container {task.task_id}\n")
         try:
             await self._containers.launch(task)

@@ -7,6 +7,7 @@ from typing import Any
 from modal_proto import api_pb2
 
 from onshore.models import FunctionRecord, FunctionSpec, RetryPolicy
+from onshore.runtimes.base import Capabilities
 
 DEFAULT_SCALEDOWN_WINDOW = 60.0
 
@@ -45,13 +46,14 @@ def spec_from_definition(fn: Any) -> FunctionSpec:
     )
 
 
-def refusals(fn: Any, limits_refusal: str = "hard limits are not enforced") -> list[str]:
-    """Features in a definition that Onshore does not honour yet, each named with what is missing."""
+def refusals(fn: Any, can: Capabilities) -> list[str]:
+    """Features in a definition that Onshore (or its backend, `can`) does not honour, each named with what is
+    missing."""
     out: list[str] = []
     gpu = fn.resources.gpu_config
-    if gpu.count or gpu.gpu_type or gpu.type:
+    if (gpu.count or gpu.gpu_type or gpu.type) and not can.gpus:
         out.append("GPUs (gpu=...) are not scheduled yet; GPU support comes with the scaling feature")
-    if fn.volume_mounts:
+    if fn.volume_mounts and not can.volumes:
         out.append("volumes (volumes={...}) are not supported yet; they come with the storage feature")
     if fn.shared_volume_mounts:
         out.append("network file systems are not supported")
@@ -64,8 +66,9 @@ def refusals(fn: Any, limits_refusal: str = "hard limits are not enforced") -> l
         out.append("@modal.server apps are not supported yet")
     if fn._experimental_group_size > 0 or fn.i6pn_enabled:
         out.append("clustered functions (i6pn) are not supported")
-    if (fn.resources.memory_mb_max or fn.resources.milli_cpu_max) and limits_refusal:
-        out.append(f"hard memory/CPU limits ((request, limit) tuples) cannot be enforced: {limits_refusal}")
+    if (fn.resources.memory_mb_max or fn.resources.milli_cpu_max) and not can.memory_limits:
+        why = can.limits_reason
+        out.append(f"hard memory/CPU limits ((request, limit) tuples) cannot be enforced: {why}")
     if fn.block_network:
         out.append("block_network=True is not enforced yet")
     if fn.proxy_id:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from modal_proto import api_pb2
 
+from onshore.models import ImageConfig
 from onshore.protocol.functions import handle_metadata
 from onshore.services.apps import AppService
 from onshore.services.containers import LaunchPlan
 from onshore.services.functions import FunctionService
-from onshore.services.images import ImageService
 from onshore.services.mounts import MountService
 from onshore.services.secrets import SecretService
 
@@ -20,9 +22,9 @@ class Launcher:
         functions: FunctionService,
         mounts: MountService,
         secrets: SecretService,
-        images: ImageService,
+        image_config: Callable[[str], ImageConfig | None],
     ) -> None:
-        self._images = images
+        self._image_config = image_config
         self._apps = apps
         self._functions = functions
         self._mounts = mounts
@@ -72,7 +74,7 @@ class Launcher:
             code_dir=str(code_dir),
             client_version=self._mounts.client_version(list(definition.mount_ids)),
             env=self._secrets.env_for(list(definition.secret_ids)),
-            image=self._images.config_for(definition.image_id),
+            image=self._image_config(definition.image_id),
             memory_limit_mb=int(definition.resources.memory_mb_max),
             cpu_limit=definition.resources.milli_cpu_max / 1000.0,
         )

@@ -1,11 +1,14 @@
-"""The runtime interface: start, stop and observe containers; every runtime implements it."""
+"""The backend seam: the runtime interface (start, stop and observe containers) and what a backend is."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
+from onshore.images.model import Builder
 from onshore.models import ImageConfig
 
 FD_STDOUT = 1
@@ -23,13 +26,30 @@ ARGS_TARGET = "/onshore/container-arguments"
 PKG_TARGET = "/pkg"
 
 
+@dataclass(frozen=True)
+class Resources:
+    """What one node of a backend offers containers (a cluster lists one per node)."""
+
+    cpus: float
+    memory_mb: int
+    gpus: Mapping[str, int] = field(default_factory=dict)  # GPU type -> how many
+
+
 @dataclass
 class Capabilities:
-    gpus: bool = False
-    volumes: bool = False
+    """What a backend can do; the services read these instead of asking which backend it is."""
+
+    gpus: bool = False  # schedules containers onto GPUs (gpu=...)
+    volumes: bool = False  # mounts volumes into containers (volumes={...})
     memory_limits: bool = False
     limits_reason: str = "hard memory/CPU limits are not enforced by this runtime"  # why not, when not
-    custom_images: bool = False
+    # Runs images of a registry (FROM, Image.from_registry): add_python= then needs python-build-standalone.
+    registry_images: bool = False
+    # Containers share the server's own CPUs: past its core count, scale-out waits for CPU headroom.
+    shares_host_cpus: bool = False
+    # Containers may sit on a network that does not reach the HTTP port: blobs are also served on a unix
+    # socket beside the API's (BackendConfig.blob_socket).
+    blob_socket: bool = False
     max_containers: int = 8
 
 
@@ -45,10 +65,9 @@ class ContainerSpec:
     image: ImageConfig | None = None  # None: the default image (the host's Python, as the server runs it)
     memory_limit_mb: int = 0  # a hard limit: over it the container is killed (0: none)
     cpu_limit: float = 0.0  # a hard limit in cores (0: none)
-    build_upper: str = ""  # Image.run_function: every filesystem write lands here, to become an image layer
-    # Image.run_function on a runtime that commits the container itself as the layer (the docker runtime): its
-    # config then holds none of the container's settings (the env reaches its process another way).
-    build_commit: bool = False
+    # An Image.run_function container: what its backend's builder asked of it (where its writes go, or that
+    # it is committed). Only the runtime of that backend reads it; None for every other container.
+    image_build: object | None = None
 
 
 # Where an exec'd command's stdout/stderr go: kept for readers, dropped, or (stderr only) merged into stdout.
@@ -120,3 +139,52 @@ class Runtime(Protocol):
 
     def running(self) -> list[str]: ...
     async def shutdown(self) -> None: ...
+
+
+@dataclass
+class BackendConfig:
+    """What the composition root tells a backend's build(): the server's paths, URLs and options."""
+
+    root: Path  # the server's data dir: each backend keeps its files in folders of its own below it
+    max_containers: int
+    container_url: str  # where containers reach the API (a unix socket URL where there is one)
+    http_url: str  # the server's HTTP port (blobs)
+    blob_socket: str = ""  # the name of the unix socket beside the API's that serves blobs too ("": none)
+    hidden: list[Path] = field(default_factory=list)  # what containers and builds must not see
+    isolation: str = "auto"  # "none": no namespaces (onshore server --isolation none)
+    docker_host: str = ""  # the docker backend's engine ("": the environment's, e.g. DOCKER_HOST)
+    docker_network: str = ""
+
+
+@dataclass
+class Backend:
+    """One way of running containers and building their images, as its package's build(config) makes it."""
+
+    runtime: Runtime
+    builder: Builder
+    nodes: list[Resources]  # what each node offers containers (one entry on a single machine)
+    # Awaited in order by the server's start (before it serves) and in reverse order by its stop.
+    starts: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    closes: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.runtime.name
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self.runtime.capabilities
+
+    @property
+    def cpus(self) -> float:
+        return sum(node.cpus for node in self.nodes)
+
+
+def host_resources() -> Resources:
+    """This machine's CPUs (those this process may run on) and memory."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (1024 * 1024)
+    except (ValueError, OSError):
+        memory = 0
+    return Resources(cpus=float(cpus), memory_mb=int(memory))

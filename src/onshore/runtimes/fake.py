@@ -5,14 +5,13 @@ from __future__ import annotations
 import asyncio
 
 from onshore.errors import NotFound
+from onshore.events import ExitSink, LogSink
 from onshore.runtimes.base import (
     FD_STDERR,
     FD_STDOUT,
     Capabilities,
     ContainerSpec,
     ExecSpec,
-    ExitSink,
-    LogSink,
 )
 
 

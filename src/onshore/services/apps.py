@@ -5,11 +5,11 @@ from __future__ import annotations
 import copy
 import logging
 import re
-from collections.abc import Awaitable, Callable
 
 from onshore import ids
 from onshore.background import Background
 from onshore.errors import Conflict, InvalidArgument, NotFound, quoted
+from onshore.events import Events
 from onshore.models import LIVE_APP_STATES, App, AppState, DeploymentRecord
 from onshore.services.clock import Clock
 from onshore.store.base import AppStore
@@ -18,17 +18,20 @@ log = logging.getLogger("onshore.apps")
 
 _NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._-]{0,63}$")
 
-StopHook = Callable[[App, str], Awaitable[None]]
-
 
 class AppService:
-    def __init__(self, store: AppStore, clock: Clock, background: Background | None = None) -> None:
+    def __init__(
+        self,
+        store: AppStore,
+        clock: Clock,
+        background: Background | None = None,
+        events: Events | None = None,
+    ) -> None:
         self._store = store
         self._background = background or Background("apps")
         self._clock = clock
         self._apps: dict[str, App] = {app.app_id: app for app in store.list_apps()}
-        # Called when an app stops, to stop its containers and end its log streams.
-        self.on_stop: StopHook | None = None
+        self._events = events or Events()  # app_stopped: its calls, containers and log streams end
 
     # ---------------------------------------------------------------- queries
     def get(self, app_id: str) -> App:
@@ -124,7 +127,8 @@ class AppService:
             self._stop_now(replaced, f"replaced by deployment {app_id}")
         return app
 
-    async def stop(self, app_id: str, reason: str) -> App:
+    async def stop(self, app_id: str, reason: str, failed: bool = False) -> App:
+        """Stop the app; `failed`: its client gave up on an error (what it was building is abandoned)."""
         app = self.get(app_id)
         if app.state == AppState.STOPPED:
             return app
@@ -133,17 +137,16 @@ class AppService:
         app.stopped_at = self._clock.now()
         self._save(app, before)
         log.info("app %s (%s) stopped: %s", app_id, app.name or app.description, reason)
-        if self.on_stop is not None:
-            await self.on_stop(app, reason)
+        await self._events.app_stopped.emit(app, reason, failed)
         return app
 
     def _stop_now(self, app: App, reason: str) -> None:
         self._background.spawn(self.stop(app.app_id, reason), f"stop app {app.app_id}")
 
-    async def client_disconnected(self, app_id: str, reason: str) -> None:
+    async def client_disconnected(self, app_id: str, reason: str, failed: bool = False) -> None:
         app = self.get(app_id)
         if app.state in (AppState.EPHEMERAL, AppState.INITIALIZING):
-            await self.stop(app_id, reason)
+            await self.stop(app_id, reason, failed)
 
     def expired(self, timeout: float) -> list[App]:
         """Ephemeral apps whose client stopped heartbeating."""

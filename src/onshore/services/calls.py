@@ -16,6 +16,7 @@ from typing import cast
 
 from onshore import ids
 from onshore.errors import InvalidArgument, NotFound, PermissionDenied, Unavailable
+from onshore.events import Events
 from onshore.models import CallRecord, FunctionSpec, OutputRecord, StoredInput
 from onshore.services.call_state import (
     INVOCATION_ASYNC,
@@ -49,6 +50,7 @@ class CallService:
         make_result: ResultFactory,
         clock: Clock,
         input_wait_seconds: float = 25.0,
+        events: Events | None = None,
     ) -> None:
         self._store = store
         self._specs = specs
@@ -63,9 +65,7 @@ class CallService:
         # Ends of inputs the store could not record yet: (input, status, result, its task, its attempt).
         self._unrecorded: collections.deque[tuple[PendingInput, int, bytes, str, int]] = collections.deque()
         self._unrecorded_delay = 1.0
-        # Hooks wired by the composition root.
-        self.on_demand: Callable[[str], None] = lambda function_id: None
-        self.kill_task: Callable[[str, str], None] = lambda task_id, reason: None
+        self._events = events or Events()
 
     # ---------------------------------------------------------------- queries used by the autoscaler
     def demand(self, function_id: str) -> tuple[int, int]:
@@ -145,7 +145,7 @@ class CallService:
         queue = self._queues[call.function_id]
         for item in created:
             queue.offer(item)
-        self.on_demand(call.function_id)
+        self._events.demand_changed.emit(call.function_id)
         return created
 
     def retry_inputs(self, call: CallState, items: list[tuple[str, bytes, int]]) -> list[PendingInput]:
@@ -169,7 +169,7 @@ class CallService:
             self._inputs[input_id] = item
             self._queues[call.function_id].offer(item)
             requeued.append(item)
-        self.on_demand(call.function_id)
+        self._events.demand_changed.emit(call.function_id)
         return requeued
 
     def finish_inputs(self, call: CallState, num_inputs: int) -> None:
@@ -260,7 +260,8 @@ class CallService:
                 continue
             if item.task_id:
                 if terminate_containers:
-                    self.kill_task(item.task_id, f"function call {call.function_call_id} was cancelled")
+                    reason = f"function call {call.function_call_id} was cancelled"
+                    self._events.kill_task.emit(item.task_id, reason)
                 else:
                     self._task_cancels[item.task_id].append(item.input_id)
             else:
@@ -328,7 +329,7 @@ class CallService:
             item.task_id = ""
             queue.offer(item, front=True)
         if items:
-            self.on_demand(items[0].call.function_id)
+            self._events.demand_changed.emit(items[0].call.function_id)
 
     def put_outputs(self, task_id: str, outputs: list[ContainerOutput]) -> None:
         for out in outputs:
@@ -394,7 +395,7 @@ class CallService:
         log.info("input %s on %s timed out after %ss", item.input_id, task_id, seconds)
         self._finish_in_background(item, STATUS_TIMEOUT, self._make_result(STATUS_TIMEOUT, message))
         if task_id:
-            self.kill_task(task_id, f"an input ran past its timeout of {seconds}s")
+            self._events.kill_task.emit(task_id, f"an input ran past its timeout of {seconds}s")
 
     def _finish(
         self,
@@ -509,7 +510,7 @@ class CallService:
         if item.done:
             return
         self._queues[item.call.function_id].offer(item, front=True)
-        self.on_demand(item.call.function_id)
+        self._events.demand_changed.emit(item.call.function_id)
 
     # ---------------------------------------------------------------- generator data
     def put_data_out(self, call: CallState, chunks: list[tuple[int, bytes]]) -> None:
@@ -575,7 +576,7 @@ class CallService:
                 failed += 1
         for function_id in list(self._queues):
             if self._queues[function_id].pending:
-                self.on_demand(function_id)
+                self._events.demand_changed.emit(function_id)
         return requeued, failed
 
     def validate_new_inputs(self, count: int) -> None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from onshore import ids
 from onshore.background import Background
 from onshore.errors import Unauthenticated
+from onshore.events import Events
 from onshore.models import ImageConfig
 from onshore.runtimes.base import FD_INFO, ContainerSpec, Runtime
 from onshore.services.call_state import STATUS_FAILURE
@@ -50,14 +51,13 @@ class Task:
     finished_at: float = 0.0
     draining: bool = False  # STOPPING after its current inputs (a graceful stop); a stop() still ends it
     requeue_inputs: bool = False  # inputs in flight when it ends run again elsewhere instead of failing
-    build_upper: str = ""  # an Image.run_function container: where its filesystem writes go
-    build_commit: bool = False  # an Image.run_function container whose filesystem its build commits
+    image_build: object | None = None  # an Image.run_function container: see ContainerSpec.image_build
     ready: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def builds_image(self) -> bool:
         """An Image.run_function container: the image build that started it owns it."""
-        return bool(self.build_upper) or self.build_commit
+        return self.image_build is not None
 
 
 @dataclass
@@ -100,6 +100,7 @@ class ContainerService:
         server_url: str,
         stop_grace: float = 5.0,
         background: Background | None = None,
+        events: Events | None = None,
     ) -> None:
         self._runtime = runtime
         self._background = background or Background("containers")
@@ -113,10 +114,8 @@ class ContainerService:
         self.tasks: dict[str, Task] = {}
         self._start_failures: dict[str, int] = {}
         self.shutting_down = False
-        # Told of every container that ended (after its state, exit code and end time are set).
-        self.on_exit: Callable[[Task], None] = lambda task: None
+        self._events = events or Events()
         runtime.bind(self._on_log, self._on_exit)
-        calls.kill_task = self.kill
 
     # ---------------------------------------------------------------- identity
     def authenticate(self, task_id: str, secret: str) -> Task:
@@ -169,8 +168,7 @@ class ContainerService:
                 image=plan.image,
                 memory_limit_mb=plan.memory_limit_mb,
                 cpu_limit=plan.cpu_limit,
-                build_upper=task.build_upper,
-                build_commit=task.build_commit,
+                image_build=task.image_build,
             )
             task.pid = await self._runtime.start(spec)
         except Exception as exc:
@@ -258,7 +256,7 @@ class ContainerService:
         task.exit_code = rc
         task.finished_at = self._clock.now()
         task.ready.set()
-        self.on_exit(task)
+        self._events.container_exited.emit(task)
         how = detail or describe_exit(rc)
         if self.shutting_down:
             log.info("container %s %s during shutdown", task_id, how)
@@ -280,4 +278,4 @@ class ContainerService:
                 task.function_id, f"Containers for this function {how} before they could run any input"
             )
         # The function may still have work queued: let the autoscaler see the change.
-        self._calls.on_demand(task.function_id)
+        self._events.demand_changed.emit(task.function_id)

@@ -6,8 +6,7 @@ import hashlib
 
 from onshore import ids
 from onshore.errors import InvalidArgument, NotFound, PermissionDenied, Unimplemented
-from onshore.loops.autoscaler import FunctionTarget
-from onshore.models import LIVE_APP_STATES, ClassRecord, FunctionRecord, FunctionSpec
+from onshore.models import LIVE_APP_STATES, ClassRecord, FunctionRecord, FunctionSpec, FunctionTarget
 from onshore.services.apps import AppService
 from onshore.services.clock import Clock
 from onshore.store.base import FunctionStore

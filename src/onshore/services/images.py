@@ -13,7 +13,14 @@ from onshore import ids
 from onshore.errors import Conflict, InvalidArgument, NotFound, OnshoreError, Unavailable, quoted
 from onshore.images import dockerfile
 from onshore.images.buildlog import BuildLogs, LogEntry
-from onshore.images.model import Builder, BuildFailed, BuildJob, LayerRequest, content_hash
+from onshore.images.model import (
+    Builder,
+    BuildFailed,
+    BuildJob,
+    FunctionRunner,
+    LayerRequest,
+    content_hash,
+)
 from onshore.models import ImageConfig, ImageRecord
 from onshore.services.clock import Clock
 from onshore.store.base import ImageStore
@@ -42,10 +49,31 @@ class ImageInputs:
     app_live: Callable[[str], bool] = lambda app_id: True  # whether an app may still use what it builds
 
 
+def image_config(store: ImageStore, image_id: str) -> ImageConfig | None:
+    """The config containers of this image run with; None for an image without one (an old server's)."""
+    if not image_id:
+        return None
+    record = store.get_image(image_id)
+    if record is None:
+        raise NotFound(f"Image {image_id} not found")
+    if record.status != READY:
+        raise InvalidArgument(f"Image {image_id} is not built ({record.status}): {record.error}")
+    return record.config
+
+
 class ImageService:
-    def __init__(self, store: ImageStore, builder: Builder, inputs: ImageInputs, clock: Clock) -> None:
+    def __init__(
+        self,
+        store: ImageStore,
+        builder: Builder,
+        inputs: ImageInputs,
+        clock: Clock,
+        runner: FunctionRunner | None = None,
+    ) -> None:
+        """runner: runs the functions of Image.run_function layers (None: such layers fail to build)."""
         self._store = store
         self._builder = builder
+        self._runner = runner
         self._inputs = inputs
         self._clock = clock
         self.logs = BuildLogs()
@@ -73,13 +101,7 @@ class ImageService:
         return record
 
     def config_for(self, image_id: str) -> ImageConfig | None:
-        """The config containers of this image run with; None for an image without one (an old server's)."""
-        if not image_id:
-            return None
-        record = self.get(image_id)
-        if record.status != READY:
-            raise InvalidArgument(f"Image {image_id} is not built ({record.status}): {record.error}")
-        return record.config
+        return image_config(self._store, image_id)
 
     # ---------------------------------------------------------------- get or create
     def get_or_create(self, request: LayerRequest) -> ImageRecord:
@@ -131,6 +153,7 @@ class ImageService:
             build_args=dict(request.build_args),
             build_function=request.build_function,
             force=request.force_build,
+            runner=self._runner,
         )
         self._builds[record.image_id] = asyncio.get_running_loop().create_task(
             self._build(record, job, request)

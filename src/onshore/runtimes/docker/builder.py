@@ -12,11 +12,11 @@ import uuid
 from collections.abc import Mapping
 from pathlib import Path
 
-from onshore.images.docker_commit import Committed, Committer, SecretLayer, cleanup_lines
 from onshore.images.dockerfile import Instruction
-from onshore.images.model import BuildFailed, BuildJob, FunctionRunner, LogFn
+from onshore.images.model import BuildFailed, BuildJob, LogFn
 from onshore.models import ImageConfig
-from onshore.runtimes.docker_engine import (
+from onshore.runtimes.docker.commit import COMMIT_BUILD, Committed, Committer, SecretLayer, cleanup_lines
+from onshore.runtimes.docker.engine import (
     BuildError,
     ContextFile,
     DockerEngine,
@@ -100,14 +100,17 @@ class DockerBuilder:
 
     name = "docker"
 
-    def __init__(self, engine: DockerEngine, labels: Mapping[str, str] | None = None) -> None:
-        """labels: put on the containers the builder runs (e.g. the server's, so leftovers can be found)."""
+    def __init__(
+        self,
+        engine: DockerEngine,
+        labels: Mapping[str, str] | None = None,
+        committer: Committer | None = None,
+    ) -> None:
+        """labels: put on the containers the builder runs (e.g. the server's, so leftovers can be found).
+        committer: makes an image of an Image.run_function container (the docker runtime)."""
         self._engine = engine
         self._labels = dict(labels or {})
-        # Image.run_function: runs the function in a container, which the committer makes an image of. Both
-        # are set by the composition root.
-        self.function_runner: FunctionRunner | None = None
-        self.committer: Committer | None = None
+        self.committer = committer
 
     async def build(self, job: BuildJob, log: LogFn) -> ImageConfig:
         dockerfile = dockerfile_for(job)
@@ -161,7 +164,7 @@ class DockerBuilder:
         instructions on it, with the empty mount points of the container's binds removed."""
         build = job.build_function
         assert build is not None
-        if self.function_runner is None or self.committer is None or not build.function_id:
+        if job.runner is None or self.committer is None or not build.function_id:
             raise BuildFailed("Image.run_function: the build function was not created")
         if job.parent is None:
             raise BuildFailed("Image.run_function needs a base image to run the function on")
@@ -171,7 +174,7 @@ class DockerBuilder:
             made.append(await committer.commit(task_id, f"Image.run_function layer {job.image_id}"))
 
         try:
-            await self.function_runner.run(build.function_id, build.input, log, commit=commit)
+            await job.runner.run(build.function_id, build.input, log, target=COMMIT_BUILD, commit=commit)
             if not made:
                 raise BuildFailed("Image.run_function: its container was not committed")
             committed = made[0]

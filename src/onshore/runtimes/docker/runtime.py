@@ -17,7 +17,7 @@ from pathlib import Path
 
 from onshore.config import DEFAULT_DOCKER_NETWORK
 from onshore.errors import Conflict, NotFound
-from onshore.images.docker_commit import Committed, placeholders
+from onshore.events import ExitSink, LogSink
 from onshore.images.model import BuildFailed
 from onshore.images.pythons import ClientPackages, PythonFinder, linux_platform
 from onshore.models import ImageConfig
@@ -28,17 +28,16 @@ from onshore.runtimes.base import (
     ContainerSpec,
     ExecProcess,
     ExecSpec,
-    ExitSink,
-    LogSink,
 )
-from onshore.runtimes.docker_engine import (
+from onshore.runtimes.docker.commit import CommitBuild, Committed, placeholders
+from onshore.runtimes.docker.engine import (
     DockerEngine,
     DockerError,
     ExitStatus,
     NotFoundError,
     RunConfig,
 )
-from onshore.runtimes.docker_exec import start_docker_exec
+from onshore.runtimes.docker.exec import start_docker_exec
 from onshore.runtimes.pyenv import installed_client_version
 
 log = logging.getLogger("onshore.runtime.docker")
@@ -178,7 +177,11 @@ class DockerRuntime:
         blobs: (the server's blob URL, e.g. http://127.0.0.1:8001; the name of the unix socket next to the
         server's API socket that serves the same), for containers on a network other than the host's."""
         self.capabilities = Capabilities(
-            custom_images=True, memory_limits=True, limits_reason="", max_containers=max_containers
+            registry_images=True,
+            memory_limits=True,
+            limits_reason="",
+            blob_socket=blobs is not None,
+            max_containers=max_containers,
         )
         self._engine = engine
         self._state_dir = state_dir
@@ -287,7 +290,7 @@ class DockerRuntime:
     async def start(self, spec: ContainerSpec) -> int:
         if self._closed:
             raise Conflict("The server is stopping: no new containers")
-        if spec.build_upper:
+        if spec.image_build is not None and not isinstance(spec.image_build, CommitBuild):
             raise Conflict("The docker runtime builds Image.run_function layers by committing the container")
         image = self._image(spec)
         version = spec.client_version or installed_client_version()
@@ -343,7 +346,7 @@ class DockerRuntime:
             nano_cpus=int(spec.cpu_limit * 1e9) if spec.cpu_limit else None,
             files=files,
         )
-        build_env = self._as_build_container(config, spec.task_id) if spec.build_commit else None
+        build_env = self._as_build_container(config, spec.task_id) if spec.image_build is not None else None
         try:
             cid = await self._run(config)
         except BaseException:

@@ -10,11 +10,19 @@ from pathlib import Path
 
 from onshore.models import ImageConfig
 from onshore.runtimes.base import ARGS_TARGET, PKG_TARGET
-from onshore.runtimes.sandbox import Bind, SandboxSpec
+from onshore.runtimes.process.sandbox import Bind, SandboxSpec
 
 # Where a container finds the server's socket and its ContainerArguments file.
 SOCKET_TARGET = "/onshore/api.sock"
 SPARE_IO = "/onshore/io"  # a spare's own dir for the files of the container it becomes
+
+
+@dataclass(frozen=True)
+class BuildUpper:
+    """ContainerSpec.image_build of an Image.run_function container: every filesystem write lands in `path`,
+    which becomes the image layer."""
+
+    path: Path
 
 
 def _is_under(path: Path, parents: list[Path]) -> bool:

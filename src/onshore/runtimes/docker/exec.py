@@ -12,7 +12,7 @@ from pathlib import Path
 
 from onshore.errors import Conflict
 from onshore.runtimes.base import ExecProcess, ExecSpec
-from onshore.runtimes.docker_engine import DockerEngine, DockerError
+from onshore.runtimes.docker.engine import DockerEngine, DockerError
 from onshore.runtimes.host_exec import ExecTarget, start_exec
 
 log = logging.getLogger("onshore.runtime.docker")

@@ -22,7 +22,7 @@ import requests.exceptions
 from docker.types import Mount
 from docker.utils import kwargs_from_env
 
-from onshore.runtimes.docker_types import (
+from onshore.runtimes.docker.specs import (
     ContainerState,
     ContextFile,
     ExecResult,
@@ -132,6 +132,11 @@ class DockerEngine:
         """The engine's version, e.g. "20.10.24+dfsg1"; DockerError when the engine does not answer."""
         version = await self._call("ping", lambda api: api.version())
         return str(version.get("Version", "unknown"))
+
+    async def resources(self) -> tuple[int, int]:
+        """The engine's machine: (CPUs, memory in MiB); DockerError when the engine does not answer."""
+        info = await self._call("info", lambda api: api.info())
+        return int(info.get("NCPU", 0) or 0), int(info.get("MemTotal", 0) or 0) // (1024 * 1024)
 
     async def build(
         self,

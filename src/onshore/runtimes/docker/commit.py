@@ -14,7 +14,7 @@ from typing import Protocol
 from onshore.images import dockerfile
 from onshore.images.dockerfile import Instruction
 from onshore.images.model import BuildFailed, BuildJob, LogFn
-from onshore.runtimes.docker_engine import (
+from onshore.runtimes.docker.engine import (
     BUILD_OUTPUT_TAIL_LINES,
     ContextFile,
     DockerEngine,
@@ -32,6 +32,15 @@ _REMOVE = (
     "import os, sys; [os.rmdir(p) if os.path.isdir(p) and not os.path.islink(p) else os.remove(p) "
     "for p in sys.argv[1:]]"
 )
+
+
+@dataclass(frozen=True)
+class CommitBuild:
+    """ContainerSpec.image_build of an Image.run_function container that its build commits as the layer: its
+    config then holds none of the container's settings (its env reaches its process another way)."""
+
+
+COMMIT_BUILD = CommitBuild()
 
 
 @dataclass

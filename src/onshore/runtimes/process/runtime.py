@@ -22,10 +22,9 @@ from pathlib import Path
 
 from onshore.background import Background
 from onshore.errors import Conflict, NotFound
+from onshore.events import ExitSink, LogSink
 from onshore.images.pythons import ClientPackages
 from onshore.models import ImageConfig
-from onshore.runtimes import sandbox
-from onshore.runtimes.affinity import CorePinning
 from onshore.runtimes.base import (
     FD_STDERR,
     FD_STDOUT,
@@ -33,15 +32,15 @@ from onshore.runtimes.base import (
     ContainerSpec,
     ExecProcess,
     ExecSpec,
-    ExitSink,
-    LogSink,
 )
-from onshore.runtimes.cgroups import Cgroup, Cgroups
-from onshore.runtimes.container_fs import ContainerLayout, merge_layers
 from onshore.runtimes.host_exec import ExecTarget, start_exec
-from onshore.runtimes.process_spare import IMAGE_SPARE_KINDS, SPARE_ATTEMPTS, SPARE_PROGRAM
+from onshore.runtimes.process import sandbox
+from onshore.runtimes.process.affinity import CorePinning
+from onshore.runtimes.process.cgroups import Cgroup, Cgroups
+from onshore.runtimes.process.container_fs import BuildUpper, ContainerLayout, merge_layers
+from onshore.runtimes.process.sandbox import SandboxSpec, Support, sandbox_target
+from onshore.runtimes.process.spare import IMAGE_SPARE_KINDS, SPARE_ATTEMPTS, SPARE_PROGRAM
 from onshore.runtimes.pyenv import ClientEnvironments, client_package_dir, installed_client_version
-from onshore.runtimes.sandbox import SandboxSpec, Support, sandbox_target
 
 log = logging.getLogger("onshore.runtime.process")
 
@@ -137,7 +136,7 @@ class ProcessRuntime:
         # Containers run in Linux namespaces where the host allows it (sandbox.probe()), else as processes.
         self._sandbox = sandbox or Support("none", "not probed")
         self._hidden = hidden or []
-        self.capabilities = Capabilities(max_containers=max_containers)
+        self.capabilities = Capabilities(max_containers=max_containers, shares_host_cpus=True)
         # Hard memory/CPU limits need cgroups the server can write to.
         self._cgroups = cgroups
         if cgroups is not None:
@@ -267,7 +266,7 @@ class ProcessRuntime:
         self, spec: ContainerSpec, image: ImageConfig, python: str, pkg: Path | None
     ) -> tuple[str, ...]:
         """What a spare for this container must share with it; () when spares cannot serve it."""
-        if spec.build_upper or spec.memory_limit_mb or spec.cpu_limit:
+        if spec.image_build is not None or spec.memory_limit_mb or spec.cpu_limit:
             return ()
         if _mounts_outside_root(spec):
             return ()  # a spare's layers are fixed when it starts; these files need a layer of their own
@@ -392,8 +391,8 @@ class ProcessRuntime:
         cgroup = self._cgroup(spec)
         # The sandbox's init puts itself in the cgroup before anything of the container runs.
         box = layout.spec(env, cgroup.procs_files if cgroup is not None else [])
-        if spec.build_upper:  # Image.run_function: what it writes becomes an image layer
-            box.upper = Path(spec.build_upper)
+        if isinstance(spec.image_build, BuildUpper):  # Image.run_function: its writes become an image layer
+            box.upper = spec.image_build.path
         try:
             argv = [python, "-m", "modal._container_entrypoint"]
             scratch = self._state_dir / "sandboxes" / spec.task_id
@@ -419,9 +418,9 @@ class ProcessRuntime:
 
     async def start(self, spec: ContainerSpec) -> int:
         image = spec.image
-        if spec.build_commit:
-            raise Conflict("The process runtime cannot commit a container: it builds layers with build_upper")
-        if spec.build_upper and not self._sandbox.available:
+        if spec.image_build is not None and not isinstance(spec.image_build, BuildUpper):
+            raise Conflict("The process runtime builds Image.run_function layers from the container's writes")
+        if spec.image_build is not None and not self._sandbox.available:
             raise Conflict(f"Image.run_function needs Linux namespaces: {self._sandbox.reason}")
         if self._sandbox.available:  # every container runs in its own namespaces
             boxed = await self._start_sandboxed(spec, image or ImageConfig())

@@ -1,7 +1,7 @@
 """The sandbox's init program: enters namespaces, mounts the planned filesystem, runs one command as pid 1.
 
 Run as `python -I -S sandbox_init.py CONFIG` (standard library only: it must not import the server's
-packages). CONFIG is the JSON plan that onshore.runtimes.sandbox.command() wrote; this file reads and
+packages). CONFIG is the JSON plan that onshore.runtimes.process.sandbox.command() wrote; this file reads and
 deletes it. Three processes take part:
 
   host process (the one spawned)  joins the cgroups, creates the user namespace (userns mode) and the pid

@@ -19,9 +19,9 @@ from onshore.images.dockerfile import Instruction
 from onshore.images.model import BuildFailed, BuildFunction, BuildJob, FunctionRunner, LogFn
 from onshore.images.pythons import PythonFinder, uv_binary
 from onshore.models import ImageConfig
-from onshore.runtimes import sandbox
-from onshore.runtimes.container_fs import interpreter_binds
-from onshore.runtimes.sandbox import Bind, SandboxError, SandboxSpec, Support
+from onshore.runtimes.process import sandbox
+from onshore.runtimes.process.container_fs import BuildUpper, interpreter_binds
+from onshore.runtimes.process.sandbox import Bind, SandboxError, SandboxSpec, Support
 
 
 def host_python_version() -> str:
@@ -109,7 +109,6 @@ class ProcessBuilder:
         self._pythons = pythons
         self._sandbox = sandbox or Support("none", "not probed")
         self._hidden = hidden or []
-        self.function_runner: FunctionRunner | None = None  # set by the composition root
 
     async def build(self, job: BuildJob, log: LogFn) -> ImageConfig:
         # A dir per build: a rebuild (force_build) never changes files under running containers or spares.
@@ -117,7 +116,7 @@ class ProcessBuilder:
         layer.mkdir(parents=True)
         try:
             build = _LayerBuild(job, layer, self._pythons, log)
-            build.sandbox, build.hidden, build.runner = self._sandbox, self._hidden, self.function_runner
+            build.sandbox, build.hidden, build.runner = self._sandbox, self._hidden, job.runner
             return await build.run()
         except BaseException:
             await asyncio.to_thread(_remove, layer)
@@ -261,7 +260,7 @@ class _LayerBuild:
         if self.runner is None or not build.function_id:
             raise BuildFailed("Image.run_function: the build function was not created")
         self.rootfs.mkdir(exist_ok=True)
-        await self.runner.run(build.function_id, build.input, self.log, upper=self.rootfs)
+        await self.runner.run(build.function_id, build.input, self.log, target=BuildUpper(self.rootfs))
 
     async def run_sandboxed(self, ins: Instruction, argv: list[str]) -> None:
         """A RUN command in a BUILD-mode sandbox: what it writes becomes this layer's files."""

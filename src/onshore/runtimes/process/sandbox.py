@@ -44,7 +44,7 @@ from typing import Any, Literal
 
 from onshore.errors import Conflict, NotFound
 from onshore.runtimes.host_exec import ExecTarget
-from onshore.runtimes.sandbox_init import SETUP_FAILED, remove_tree
+from onshore.runtimes.process.sandbox_init import SETUP_FAILED, remove_tree
 
 Mechanism = Literal["root", "userns"]
 INIT_PROGRAM = Path(__file__).with_name("sandbox_init.py")
