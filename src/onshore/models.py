@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import Protocol
 
 
 class AppState(enum.Enum):
@@ -15,6 +16,21 @@ class AppState(enum.Enum):
 
 
 LIVE_APP_STATES = (AppState.INITIALIZING, AppState.EPHEMERAL, AppState.DETACHED, AppState.DEPLOYED)
+
+
+class Encodable(Protocol):
+    """A decoded protobuf message: what a request held, passed on as it is."""
+
+    def SerializeToString(self, *, deterministic: bool = ...) -> bytes: ...
+
+
+# An input or a result on its way from one RPC to another: the message the sender's request held (the hot path
+# hands it on without encoding and decoding it again), or its encoding (what the store keeps).
+Payload = bytes | Encodable
+
+
+def encoded(payload: Payload) -> bytes:
+    return payload if isinstance(payload, bytes) else bytes(payload.SerializeToString())
 
 
 @dataclass
@@ -214,7 +230,7 @@ class OutputRecord:
     function_call_id: str
     idx: int
     status: int  # GenericResult.GenericStatus number
-    result: bytes  # serialized GenericResult
+    result: Payload  # a GenericResult (encoded where it is stored)
     data_format: int = 0
     task_id: str = ""
     input_started_at: float = 0.0

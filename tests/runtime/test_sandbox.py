@@ -398,7 +398,7 @@ def test_unprivileged_user_gets_a_userns_sandbox(shared_dir: Path) -> None:
     setpriv, python = shutil.which("setpriv"), "/usr/bin/python3"
     if os.geteuid() != 0 or setpriv is None or not os.access(python, os.X_OK):
         pytest.skip("needs root, setpriv and /usr/bin/python3 to become an unprivileged user")
-    src = str(Path(sandbox.__file__).parents[2])
+    src = str(Path(sandbox.__file__).parents[3])
     script = textwrap.dedent(
         f"""
         import subprocess, sys

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from google.protobuf import empty_pb2
 from modal_proto import api_pb2
 
@@ -27,7 +25,7 @@ _STATE_TO_PROTO = {
 _PROTO_TO_STATE = {v: k for k, v in _STATE_TO_PROTO.items()}
 
 
-def lifecycle(app: App) -> Any:
+def lifecycle(app: App) -> api_pb2.AppLifecycle:
     return api_pb2.AppLifecycle(
         app_state=_STATE_TO_PROTO[app.state],
         created_at=app.created_at,
@@ -65,7 +63,7 @@ class AppHandlers:
     def _page(self, app_id: str) -> str:
         return f"{self._url}/apps/{app_id}"
 
-    async def AppCreate(self, req: Any, who: Principal) -> Any:
+    async def AppCreate(self, req: api_pb2.AppCreateRequest, who: Principal) -> api_pb2.AppCreateResponse:
         who.require_client("create apps")
         state = _PROTO_TO_STATE.get(req.app_state, AppState.EPHEMERAL)
         app = self._apps.create(req.description, state, req.environment_name, who.client_version)
@@ -75,7 +73,9 @@ class AppHandlers:
             app_logs_url=f"{self._url}/logs/{app.app_id}",
         )
 
-    async def AppGetOrCreate(self, req: Any, who: Principal) -> Any:
+    async def AppGetOrCreate(
+        self, req: api_pb2.AppGetOrCreateRequest, who: Principal
+    ) -> api_pb2.AppGetOrCreateResponse:
         app = self._apps.deployed(req.app_name, req.environment_name or "main")
         if app is None:
             if req.object_creation_type not in (
@@ -97,12 +97,12 @@ class AppHandlers:
             )
         return api_pb2.AppGetOrCreateResponse(app_id=app.app_id)
 
-    async def AppHeartbeat(self, req: Any, who: Principal) -> Any:
+    async def AppHeartbeat(self, req: api_pb2.AppHeartbeatRequest, who: Principal) -> empty_pb2.Empty:
         who.require_app(req.app_id)
         self._apps.heartbeat(req.app_id)
         return empty_pb2.Empty()
 
-    async def AppPublish(self, req: Any, who: Principal) -> Any:
+    async def AppPublish(self, req: api_pb2.AppPublishRequest, who: Principal) -> api_pb2.AppPublishResponse:
         who.require_client("publish apps")
         state = _PROTO_TO_STATE.get(req.app_state)
         if state is None:
@@ -124,7 +124,9 @@ class AppHandlers:
             await self._containers.stop_function(gone, "its function was removed by a redeploy")
         return api_pb2.AppPublishResponse(url=self._page(app.app_id), deployed_at=app.deployed_at or 0.0)
 
-    async def AppClientDisconnect(self, req: Any, who: Principal) -> Any:
+    async def AppClientDisconnect(
+        self, req: api_pb2.AppClientDisconnectRequest, who: Principal
+    ) -> empty_pb2.Empty:
         who.require_app(req.app_id)
         reason = "client disconnected"
         if req.reason:
@@ -136,12 +138,14 @@ class AppHandlers:
             self._logs.release_followers(req.app_id)
         return empty_pb2.Empty()
 
-    async def AppStop(self, req: Any, who: Principal) -> Any:
+    async def AppStop(self, req: api_pb2.AppStopRequest, who: Principal) -> empty_pb2.Empty:
         who.require_app(req.app_id)
         await self._apps.stop(req.app_id, "stopped by request")
         return empty_pb2.Empty()
 
-    async def AppGetByDeploymentName(self, req: Any, who: Principal) -> Any:
+    async def AppGetByDeploymentName(
+        self, req: api_pb2.AppGetByDeploymentNameRequest, who: Principal
+    ) -> api_pb2.AppGetByDeploymentNameResponse:
         env = req.environment_name or "main"
         app = self._apps.deployed(req.name, env)
         who.require_app(app.app_id if app is not None else "")  # a container looks up its own app only
@@ -157,11 +161,15 @@ class AppHandlers:
             )
         return api_pb2.AppGetByDeploymentNameResponse(environment_name=env)
 
-    async def AppGetLifecycle(self, req: Any, who: Principal) -> Any:
+    async def AppGetLifecycle(
+        self, req: api_pb2.AppGetLifecycleRequest, who: Principal
+    ) -> api_pb2.AppGetLifecycleResponse:
         who.require_app(req.app_id)
         return api_pb2.AppGetLifecycleResponse(lifecycle=lifecycle(self._apps.get(req.app_id)))
 
-    async def AppGetLayout(self, req: Any, who: Principal) -> Any:
+    async def AppGetLayout(
+        self, req: api_pb2.AppGetLayoutRequest, who: Principal
+    ) -> api_pb2.AppGetLayoutResponse:
         who.require_app(req.app_id)
         app = self._apps.get(req.app_id)
         layout = api_pb2.AppLayout()
@@ -176,7 +184,7 @@ class AppHandlers:
             layout.objects.add(object_id=class_id).class_handle_metadata.SetInParent()
         return api_pb2.AppGetLayoutResponse(app_layout=layout)
 
-    async def AppList(self, req: Any, who: Principal) -> Any:
+    async def AppList(self, req: api_pb2.AppListRequest, who: Principal) -> api_pb2.AppListResponse:
         resp = api_pb2.AppListResponse()
         for app in self._apps.all_apps(req.environment_name or "main"):
             if who.task is not None and app.app_id != who.task.app_id:
@@ -192,7 +200,9 @@ class AppHandlers:
             )
         return resp
 
-    async def AppDeploymentHistory(self, req: Any, who: Principal) -> Any:
+    async def AppDeploymentHistory(
+        self, req: api_pb2.AppDeploymentHistoryRequest, who: Principal
+    ) -> api_pb2.AppDeploymentHistoryResponse:
         who.require_app(req.app_id)
         resp = api_pb2.AppDeploymentHistoryResponse()
         records = self._apps.history(req.app_id)

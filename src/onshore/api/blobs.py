@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from modal_proto import api_pb2
 
 from onshore.api.base import Principal
@@ -14,7 +12,7 @@ class BlobHandlers:
     def __init__(self, blobs: BlobService) -> None:
         self._blobs = blobs
 
-    async def BlobCreate(self, req: Any, who: Principal) -> Any:
+    async def BlobCreate(self, req: api_pb2.BlobCreateRequest, who: Principal) -> api_pb2.BlobCreateResponse:
         blob_id, url, multipart = self._blobs.create(int(req.content_length))
         resp = api_pb2.BlobCreateResponse(blob_id=blob_id)
         resp.blob_ids.append(blob_id)
@@ -27,5 +25,5 @@ class BlobHandlers:
             resp.upload_urls.items.append(url)
         return resp
 
-    async def BlobGet(self, req: Any, who: Principal) -> Any:
+    async def BlobGet(self, req: api_pb2.BlobGetRequest, who: Principal) -> api_pb2.BlobGetResponse:
         return api_pb2.BlobGetResponse(download_url=self._blobs.download_url(parse_blob_id(req.blob_id)))

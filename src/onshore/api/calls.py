@@ -12,6 +12,7 @@ from modal_proto import api_pb2
 from onshore.api.base import Principal
 from onshore.errors import InvalidArgument, NotFound
 from onshore.models import OutputRecord
+from onshore.protocol.results import generic_result
 from onshore.services.call_state import CallState, PendingInput
 from onshore.services.calls import CallService
 from onshore.services.functions import FunctionService
@@ -29,9 +30,9 @@ def _entry_id(raw: str) -> int:
         raise InvalidArgument(f"Bad last_entry_id {raw!r}") from None
 
 
-def output_item(o: OutputRecord) -> Any:
+def output_item(o: OutputRecord) -> api_pb2.FunctionGetOutputsItem:
     return api_pb2.FunctionGetOutputsItem(
-        result=api_pb2.GenericResult.FromString(o.result),
+        result=generic_result(o.result),
         idx=o.idx,
         input_id=o.input_id,
         data_format=cast(Any, o.data_format),
@@ -59,11 +60,13 @@ class CallHandlers:
         who.require_app(call.app_id)
         return call
 
-    async def FunctionMap(self, req: Any, who: Principal) -> Any:
+    async def FunctionMap(
+        self, req: api_pb2.FunctionMapRequest, who: Principal
+    ) -> api_pb2.FunctionMapResponse:
         fn = self._functions.get(req.function_id)
         who.require_app(fn.app_id)
         self._invoke.check_runnable(fn)
-        inputs = [(i.idx, bytes(i.input.SerializeToString())) for i in req.pipelined_inputs]
+        inputs = [(i.idx, i.input) for i in req.pipelined_inputs]
         call, items = self._invoke.start(
             fn, req.function_call_type, req.function_call_invocation_type, inputs
         )
@@ -86,17 +89,21 @@ class CallHandlers:
             await asyncio.sleep(0)
         return resp
 
-    async def FunctionPutInputs(self, req: Any, who: Principal) -> Any:
+    async def FunctionPutInputs(
+        self, req: api_pb2.FunctionPutInputsRequest, who: Principal
+    ) -> api_pb2.FunctionPutInputsResponse:
         call = self._call(req.function_call_id, who)
         if req.function_id and req.function_id != call.function_id:
             raise InvalidArgument(f"Function call {call.function_call_id} is not a call of {req.function_id}")
-        items = self._invoke.add(call, [(i.idx, bytes(i.input.SerializeToString())) for i in req.inputs])
+        items = self._invoke.add(call, [(i.idx, i.input) for i in req.inputs])
         resp = api_pb2.FunctionPutInputsResponse()
         for item in items:
             resp.inputs.add(idx=item.idx, input_id=item.input_id, input_jwt=_input_jwt(item))
         return resp
 
-    async def FunctionGetOutputs(self, req: Any, who: Principal) -> Any:
+    async def FunctionGetOutputs(
+        self, req: api_pb2.FunctionGetOutputsRequest, who: Principal
+    ) -> api_pb2.FunctionGetOutputsResponse:
         call = self._call(req.function_call_id, who)
         idx_range = (req.start_idx, req.end_idx) if req.HasField("start_idx") else None
         outputs, last = await self._calls.get_outputs(
@@ -113,14 +120,18 @@ class CallHandlers:
             num_unfinished_inputs=call.unfinished,
         )
 
-    async def FunctionFinishInputs(self, req: Any, who: Principal) -> Any:
+    async def FunctionFinishInputs(
+        self, req: api_pb2.FunctionFinishInputsRequest, who: Principal
+    ) -> empty_pb2.Empty:
         call = self._call(req.function_call_id, who)
         if req.function_id and req.function_id != call.function_id:
             raise InvalidArgument(f"Function call {call.function_call_id} is not a call of {req.function_id}")
         self._calls.finish_inputs(call, req.num_inputs)
         return empty_pb2.Empty()
 
-    async def FunctionCallFromId(self, req: Any, who: Principal) -> Any:
+    async def FunctionCallFromId(
+        self, req: api_pb2.FunctionCallFromIdRequest, who: Principal
+    ) -> api_pb2.FunctionCallFromIdResponse:
         call = self._call(req.function_call_id, who)
         return api_pb2.FunctionCallFromIdResponse(
             function_call_id=call.function_call_id,
@@ -128,7 +139,9 @@ class CallHandlers:
             metadata=api_pb2.FunctionCallHandleMetadata(app_id=call.app_id, function_id=call.function_id),
         )
 
-    async def FunctionRetryInputs(self, req: Any, who: Principal) -> Any:
+    async def FunctionRetryInputs(
+        self, req: api_pb2.FunctionRetryInputsRequest, who: Principal
+    ) -> api_pb2.FunctionRetryInputsResponse:
         if not req.function_call_jwt.startswith("fc:"):
             raise InvalidArgument("Bad function_call_jwt")
         call = self._call(req.function_call_jwt[3:], who)
@@ -136,16 +149,22 @@ class CallHandlers:
         for item in req.inputs:
             if not item.input_jwt.startswith("in:"):
                 raise InvalidArgument("Bad input_jwt")
-            items.append((item.input_jwt[3:], bytes(item.input.SerializeToString()), item.retry_count))
+            items.append(
+                (item.input_jwt[3:], item.input if item.HasField("input") else b"", item.retry_count)
+            )
         retried = self._calls.retry_inputs(call, items)
         return api_pb2.FunctionRetryInputsResponse(input_jwts=[_input_jwt(i) for i in retried])
 
-    async def FunctionCallCancel(self, req: Any, who: Principal) -> Any:
+    async def FunctionCallCancel(
+        self, req: api_pb2.FunctionCallCancelRequest, who: Principal
+    ) -> empty_pb2.Empty:
         call = self._call(req.function_call_id, who)
         self._calls.cancel_call(call, req.terminate_containers)
         return empty_pb2.Empty()
 
-    async def FunctionCallGetDataOut(self, req: Any, who: Principal) -> AsyncIterator[Any]:
+    async def FunctionCallGetDataOut(
+        self, req: api_pb2.FunctionCallGetDataRequest, who: Principal
+    ) -> AsyncIterator[api_pb2.DataChunk]:
         if not req.function_call_id:
             raise NotFound("Data streams by attempt token are not supported; give function_call_id")
         call = self._call(req.function_call_id, who)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, TypeVar
 
 from modal_proto import api_pb2
 from modal_proto import task_command_router_pb2 as tcr
@@ -104,12 +104,14 @@ class CommandRouterHandlers:
             task = req.task_id or "(no id)"
             raise PermissionDenied(f"This command-router token is not for container {task}")
 
-    async def TaskExecStart(self, req: Any, who: Principal) -> Any:
+    async def TaskExecStart(self, req: tcr.TaskExecStartRequest, who: Principal) -> tcr.TaskExecStartResponse:
         self._check(req, who)
         await self._execs.start(req.task_id, req.exec_id, _exec_spec(req), int(req.timeout_secs))
         return tcr.TaskExecStartResponse()
 
-    async def TaskExecStdioRead(self, req: Any, who: Principal) -> AsyncIterator[Any]:
+    async def TaskExecStdioRead(
+        self, req: tcr.TaskExecStdioReadRequest, who: Principal
+    ) -> AsyncIterator[tcr.TaskExecStdioReadResponse]:
         self._check(req, who)
         fd = _FDS.get(req.file_descriptor)
         if fd is None:
@@ -117,27 +119,34 @@ class CommandRouterHandlers:
         async for chunk in self._execs.read(req.task_id, req.exec_id, fd, int(req.offset)):
             yield tcr.TaskExecStdioReadResponse(data=chunk)
 
-    async def TaskExecStdinWrite(self, req: Any, who: Principal) -> Any:
+    async def TaskExecStdinWrite(
+        self, req: tcr.TaskExecStdinWriteRequest, who: Principal
+    ) -> tcr.TaskExecStdinWriteResponse:
         self._check(req, who)
         await self._execs.write_stdin(req.task_id, req.exec_id, int(req.offset), bytes(req.data), req.eof)
         return tcr.TaskExecStdinWriteResponse()
 
-    async def TaskExecStdinStatus(self, req: Any, who: Principal) -> Any:
+    async def TaskExecStdinStatus(
+        self, req: tcr.TaskExecStdinStatusRequest, who: Principal
+    ) -> tcr.TaskExecStdinStatusResponse:
         self._check(req, who)
         written, closed = self._execs.stdin_status(req.task_id, req.exec_id)
         return tcr.TaskExecStdinStatusResponse(num_bytes_written=written, closed=closed)
 
-    async def TaskExecPoll(self, req: Any, who: Principal) -> Any:
+    async def TaskExecPoll(self, req: tcr.TaskExecPollRequest, who: Principal) -> tcr.TaskExecPollResponse:
         self._check(req, who)
         return _exit_status(tcr.TaskExecPollResponse(), self._execs.poll(req.task_id, req.exec_id))
 
-    async def TaskExecWait(self, req: Any, who: Principal) -> Any:
+    async def TaskExecWait(self, req: tcr.TaskExecWaitRequest, who: Principal) -> tcr.TaskExecWaitResponse:
         self._check(req, who)
         rc = await self._execs.wait(req.task_id, req.exec_id)
         return _exit_status(tcr.TaskExecWaitResponse(), rc)
 
 
-def _exit_status(resp: Any, rc: int | None) -> Any:
+_ExitResponse = TypeVar("_ExitResponse", tcr.TaskExecPollResponse, tcr.TaskExecWaitResponse)
+
+
+def _exit_status(resp: _ExitResponse, rc: int | None) -> _ExitResponse:
     """Fill a response's exit_status: the exit code, or the signal that killed it; nothing while it runs."""
     if rc is not None:
         if rc < 0:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import cast
 
 from google.protobuf import empty_pb2
 from modal_proto import api_pb2
@@ -28,11 +28,13 @@ class ContainerHandlers:
         self._containers = containers
         self._inputs = inputs
 
-    async def ContainerHello(self, req: Any, who: Principal) -> Any:
+    async def ContainerHello(self, req: empty_pb2.Empty, who: Principal) -> empty_pb2.Empty:
         self._inputs.hello(_task(who))
         return empty_pb2.Empty()
 
-    async def ContainerHeartbeat(self, req: Any, who: Principal) -> Any:
+    async def ContainerHeartbeat(
+        self, req: api_pb2.ContainerHeartbeatRequest, who: Principal
+    ) -> api_pb2.ContainerHeartbeatResponse:
         task = _task(who)
         resp = api_pb2.ContainerHeartbeatResponse()
         cancelled = self._calls.take_cancellations(task.task_id)
@@ -40,7 +42,9 @@ class ContainerHandlers:
             resp.cancel_input_event.input_ids.extend(cancelled)
         return resp
 
-    async def FunctionGetInputs(self, req: Any, who: Principal) -> Any:
+    async def FunctionGetInputs(
+        self, req: api_pb2.FunctionGetInputsRequest, who: Principal
+    ) -> api_pb2.FunctionGetInputsResponse:
         task = _task(who)
         batch = await self._inputs.next_batch(task, req.function_id, req.batch_max_size, req.batch_linger_ms)
         resp = api_pb2.FunctionGetInputsResponse()
@@ -54,18 +58,23 @@ class ContainerHandlers:
                 retry_count=item.retry_count,
                 function_map_idx=item.idx,
             )
-            entry.input.ParseFromString(item.payload)
+            if isinstance(item.payload, bytes):
+                entry.input.ParseFromString(item.payload)
+            else:
+                entry.input.CopyFrom(cast(api_pb2.FunctionInput, item.payload))
             if final:
                 entry.input.final_input = True
         return resp
 
-    async def FunctionPutOutputs(self, req: Any, who: Principal) -> Any:
+    async def FunctionPutOutputs(
+        self, req: api_pb2.FunctionPutOutputsRequest, who: Principal
+    ) -> empty_pb2.Empty:
         task = _task(who)
         outputs = [
             ContainerOutput(
                 input_id=o.input_id,
                 status=o.result.status,
-                result=bytes(o.result.SerializeToString()),
+                result=o.result,
                 data_format=o.data_format,
                 input_started_at=o.input_started_at,
                 output_created_at=o.output_created_at,
@@ -79,7 +88,9 @@ class ContainerHandlers:
         await asyncio.sleep(0)
         return empty_pb2.Empty()
 
-    async def FunctionCallPutDataOut(self, req: Any, who: Principal) -> Any:
+    async def FunctionCallPutDataOut(
+        self, req: api_pb2.FunctionCallPutDataRequest, who: Principal
+    ) -> empty_pb2.Empty:
         task = _task(who)
         call = self._calls.get_call(req.function_call_id)
         self._calls.check_call_access(call, task.task_id)
@@ -88,7 +99,7 @@ class ContainerHandlers:
         )
         return empty_pb2.Empty()
 
-    async def TaskResult(self, req: Any, who: Principal) -> Any:
+    async def TaskResult(self, req: api_pb2.TaskResultRequest, who: Principal) -> empty_pb2.Empty:
         task = _task(who)
         if req.result.status != api_pb2.GenericResult.GENERIC_STATUS_SUCCESS:
             self._containers.init_failed(task, bytes(req.result.SerializeToString()))

@@ -30,7 +30,9 @@ class FunctionHandlers:
         fn = self._functions.get(function_id)
         return handle_metadata(fn, self._functions.definition_of(fn))
 
-    async def FunctionPrecreate(self, req: Any, who: Principal) -> Any:
+    async def FunctionPrecreate(
+        self, req: api_pb2.FunctionPrecreateRequest, who: Principal
+    ) -> api_pb2.FunctionPrecreateResponse:
         who.require_client("define functions")
         fn = self._functions.precreate(
             req.app_id,
@@ -43,7 +45,9 @@ class FunctionHandlers:
             function_id=fn.function_id, handle_metadata=self._metadata(fn.function_id)
         )
 
-    async def FunctionCreate(self, req: Any, who: Principal) -> Any:
+    async def FunctionCreate(
+        self, req: api_pb2.FunctionCreateRequest, who: Principal
+    ) -> api_pb2.FunctionCreateResponse:
         # A definition names the secrets its containers receive: only a client's token may write one.
         who.require_client("define functions")
         if req.HasField("function"):
@@ -78,7 +82,9 @@ class FunctionHandlers:
             function_data=function_data(raw),
         )
 
-    async def FunctionBindParams(self, req: Any, who: Principal) -> Any:
+    async def FunctionBindParams(
+        self, req: api_pb2.FunctionBindParamsRequest, who: Principal
+    ) -> api_pb2.FunctionBindParamsResponse:
         parent = self._functions.get(req.function_id)
         who.require_app(parent.app_id)
         if req.HasField("function_options") and req.function_options.ListFields():
@@ -97,7 +103,9 @@ class FunctionHandlers:
             bound_function_id=bound.function_id, handle_metadata=self._metadata(bound.function_id)
         )
 
-    async def FunctionGet(self, req: Any, who: Principal) -> Any:
+    async def FunctionGet(
+        self, req: api_pb2.FunctionGetRequest, who: Principal
+    ) -> api_pb2.FunctionGetResponse:
         fn = self._functions.by_name(req.app_name, req.object_tag, req.environment_name)
         if who.task is not None and fn.app_id != who.task.app_id:
             raise PermissionDenied("A container can only look up functions of its own app")
@@ -109,7 +117,9 @@ class FunctionHandlers:
             resp.function.CopyFrom(function_data(base.definition))
         return resp
 
-    async def FunctionGetById(self, req: Any, who: Principal) -> Any:
+    async def FunctionGetById(
+        self, req: api_pb2.FunctionGetByIdRequest, who: Principal
+    ) -> api_pb2.FunctionGetByIdResponse:
         fn = self._functions.get(req.function_id)
         who.require_app(fn.app_id)
         base = self._functions.definition_of(fn)
@@ -118,14 +128,16 @@ class FunctionHandlers:
             resp.function.CopyFrom(function_data(base.definition))
         return resp
 
-    async def ClassCreate(self, req: Any, who: Principal) -> Any:
+    async def ClassCreate(
+        self, req: api_pb2.ClassCreateRequest, who: Principal
+    ) -> api_pb2.ClassCreateResponse:
         who.require_client("define classes")
         cls = self._functions.create_class(req.app_id, req.existing_class_id, bytes(req.SerializeToString()))
         return api_pb2.ClassCreateResponse(
             class_id=cls.class_id, handle_metadata=api_pb2.ClassHandleMetadata()
         )
 
-    async def ClassGet(self, req: Any, who: Principal) -> Any:
+    async def ClassGet(self, req: api_pb2.ClassGetRequest, who: Principal) -> api_pb2.ClassGetResponse:
         cls = self._functions.class_by_name(req.app_name, req.object_tag, req.environment_name)
         if who.task is not None and cls.app_id != who.task.app_id:
             raise PermissionDenied("A container can only look up classes of its own app")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
 
 from modal_proto import api_pb2
 
@@ -15,13 +14,13 @@ from onshore.services.images import BUILDING, READY, ImageService
 BUILDER_VERSION = "2025.06"
 
 
-def _result(record: ImageRecord) -> Any:
+def _result(record: ImageRecord) -> api_pb2.GenericResult:
     if record.status == READY:
         return api_pb2.GenericResult(status=api_pb2.GenericResult.GENERIC_STATUS_SUCCESS)
     return api_pb2.GenericResult(status=api_pb2.GenericResult.GENERIC_STATUS_FAILURE, exception=record.error)
 
 
-def _metadata(record: ImageRecord) -> Any:
+def _metadata(record: ImageRecord) -> api_pb2.ImageMetadata:
     config = record.config
     return api_pb2.ImageMetadata(
         python_version_info=record.python_version,
@@ -30,7 +29,7 @@ def _metadata(record: ImageRecord) -> Any:
     )
 
 
-def layer_request(req: Any) -> LayerRequest:
+def layer_request(req: api_pb2.ImageGetOrCreateRequest) -> LayerRequest:
     image = req.image
     build_function = None
     if req.build_function_id or image.HasField("build_function") or image.build_function_def:
@@ -62,7 +61,9 @@ class ImageHandlers:
     def __init__(self, images: ImageService) -> None:
         self._images = images
 
-    async def ImageGetOrCreate(self, req: Any, who: Principal) -> Any:
+    async def ImageGetOrCreate(
+        self, req: api_pb2.ImageGetOrCreateRequest, who: Principal
+    ) -> api_pb2.ImageGetOrCreateResponse:
         request = layer_request(req)
         if who.is_container:
             # A build that names secrets (or runs a function, which gets its own) hands their values to
@@ -77,7 +78,9 @@ class ImageHandlers:
             response.metadata.CopyFrom(_metadata(record))
         return response
 
-    async def ImageJoinStreaming(self, req: Any, who: Principal) -> AsyncIterator[Any]:
+    async def ImageJoinStreaming(
+        self, req: api_pb2.ImageJoinStreamingRequest, who: Principal
+    ) -> AsyncIterator[api_pb2.ImageJoinStreamingResponse]:
         async for update in self._images.join(req.image_id, req.last_entry_id, req.timeout):
             response = api_pb2.ImageJoinStreamingResponse()
             for entry in update.entries:

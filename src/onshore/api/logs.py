@@ -57,7 +57,9 @@ class LogHandlers:
         self._apps.get(app_id)
         return app_id
 
-    async def AppGetLogs(self, req: Any, who: Principal) -> AsyncIterator[Any]:
+    async def AppGetLogs(
+        self, req: api_pb2.AppGetLogsRequest, who: Principal
+    ) -> AsyncIterator[api_pb2.TaskLogsBatch]:
         app_id = self._app_of(req, who)
         try:
             last = int(req.last_entry_id.split("-")[0]) if req.last_entry_id else 0
@@ -94,11 +96,15 @@ class LogHandlers:
             search=req.search_text,
         )
 
-    async def AppFetchLogs(self, req: Any, who: Principal) -> Any:
+    async def AppFetchLogs(
+        self, req: api_pb2.AppFetchLogsRequest, who: Principal
+    ) -> api_pb2.AppFetchLogsResponse:
         app_id = self._app_of(req, who)
         return api_pb2.AppFetchLogsResponse(batches=log_batches(self._matching(req, app_id)))
 
-    async def AppCountLogs(self, req: Any, who: Principal) -> Any:
+    async def AppCountLogs(
+        self, req: api_pb2.AppCountLogsRequest, who: Principal
+    ) -> api_pb2.AppCountLogsResponse:
         """How many entries match, per time bucket of bucket_secs (only buckets that have some)."""
         app_id = self._app_of(req, who)
         bucket_secs = int(req.bucket_secs)

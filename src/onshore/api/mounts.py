@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 from modal_proto import api_pb2
 
@@ -25,11 +24,15 @@ class MountHandlers:
         self._blobs = blobs
         self._standalone = standalone
 
-    async def MountBatchedCheckExistence(self, req: Any, who: Principal) -> Any:
+    async def MountBatchedCheckExistence(
+        self, req: api_pb2.MountBatchedCheckExistenceRequest, who: Principal
+    ) -> api_pb2.MountBatchedCheckExistenceResponse:
         missing = self._mounts.missing(list(req.sha256_hex_hashes))
         return api_pb2.MountBatchedCheckExistenceResponse(missing_sha256_hex_hashes=missing)
 
-    async def MountPutFile(self, req: Any, who: Principal) -> Any:
+    async def MountPutFile(
+        self, req: api_pb2.MountPutFileRequest, who: Principal
+    ) -> api_pb2.MountPutFileResponse:
         which = req.WhichOneof("data_oneof")
         if which == "data_blob_id":
             blob_id = parse_blob_id(req.data_blob_id)
@@ -46,7 +49,9 @@ class MountHandlers:
             return api_pb2.MountPutFileResponse(exists=not self._mounts.missing([req.sha256_hex]))
         return api_pb2.MountPutFileResponse(exists=True)
 
-    async def MountGetOrCreate(self, req: Any, who: Principal) -> Any:
+    async def MountGetOrCreate(
+        self, req: api_pb2.MountGetOrCreateRequest, who: Principal
+    ) -> api_pb2.MountGetOrCreateResponse:
         if req.deployment_name.startswith(CLIENT_MOUNT_PREFIX) and not req.files:
             mount = self._mounts.client_mount(req.deployment_name)
         elif is_standalone_name(req.deployment_name) and not req.files:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from google.protobuf import empty_pb2
 from modal_proto import api_pb2
 
@@ -13,7 +11,7 @@ from onshore.models import Secret
 from onshore.services.secrets import SecretService
 
 
-def _metadata(secret: Secret) -> Any:
+def _metadata(secret: Secret) -> api_pb2.SecretMetadata:
     """What the client shows about a secret: its name, keys and dates, never its values."""
     return api_pb2.SecretMetadata(
         name=secret.name,
@@ -28,7 +26,9 @@ class SecretHandlers:
     def __init__(self, secrets: SecretService) -> None:
         self._secrets = secrets
 
-    async def SecretGetOrCreate(self, req: Any, who: Principal) -> Any:
+    async def SecretGetOrCreate(
+        self, req: api_pb2.SecretGetOrCreateRequest, who: Principal
+    ) -> api_pb2.SecretGetOrCreateResponse:
         env = req.environment_name or "main"
         kind = req.object_creation_type
         if kind == api_pb2.OBJECT_CREATION_TYPE_EPHEMERAL:
@@ -64,7 +64,7 @@ class SecretHandlers:
             raise InvalidArgument(f"Unsupported secret creation type {kind}")
         return api_pb2.SecretGetOrCreateResponse(secret_id=secret.secret_id, metadata=_metadata(secret))
 
-    async def SecretList(self, req: Any, who: Principal) -> Any:
+    async def SecretList(self, req: api_pb2.SecretListRequest, who: Principal) -> api_pb2.SecretListResponse:
         who.require_client("list secrets (a container may look one up by name)")
         env = req.environment_name or "main"
         resp = api_pb2.SecretListResponse(environment_name=env)
@@ -79,7 +79,7 @@ class SecretHandlers:
             )
         return resp
 
-    async def SecretDelete(self, req: Any, who: Principal) -> Any:
+    async def SecretDelete(self, req: api_pb2.SecretDeleteRequest, who: Principal) -> empty_pb2.Empty:
         who.require_client("delete secrets")
         self._secrets.delete(req.secret_id)
         return empty_pb2.Empty()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ipaddress
-from typing import Any
 
 from modal_proto import api_pb2
 
@@ -32,7 +31,7 @@ class TaskHandlers:
         self._execs = execs
         self._router_url = router_url
 
-    async def TaskList(self, req: Any, who: Principal) -> Any:
+    async def TaskList(self, req: api_pb2.TaskListRequest, who: Principal) -> api_pb2.TaskListResponse:
         environment = req.environment_name or "main"
         app_filter = req.app_id
         if who.task is not None:
@@ -52,7 +51,9 @@ class TaskHandlers:
             )
         return resp
 
-    async def TaskGetInfo(self, req: Any, who: Principal) -> Any:
+    async def TaskGetInfo(
+        self, req: api_pb2.TaskGetInfoRequest, who: Principal
+    ) -> api_pb2.TaskGetInfoResponse:
         record = self._tasks.find(req.task_id)
         who.require_app(record.app_id)
         resp = api_pb2.TaskGetInfoResponse(app_id=record.app_id)
@@ -62,7 +63,9 @@ class TaskHandlers:
         resp.info.finished_at = record.finished_at
         return resp
 
-    async def ContainerStop(self, req: Any, who: Principal) -> Any:
+    async def ContainerStop(
+        self, req: api_pb2.ContainerStopRequest, who: Principal
+    ) -> api_pb2.ContainerStopResponse:
         if who.task is not None:
             if req.task_id and req.task_id != who.task.task_id:
                 raise PermissionDenied("A container can only stop itself")
@@ -71,7 +74,9 @@ class TaskHandlers:
         await self._tasks.stop(req.task_id, graceful=req.graceful)
         return api_pb2.ContainerStopResponse()
 
-    async def TaskGetCommandRouterAccess(self, req: Any, who: Principal) -> Any:
+    async def TaskGetCommandRouterAccess(
+        self, req: api_pb2.TaskGetCommandRouterAccessRequest, who: Principal
+    ) -> api_pb2.TaskGetCommandRouterAccessResponse:
         task = self._tasks.live_task(req.task_id)
         who.require_app(task.app_id)
         if who.peer_host and not _is_loopback(who.peer_host):

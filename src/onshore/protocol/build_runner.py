@@ -9,6 +9,7 @@ from modal_proto import api_pb2
 
 from onshore.images.model import BuildFailed, CommitFn, LogFn
 from onshore.models import OutputRecord
+from onshore.protocol.results import generic_result
 from onshore.services.call_state import INVOCATION_SYNC
 from onshore.services.containers import ContainerService, describe_exit
 from onshore.services.functions import FunctionService
@@ -26,7 +27,7 @@ def _input(payload: bytes) -> bytes:
 
 
 def _succeeded(output: OutputRecord) -> bool:
-    result = api_pb2.GenericResult.FromString(output.result)
+    result = generic_result(output.result)
     return bool(result.status == api_pb2.GenericResult.GENERIC_STATUS_SUCCESS)
 
 
@@ -85,7 +86,7 @@ class BuildFunctionRunner:
             raise BuildFailed(
                 f"Image.run_function({spec.tag}) did not finish within its timeout of {spec.timeout_secs} s"
             )
-        result = api_pb2.GenericResult.FromString(output.result)
+        result = generic_result(output.result)
         if not _succeeded(output):
             detail = result.traceback or result.exception or "no detail"
             raise BuildFailed(f"Image.run_function({spec.tag}) failed: {result.exception}\n{detail}".rstrip())

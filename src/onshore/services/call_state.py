@@ -6,7 +6,7 @@ import asyncio
 import collections
 from dataclasses import dataclass, field
 
-from onshore.models import OutputRecord
+from onshore.models import OutputRecord, Payload
 from onshore.services.waiters import Waiters
 
 # GenericResult.GenericStatus numbers (kept here so this module stays free of protobuf).
@@ -35,7 +35,7 @@ class PendingInput:
     input_id: str
     call: CallState
     idx: int
-    payload: bytes  # serialized FunctionInput
+    payload: Payload  # a FunctionInput (see models.Payload)
     # Attempts the server has retried (its retry policy counts these; the container is told the number).
     retry_count: int = 0
     # The attempt number the caller knows of: raised only by the caller's own FunctionRetryInputs. A map's
@@ -88,7 +88,7 @@ class ContainerOutput:
 
     input_id: str
     status: int
-    result: bytes
+    result: Payload  # a GenericResult
     data_format: int
     input_started_at: float
     output_created_at: float

@@ -11,13 +11,13 @@ import asyncio
 import bisect
 import collections
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import cast
 
 from onshore import ids
 from onshore.errors import InvalidArgument, NotFound, PermissionDenied, Unavailable
 from onshore.events import Events
-from onshore.models import CallRecord, FunctionSpec, OutputRecord, StoredInput
+from onshore.models import CallRecord, FunctionSpec, OutputRecord, Payload, StoredInput, encoded
 from onshore.services.call_state import (
     INVOCATION_ASYNC,
     INVOCATION_ASYNC_LEGACY,
@@ -63,7 +63,7 @@ class CallService:
         self._task_inputs: dict[str, set[str]] = collections.defaultdict(set)
         self._task_cancels: dict[str, list[str]] = collections.defaultdict(list)
         # Ends of inputs the store could not record yet: (input, status, result, its task, its attempt).
-        self._unrecorded: collections.deque[tuple[PendingInput, int, bytes, str, int]] = collections.deque()
+        self._unrecorded: collections.deque[tuple[PendingInput, int, Payload, str, int]] = collections.deque()
         self._unrecorded_delay = 1.0
         self._events = events or Events()
 
@@ -129,12 +129,14 @@ class CallService:
         self._calls[function_call_id] = call
         return call
 
-    def add_inputs(self, call: CallState, items: list[tuple[int, bytes]]) -> list[PendingInput]:
+    def add_inputs(self, call: CallState, items: Sequence[tuple[int, Payload]]) -> list[PendingInput]:
         created = [PendingInput(ids.new_id("input"), call, idx, payload) for idx, payload in items]
         if call.persistent:  # the batch is stored first, in one transaction: a failure publishes none of it
             self._store.put_inputs(
                 [
-                    StoredInput(i.input_id, call.function_call_id, call.function_id, i.idx, i.payload)
+                    StoredInput(
+                        i.input_id, call.function_call_id, call.function_id, i.idx, encoded(i.payload)
+                    )
                     for i in created
                 ]
             )
@@ -148,7 +150,7 @@ class CallService:
         self._events.demand_changed.emit(call.function_id)
         return created
 
-    def retry_inputs(self, call: CallState, items: list[tuple[str, bytes, int]]) -> list[PendingInput]:
+    def retry_inputs(self, call: CallState, items: Sequence[tuple[str, Payload, int]]) -> list[PendingInput]:
         """A client-driven retry (FunctionRetryInputs): run the named inputs again.
 
         Each item is (input id, payload, the caller's retry count); the output of the new attempt carries
@@ -401,7 +403,7 @@ class CallService:
         self,
         item: PendingInput,
         status: int,
-        result: bytes,
+        result: Payload,
         *,
         data_format: int = 0,
         input_started_at: float = 0.0,
@@ -430,7 +432,7 @@ class CallService:
                         call.function_call_id,
                         call.function_id,
                         item.idx,
-                        item.payload,
+                        encoded(item.payload),
                         item.retry_count + 1,
                     )
                 )
@@ -440,7 +442,7 @@ class CallService:
                 function_call_id=call.function_call_id,
                 idx=item.idx,
                 status=status,
-                result=result,
+                result=encoded(result) if call.persistent else result,
                 data_format=data_format,
                 task_id=task_id,
                 input_started_at=input_started_at,
@@ -473,7 +475,7 @@ class CallService:
         call.num_done += 1
         call.notify()
 
-    def _finish_in_background(self, item: PendingInput, status: int, result: bytes) -> None:
+    def _finish_in_background(self, item: PendingInput, status: int, result: Payload) -> None:
         """_finish for what no caller waits on (a timeout, a dead container, a stopped app).
 
         If the store fails, the end is queued and one timer writes the queue once the database answers

@@ -7,10 +7,10 @@ and, later, the web gateway all start calls here; the call service keeps the que
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from onshore.errors import Conflict
-from onshore.models import FunctionRecord, OutputRecord
+from onshore.models import FunctionRecord, OutputRecord, Payload
 from onshore.services.apps import AppService
 from onshore.services.call_state import CallState, PendingInput
 from onshore.services.calls import CallService
@@ -32,7 +32,7 @@ class InvokeService:
             raise Conflict(f"Function {tag} cannot be called: its app is {state}")
 
     def start(
-        self, fn: FunctionRecord, call_type: int, invocation_type: int, inputs: list[tuple[int, bytes]]
+        self, fn: FunctionRecord, call_type: int, invocation_type: int, inputs: Sequence[tuple[int, Payload]]
     ) -> tuple[CallState, list[PendingInput]]:
         """A new call of fn with its first inputs ((index, serialized FunctionInput) pairs), queued now."""
         self._calls.validate_new_inputs(len(inputs))
@@ -40,7 +40,7 @@ class InvokeService:
         items = self._calls.add_inputs(call, inputs) if inputs else []
         return call, items
 
-    def add(self, call: CallState, inputs: list[tuple[int, bytes]]) -> list[PendingInput]:
+    def add(self, call: CallState, inputs: Sequence[tuple[int, Payload]]) -> list[PendingInput]:
         """More inputs of a call (a map's later batches)."""
         self._calls.validate_new_inputs(len(inputs))
         return self._calls.add_inputs(call, inputs)
