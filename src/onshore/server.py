@@ -33,7 +33,7 @@ from onshore.config import DataDir, ServerConfig
 from onshore.events import Events
 from onshore.http.blobs import blob_app
 from onshore.loops.autoscaler import Autoscaler
-from onshore.loops.hostcpu import ScaleOutGate, read_cpu_times, usable_cores
+from onshore.loops.hostcpu import ScaleOutGate, read_cpu_times
 from onshore.loops.janitor import Janitor
 from onshore.models import App
 from onshore.protocol.build_runner import BuildFunctionRunner
@@ -41,7 +41,7 @@ from onshore.protocol.launch import Launcher
 from onshore.protocol.results import make_result
 from onshore.runtimes import docker as docker_backend
 from onshore.runtimes import process as process_backend
-from onshore.runtimes.base import Backend, BackendConfig
+from onshore.runtimes.base import Backend, BackendConfig, host_resources
 from onshore.services.apps import AppService
 from onshore.services.blobs import BlobService
 from onshore.services.calls import CallService
@@ -207,7 +207,7 @@ class OnshoreServer:
             self.functions.warm_functions,
             clock,
             gate=gate,
-            cores=max(1, int(backend.cpus)) if can.shares_host_cpus else usable_cores(),
+            cores=max(1, int(backend.cpus if can.shares_host_cpus else host_resources().cpus)),
             background=self.background,
         )
         self.janitor = Janitor(self.apps, self.blobs, self.calls, clock, config.app_heartbeat_timeout)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -28,13 +27,6 @@ def read_cpu_times(path: str = "/proc/stat") -> tuple[float, float] | None:
     idle = values[3] + (values[4] if len(values) > 4 else 0.0)  # idle + iowait
     total = sum(values)
     return total - idle, total
-
-
-def usable_cores() -> int:
-    """The cores this process may run on."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return max(1, os.cpu_count() or 1)
 
 
 def scale_up_allowance(current: int, want: int, cores: int, spec: FunctionSpec, headroom: bool) -> int:
