@@ -9,7 +9,7 @@ from pathlib import Path
 from onshore.config import ServerConfig
 from onshore.runtimes.base import Backend, host_resources
 from onshore.runtimes.fake import FakeRuntime
-from onshore.runtimes.process.runtime import ProcessRuntime, _Proc
+from onshore.runtimes.process.runtime import Proc, ProcessRuntime
 from onshore.runtimes.process.sandbox import SandboxError, SandboxSpec, Support
 from onshore.runtimes.pyenv import ClientEnvironments
 from onshore.server import OnshoreServer
@@ -28,7 +28,7 @@ class _FlakyRuntime(ProcessRuntime):
         self.failures = failures
         self.attempts = 0
 
-    async def _spawn_boxed(self, box: SandboxSpec, argv: list[str], scratch: Path, stdin: int) -> _Proc:
+    async def _spawn_boxed(self, box: SandboxSpec, argv: list[str], scratch: Path, stdin: int) -> Proc:
         self.attempts += 1
         if self.attempts <= self.failures:
             raise SandboxError("bind source /nonexistent/api.sock does not exist")

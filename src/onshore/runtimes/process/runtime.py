@@ -10,14 +10,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import json
 import logging
 import os
 import shutil
 import signal
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from onshore.background import Background
@@ -26,18 +23,17 @@ from onshore.events import ExitSink, LogSink
 from onshore.images.pythons import ClientPackages
 from onshore.models import ImageConfig
 from onshore.runtimes.base import (
-    FD_STDERR,
-    FD_STDOUT,
     Capabilities,
     ContainerSpec,
     ExecProcess,
     ExecSpec,
 )
 from onshore.runtimes.host_exec import ExecTarget, start_exec
-from onshore.runtimes.process import sandbox
+from onshore.runtimes.process import procs, sandbox
 from onshore.runtimes.process.affinity import CorePinning
 from onshore.runtimes.process.cgroups import Cgroup, Cgroups
 from onshore.runtimes.process.container_fs import BuildUpper, ContainerLayout, merge_layers
+from onshore.runtimes.process.procs import Proc
 from onshore.runtimes.process.sandbox import SandboxSpec, Support, sandbox_target
 from onshore.runtimes.process.spare import IMAGE_SPARE_KINDS, SPARE_ATTEMPTS, SPARE_PROGRAM
 from onshore.runtimes.pyenv import ClientEnvironments, client_package_dir, installed_client_version
@@ -47,24 +43,9 @@ log = logging.getLogger("onshore.runtime.process")
 # Variables a container inherits from the server's environment; everything else comes from the spec.
 _PASSTHROUGH = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "SSL_CERT_FILE", "TMPDIR", "OPENBLAS_CORETYPE")
 
-# How long a container's partial output line waits for the rest of its line before it is logged as it is.
-_PARTIAL_LINE_WAIT = 0.05
-
 
 def _package_key(python: str) -> str:
     return hashlib.sha256(python.encode()).hexdigest()[:12]
-
-
-def _die_with_server() -> None:
-    """In the child before exec: get SIGKILL if the server process dies, so no container outlives it."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        pr_set_pdeathsig = 1
-        libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
-    except Exception:  # not Linux: containers are still stopped on a clean shutdown
-        pass
 
 
 def _mounts_outside_root(spec: ContainerSpec) -> list[str]:
@@ -79,41 +60,6 @@ def _boxed_env(image: ImageConfig) -> dict[str, str]:
     env.update(MODAL_IS_REMOTE="1", PYTHONUNBUFFERED="1", MODAL_CONFIG_PATH="/nonexistent.toml")
     env.update(image.env)
     return env
-
-
-async def _send_go(entry: _Proc, env: dict[str, str], cwd: str) -> None:
-    """Tell a spare process which container it now is: its environment and working directory."""
-    entry.env, entry.cwd = {**entry.env, **env}, cwd
-    stdin = entry.process.stdin
-    assert stdin is not None
-    stdin.write((json.dumps({"env": env, "cwd": cwd}) + "\n").encode())
-    with contextlib.suppress(ConnectionError):
-        await stdin.drain()
-    stdin.close()
-
-
-def _child_setup(cgroup: Cgroup | None) -> Callable[[], None]:
-    def setup() -> None:
-        _die_with_server()
-        if cgroup is not None:
-            cgroup.join()  # before the program runs, so everything it starts is limited too
-
-    return setup
-
-
-@dataclass
-class _Proc:
-    process: asyncio.subprocess.Process
-    task_id: str = ""
-    scratch: Path | None = None  # a sandboxed container's scratch dir, removed when it ends
-    cgroup: Cgroup | None = None  # a container with hard limits: its cgroup, removed when it ends
-    memory_limit_mb: int = 0
-    spare_dir: Path | None = None  # an image spare's own dirs (its /root and io), removed when it ends
-    image_key: tuple[str, ...] = ()  # an image spare: the image it is ready for
-    readers: list[asyncio.Task[None]] = field(default_factory=list)
-    waiter: asyncio.Task[None] | None = None
-    env: dict[str, str] = field(default_factory=dict)  # its whole environment and working directory
-    cwd: str = ""
 
 
 class ProcessRuntime:
@@ -146,10 +92,10 @@ class ProcessRuntime:
         self._state_dir.mkdir(parents=True, exist_ok=True)
         self._envs = envs
         self._spares_wanted = spares
-        self._spares: list[_Proc] = []
+        self._spares: list[Proc] = []
         self._background = Background("process runtime")  # spare starts and stops
         # Spares of recently started custom images (sandboxed, client imported): image key -> processes.
-        self._image_spares: dict[tuple[str, ...], list[_Proc]] = {}
+        self._image_spares: dict[tuple[str, ...], list[Proc]] = {}
         # Where sandboxes are available every container is sandboxed, and the default image keeps
         # `spares` sandboxed spares (the key of containers that talk to the server at container_url).
         self._container_url = container_url
@@ -157,7 +103,7 @@ class ProcessRuntime:
         self._default_starting = 0
         self._refilling = False
         self._closed = False
-        self._procs: dict[str, _Proc] = {}
+        self._procs: dict[str, Proc] = {}
         self._pinning = CorePinning()  # each container on one core until it needs more
         self._on_log: LogSink = lambda t, fd, s: None
         self._on_exit: ExitSink = lambda t, rc, detail: None
@@ -207,26 +153,8 @@ class ProcessRuntime:
         cwd: str,
         stdin: int,
         cgroup: Cgroup | None = None,
-    ) -> _Proc:
-        process = await asyncio.create_subprocess_exec(
-            python,
-            *argv,
-            cwd=cwd,
-            env=env,
-            stdin=stdin,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            start_new_session=True,  # its own process group, so a stop ends everything it started
-            preexec_fn=_child_setup(cgroup) if sys.platform == "linux" else None,
-        )
-        entry = _Proc(process, env=env, cwd=cwd, cgroup=cgroup)
-        assert process.stdout is not None and process.stderr is not None
-        entry.readers = [
-            asyncio.create_task(self._pump(entry, FD_STDOUT, process.stdout)),
-            asyncio.create_task(self._pump(entry, FD_STDERR, process.stderr)),
-        ]
-        entry.waiter = asyncio.create_task(self._wait(entry))
-        return entry
+    ) -> Proc:
+        return await procs.spawn(python, argv, env, cwd, stdin, cgroup, self._forward, self._wait)
 
     # ---------------------------------------------------------------- spares
     def warm_up(self) -> None:
@@ -273,7 +201,7 @@ class ProcessRuntime:
         url = spec.env.get("MODAL_SERVER_URL", "")
         return (python, str(pkg or ""), image.workdir or "/root", url, *image.layers)
 
-    def _take_image_spare(self, key: tuple[str, ...]) -> _Proc | None:
+    def _take_image_spare(self, key: tuple[str, ...]) -> Proc | None:
         pool = self._image_spares.get(key, [])
         while pool:
             entry = pool.pop(0)
@@ -350,7 +278,7 @@ class ProcessRuntime:
             await self._stop_entry(entry, 0)
         return None
 
-    async def _hand_over_image_spare(self, entry: _Proc, spec: ContainerSpec) -> None:
+    async def _hand_over_image_spare(self, entry: Proc, spec: ContainerSpec) -> None:
         """A spare becomes this container: its code and arguments in its own dirs, then its environment."""
         assert entry.spare_dir is not None
         root, io = entry.spare_dir / "root", entry.spare_dir / "io"
@@ -358,9 +286,9 @@ class ProcessRuntime:
         (io / "args").write_bytes(spec.container_args)
         env = {k: v for k, v in spec.env.items() if k not in ("MODAL_SERVER_URL", "PYTHONPATH")}
         env["MODAL_TASK_ID"] = spec.task_id
-        await _send_go(entry, env, entry.cwd)
+        await procs.send_go(entry, env, entry.cwd)
 
-    async def _spawn_boxed(self, box: SandboxSpec, argv: list[str], scratch: Path, stdin: int) -> _Proc:
+    async def _spawn_boxed(self, box: SandboxSpec, argv: list[str], scratch: Path, stdin: int) -> Proc:
         """Spawn `argv` in the sandbox `box`; the spawned process is the sandbox's launcher."""
         full = await asyncio.to_thread(sandbox.command, box, argv, scratch)
         launcher = {k: os.environ[k] for k in ("PATH", "LANG") if k in os.environ}
@@ -369,7 +297,7 @@ class ProcessRuntime:
         entry.env, entry.cwd = box.env, box.workdir  # what `modal container exec` runs with
         return entry
 
-    async def _start_sandboxed(self, spec: ContainerSpec, image: ImageConfig) -> _Proc:
+    async def _start_sandboxed(self, spec: ContainerSpec, image: ImageConfig) -> Proc:
         """A container of a custom image: its interpreter in a sandbox with the image's files."""
         version = spec.client_version or installed_client_version()
         python = image.python or await self._envs.python_for(spec.client_version)
@@ -453,7 +381,7 @@ class ProcessRuntime:
                 entry.cgroup, entry.memory_limit_mb = cgroup, spec.memory_limit_mb
             entry.task_id = spec.task_id
             self._procs[spec.task_id] = entry
-            await _send_go(entry, env, spec.code_dir)
+            await procs.send_go(entry, env, spec.code_dir)
             self.warm_up()
         else:
             full_env = self._base_env(python)
@@ -472,41 +400,18 @@ class ProcessRuntime:
         self._pin(spec, entry)
         return entry.process.pid
 
-    def _pin(self, spec: ContainerSpec, entry: _Proc) -> None:
+    def _pin(self, spec: ContainerSpec, entry: Proc) -> None:
         if spec.cpu_limit <= 1:  # a limit of more cores is the user's: they are all its to use
             self._pinning.pin(spec.task_id, entry.process.pid)
 
-    def _take_spare(self) -> _Proc | None:
+    def _take_spare(self) -> Proc | None:
         while self._spares:
             entry = self._spares.pop(0)
             if entry.process.returncode is None:
                 return entry
         return None
 
-    async def _pump(self, entry: _Proc, fd: int, stream: asyncio.StreamReader) -> None:
-        """Forward a container's output as whole lines: a line written in pieces (print() writes its text and
-        its newline apart) is one log entry. A partial line goes out after a short pause (a prompt, a
-        progress bar) or at the end."""
-        pending = ""
-        while True:
-            try:
-                if pending:
-                    chunk = await asyncio.wait_for(stream.read(65536), _PARTIAL_LINE_WAIT)
-                else:
-                    chunk = await stream.read(65536)
-            except TimeoutError:
-                self._forward(entry, fd, pending)
-                pending = ""
-                continue
-            if not chunk:
-                self._forward(entry, fd, pending)
-                return
-            text = pending + chunk.decode(errors="replace")
-            cut = text.rfind("\n") + 1
-            self._forward(entry, fd, text[:cut])
-            pending = text[cut:]
-
-    def _forward(self, entry: _Proc, fd: int, text: str) -> None:
+    def _forward(self, entry: Proc, fd: int, text: str) -> None:
         if not text:
             return
         if entry.task_id:
@@ -514,7 +419,7 @@ class ProcessRuntime:
         else:
             log.warning("spare container process %d: %s", entry.process.pid, text.rstrip())
 
-    async def _wait(self, entry: _Proc) -> None:
+    async def _wait(self, entry: Proc) -> None:
         rc = await entry.process.wait()
         self._pinning.release(entry.task_id)
         # End anything the container left behind in its process group.
@@ -552,19 +457,8 @@ class ProcessRuntime:
             return
         await self._stop_entry(entry, grace)
 
-    async def _stop_entry(self, entry: _Proc, grace: float) -> None:
-        pid = entry.process.pid
-        if grace > 0:
-            # SIGINT lets the entrypoint run @modal.exit hooks and shut down cleanly.
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGINT)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(entry.process.wait()), grace)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGKILL)
-        if entry.waiter is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.shield(entry.waiter)
+    async def _stop_entry(self, entry: Proc, grace: float) -> None:
+        await procs.stop(entry, grace)
 
     async def exec(self, task_id: str, spec: ExecSpec) -> ExecProcess:
         entry = self._procs.get(task_id)
