@@ -28,9 +28,13 @@ lint: install
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy src/onshore
 
+# The suite runs on TEST_WORKERS pytest-xdist workers (the tests are independent: each starts its own servers
+# on free loopback ports); the docker tests stay on one worker, as they share one private dockerd.
 # pytest exits 5 when it collects no test: that is not a failure of the suite.
+TEST_WORKERS ?= 2
+
 test: lint
-	$(BIN)/pytest -q -p no:cacheprovider; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
+	$(BIN)/pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadgroup; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
 
 # The unit tier alone (services, policies and stores over fakes): seconds, no server, no containers.
 test-fast: install

@@ -251,6 +251,14 @@ def fresh_server(tmp_path: Path) -> Iterator[ServerProcess]:
         proc.stop()
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (`make test` runs two workers), the docker tests share one worker: they share one
+    private dockerd, whose cached data root only one daemon may hold."""
+    for item in items:
+        if item.nodeid.startswith("tests/docker/"):
+            item.add_marker(pytest.mark.xdist_group("docker"))
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     """Say once, at the end, why the docker runtime's tests were skipped and how to run them."""
     skipped = [r for r in terminalreporter.stats.get("skipped", []) if r.nodeid.startswith("tests/docker/")]

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_PORT = 50051
-RUNTIMES = ("process", "docker")
 DEFAULT_DOCKER_NETWORK = "bridge"
 
 

@@ -315,6 +315,13 @@ def test_token_commands_without_data(home: Home) -> None:
     assert not home.root.exists()
 
 
+def test_an_unknown_runtime_is_refused_naming_the_backends(home: Home) -> None:
+    refused = home.onshore("server", "--runtime", "ray", "--port", "0")
+    assert refused.returncode == 1
+    assert "--runtime 'ray' is not a backend here: choose one of process, docker" in refused.stderr
+    assert not home.root.exists()  # refused before the data dir is made
+
+
 def test_start_then_env_lets_a_plain_script_reach_the_embedded_server(home: Home, tmp_path: Path) -> None:
     # Before any server ran there is no token: `onshore env` says how to get one.
     before = home.onshore("env")

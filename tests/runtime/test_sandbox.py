@@ -351,6 +351,30 @@ def test_layers_inside_the_host_tree(run: Runner) -> None:
         sandbox.cleanup(data)
 
 
+def test_host_entries_removed_after_the_plan_do_not_fail_the_start(run: Runner) -> None:
+    """A directory that leads to a hidden path shows the host's entries one mount each; one removed between
+    the plan and the mounts (another program's temp dir, say) is not mounted instead of failing the container:
+    its place shows empty."""
+    data = Path(tempfile.mkdtemp(prefix="onshore-sandbox-test-", dir="/var/tmp"))
+    gone_dir = Path(tempfile.mkdtemp(prefix="onshore-sandbox-gone-", dir="/var/tmp"))
+    gone_file = Path(tempfile.mkstemp(prefix="onshore-sandbox-gone-", dir="/var/tmp")[1])
+    kept = Path(tempfile.mkdtemp(prefix="onshore-sandbox-kept-", dir="/var/tmp"))
+    try:
+        runner = Runner(data, run.mechanism)
+        (kept / "here").write_text("k")
+        script = f"ls -A {gone_dir}; wc -c < {gone_file}; cat {kept}/here; echo; ls {data} || echo hidden"
+        argv, _ = runner.argv(spec(hidden=[data]), ["/bin/sh", "-c", script])
+        gone_dir.rmdir()
+        gone_file.unlink()
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.split() == ["0", "k", "hidden"], done.stdout + done.stderr
+    finally:
+        for path in (data, gone_dir, kept):
+            shutil.rmtree(path, ignore_errors=True)
+        gone_file.unlink(missing_ok=True)
+
+
 def test_python_venv_built_in_a_layer_runs(run: Runner, tmp_path: Path) -> None:
     upper = tmp_path / "venv-layer"
     done = run.run(spec(upper=upper), f"{PYTHON} -m venv /opt/venv")

@@ -6,10 +6,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import REPO
 
 
-def test_skipped_docker_tests_end_the_run_with_the_reason_and_the_fix(tmp_path: Path) -> None:
+# `make test` runs the suite on pytest-xdist workers; the line must come from the controller there too.
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["serial", "xdist"])
+def test_skipped_docker_tests_end_the_run_with_the_reason_and_the_fix(
+    tmp_path: Path, workers: list[str]
+) -> None:
     # A stand-in suite laid out like ours: the root conftest's summary hook, and a docker test that skips
     # with the reason the private dockerd gives where it cannot run.
     (tmp_path / "tests" / "docker").mkdir(parents=True)
@@ -20,7 +26,7 @@ def test_skipped_docker_tests_end_the_run_with_the_reason_and_the_fix(tmp_path: 
         "import pytest\n\n\ndef test_engine():\n    pytest.skip('no /usr/sbin/dockerd: install docker.io')\n"
     )
     run = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"],
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *workers, "tests"],
         cwd=tmp_path,
         capture_output=True,
         text=True,

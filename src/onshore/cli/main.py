@@ -15,7 +15,6 @@ from onshore.cli.embedded import CliError
 from onshore.config import (
     DEFAULT_DOCKER_NETWORK,
     DEFAULT_PORT,
-    RUNTIMES,
     DataDir,
     DataDirError,
     ServerConfig,
@@ -29,8 +28,11 @@ def _data(args: argparse.Namespace) -> DataDir:
 
 def cmd_server(args: argparse.Namespace) -> int:
     from onshore.runtimes.docker.runtime import EngineUnavailable
-    from onshore.server import OnshoreServer
+    from onshore.server import BACKENDS, OnshoreServer
 
+    if args.runtime not in BACKENDS:
+        known = ", ".join(BACKENDS)
+        raise CliError(f"--runtime {args.runtime!r} is not a backend here: choose one of {known}")
     data = _data(args)
     running = embedded.find_running(data)
     if running is not None:
@@ -140,9 +142,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-containers", type=int, default=0)
     p.add_argument(
         "--runtime",
-        choices=RUNTIMES,
         default="process",
-        help="where containers run: host processes (default), or Docker containers of real images",
+        metavar="BACKEND",
+        help="where containers run: process (host processes, the default) or docker (Docker containers of "
+        "real images)",
     )
     p.add_argument(
         "--docker-host",

@@ -267,14 +267,21 @@ class _Planner:
             else:
                 _touch(skel)
                 self.mounts.append(
-                    {"op": "bind", "source": path, "target": self.inside(path), "readonly": True}
+                    {
+                        "op": "bind",
+                        "source": path,
+                        "target": self.inside(path),
+                        "readonly": True,
+                        "host_entry": True,
+                    }
                 )
 
     def host_dir(self, path: str, dirs: list[int]) -> None:
         if path in self.kernel_mounts or (
             not dirs and self.upper is None and not self.spec.private_host_writes
         ):
-            self.mounts.append({"op": "bind", "source": path, "target": self.inside(path), "readonly": True})
+            bind = {"op": "bind", "source": path, "target": self.inside(path), "readonly": True}
+            self.mounts.append({**bind, "host_entry": True})
             return
         if any(m != path and _is_under(m, path) for m in self.host_mounts):
             # Overlayfs would not show the mounts below its lower dir, and in a user namespace it refuses

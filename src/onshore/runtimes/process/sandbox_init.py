@@ -199,7 +199,12 @@ def _bind(op: dict[str, Any]) -> None:
             return
     elif op.get("create"):
         _ensure(target, op["create"])
-    _mount(source, target, None, MS_BIND | MS_REC)
+    try:
+        _mount(source, target, None, MS_BIND | MS_REC)
+    except SetupError:
+        if op.get("host_entry") and not os.path.lexists(source):
+            return  # a host entry removed since the plan listed it: the container does not see it either
+        raise
     if op["readonly"]:
         _read_only(target)
 
