@@ -251,6 +251,7 @@ def fresh_server(tmp_path: Path) -> Iterator[ServerProcess]:
         proc.stop()
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Under pytest-xdist (`make test` runs two workers), the docker tests share one worker: they share one
     private dockerd, whose cached data root only one daemon may hold."""
