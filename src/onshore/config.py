@@ -33,6 +33,12 @@ class ServerConfig:
     # The process runtime's containers: "auto" isolates them (namespaces) where the host allows it; "none"
     # runs them as plain subprocesses, as on a host without namespaces.
     isolation: str = "auto"
+    # Web endpoints are also served by Host header: <label>.<web_domain> ("localhost": *.localhost in a
+    # browser; a wildcard DNS name behind a reverse proxy). "" serves them by path only.
+    web_domain: str = "localhost"
+    public_url: str = (
+        ""  # the HTTP port as others reach it, for the URLs handed out; "": http://host:http_port
+    )
     app_heartbeat_timeout: float = 60.0
     container_stop_grace: float = 5.0
 

@@ -15,6 +15,7 @@ PREFIXES = {
     "secret": "st",
     "blob": "bl",
     "token": "ak",
+    "proxy_token": "wk",
     "definition": "de",
     "environment": "en",
 }

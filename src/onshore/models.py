@@ -146,6 +146,7 @@ class Token:
     created_at: float
     label: str = ""
     revoked_at: float | None = None
+    kind: str = "api"  # "api": the gRPC API's clients; "proxy": web endpoints with requires_proxy_auth=True
 
 
 @dataclass

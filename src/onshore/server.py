@@ -32,10 +32,12 @@ from onshore.background import Background
 from onshore.config import DataDir, ServerConfig
 from onshore.events import Events
 from onshore.http.blobs import blob_app
+from onshore.http.gateway import Gateway
 from onshore.loops.autoscaler import Autoscaler
 from onshore.loops.hostcpu import ScaleOutGate, read_cpu_times
 from onshore.loops.janitor import Janitor
 from onshore.models import App
+from onshore.protocol.asgi import restore_web_routes
 from onshore.protocol.build_runner import BuildFunctionRunner
 from onshore.protocol.launch import Launcher
 from onshore.protocol.results import make_result
@@ -58,6 +60,7 @@ from onshore.services.secrets import SecretService
 from onshore.services.standalone import StandalonePythons
 from onshore.services.tasks import TaskDirectory
 from onshore.services.tokens import TokenService
+from onshore.services.web import WebService
 from onshore.store.sqlite import SqliteStore
 
 log = logging.getLogger("onshore.server")
@@ -184,6 +187,7 @@ class OnshoreServer:
         )
         self.tasks = TaskDirectory(self.containers, self.calls, self.logs, clock, self.background)
         self.invoke = InvokeService(self.apps, self.functions, self.calls)
+        self.web = WebService(config.public_url or self.http_url, config.web_domain, self.apps.is_live)
         self.images = ImageService(
             self.store,
             backend.builder,
@@ -220,7 +224,7 @@ class OnshoreServer:
 
         handlers: list[object] = [
             AppHandlers(self.apps, self.functions, self.containers, self.logs, self.url),
-            FunctionHandlers(self.apps, self.functions, can),
+            FunctionHandlers(self.apps, self.functions, self.web, can),
             CallHandlers(self.functions, self.calls, self.invoke),
             ContainerHandlers(
                 self.calls, self.containers, ContainerInputs(self.functions, self.calls, self.containers)
@@ -256,6 +260,7 @@ class OnshoreServer:
         for app in self.apps.stop_orphans_after_restart():
             self.logs.mark_done(app.app_id)
         self.functions.load_live()
+        restore_web_routes(self.web, self.apps, self.functions)
         self.images.restore()
         requeued, failed = self.calls.restore(self.functions.is_runnable)
         if requeued or failed:
@@ -333,9 +338,12 @@ class OnshoreServer:
 
     async def _serve_http(self) -> None:
         app = blob_app(self.blobs)
+        gateway = Gateway(
+            self.web, self.functions, self.invoke, self.calls, self.blobs, self.tokens.proxy_allowed, app
+        )
         http = _Http(
             uvicorn.Config(
-                app,
+                gateway,
                 host=self.config.host,
                 port=self.http_port,
                 log_level="warning",

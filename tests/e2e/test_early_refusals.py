@@ -15,7 +15,7 @@ app = modal.App("onshore-test-early-refusal-web", image=image)
 
 
 @app.function()
-@modal.fastapi_endpoint()
+@modal.fastapi_endpoint(custom_domains=["web.example.com"])
 def page() -> str:
     return "hello"
 
@@ -26,20 +26,20 @@ class Pages:
     def plain(self) -> int:
         return 1
 
-    @modal.fastapi_endpoint()
+    @modal.fastapi_endpoint(custom_domains=["pages.example.com"])
     def web(self) -> str:
         return "hello"
 """
 
 
-def test_web_endpoints_are_refused_before_the_image_builds(server: ServerProcess, tmp_path: Path) -> None:
+def test_custom_domains_are_refused_before_the_image_builds(server: ServerProcess, tmp_path: Path) -> None:
     app = write_app(tmp_path, "web_app.py", WEB_APP)
     started = time.monotonic()
     result = run_modal(server, "deploy", str(app), timeout=60)
     elapsed = time.monotonic() - started
     assert result.returncode != 0, result.output
     error = result.output[result.output.find("Error") :]
-    assert "web endpoint" in error and "not served yet" in error, result.output
+    assert "custom_domains=" in error and "use label=" in error, result.output
     assert elapsed < 30, (elapsed, result.output)
     # The image's slow step never started: not streamed to the client, not built by the server.
     assert "sleep 120" not in result.output, result.output

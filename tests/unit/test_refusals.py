@@ -35,14 +35,21 @@ def test_gpus_and_volumes_refused_where_the_backend_has_none() -> None:
     assert refusals(fn, Capabilities(gpus=True, volumes=True)) == []
 
 
-def test_web_endpoints_are_refused_at_precreate() -> None:
-    """FunctionPrecreate comes before the client builds any image: what it shows is refused there."""
-    plain = api_pb2.FunctionPrecreateRequest(function_name="f")
-    assert precreate_refusals(plain) == []
+def test_custom_domains_are_refused_at_precreate() -> None:
+    """FunctionPrecreate comes before the client builds any image: what it shows is refused there. Web
+    endpoints are served; a custom domain is not."""
     web = api_pb2.FunctionPrecreateRequest(function_name="f")
     web.webhook_config.type = api_pb2.WEBHOOK_TYPE_FUNCTION
-    assert precreate_refusals(web) == ["web endpoints are not served yet"]
+    assert precreate_refusals(web) == []
+    web.webhook_config.custom_domains.add(name="web.example.com")
+    assert precreate_refusals(web) == [
+        "a web endpoint asks for custom_domains=, which Onshore does not serve (use label=)"
+    ]
     cls = api_pb2.FunctionPrecreateRequest(function_name="C.*")
     cls.method_definitions["plain"].function_name = "plain"
     cls.method_definitions["page"].webhook_config.type = api_pb2.WEBHOOK_TYPE_ASGI_APP
-    assert precreate_refusals(cls) == ["web endpoint method 'page' is not served yet"]
+    assert precreate_refusals(cls) == []
+    cls.method_definitions["page"].webhook_config.custom_domains.add(name="pages.example.com")
+    assert precreate_refusals(cls) == [
+        "web endpoint method 'page' asks for custom_domains=, which Onshore does not serve (use label=)"
+    ]

@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from typing import cast
 
 from google.protobuf import empty_pb2
 from modal_proto import api_pb2
 
 from onshore.api.base import Principal
-from onshore.errors import PermissionDenied
+from onshore.errors import InvalidArgument, PermissionDenied
 from onshore.services.call_state import ContainerOutput
 from onshore.services.calls import CallService
 from onshore.services.container_inputs import ContainerInputs
 from onshore.services.containers import ContainerService, Task
+
+
+def _call_id(req: api_pb2.FunctionCallGetDataRequest | api_pb2.FunctionCallPutDataRequest) -> str:
+    if not req.function_call_id:
+        raise InvalidArgument("Data streams by attempt token are not supported; give function_call_id")
+    return req.function_call_id
 
 
 def _task(who: Principal) -> Task:
@@ -92,12 +99,22 @@ class ContainerHandlers:
         self, req: api_pb2.FunctionCallPutDataRequest, who: Principal
     ) -> empty_pb2.Empty:
         task = _task(who)
-        call = self._calls.get_call(req.function_call_id)
-        self._calls.check_call_access(call, task.task_id)
-        self._calls.put_data_out(
-            call, [(int(c.index), bytes(c.SerializeToString())) for c in req.data_chunks]
-        )
+        call = self._calls.get_call(_call_id(req))
+        if self._calls.writable_by(call, task.task_id):
+            await self._calls.put_data_out(
+                call, [(int(c.index), bytes(c.SerializeToString())) for c in req.data_chunks]
+            )
         return empty_pb2.Empty()
+
+    async def FunctionCallGetDataIn(
+        self, req: api_pb2.FunctionCallGetDataRequest, who: Principal
+    ) -> AsyncIterator[api_pb2.DataChunk]:
+        """The caller's data for a call the container runs: a web request's body and its events."""
+        task = _task(who)
+        call = self._calls.get_call(_call_id(req))
+        self._calls.check_call_access(call, task.task_id)
+        async for chunk in self._calls.iter_data_in(call, int(req.last_index)):
+            yield api_pb2.DataChunk.FromString(chunk)
 
     async def TaskResult(self, req: api_pb2.TaskResultRequest, who: Principal) -> empty_pb2.Empty:
         task = _task(who)

@@ -8,6 +8,7 @@ from modal_proto import api_pb2
 
 from onshore.api.base import Principal
 from onshore.errors import InvalidArgument, PermissionDenied
+from onshore.protocol.asgi import set_web_urls, web_endpoints
 from onshore.protocol.functions import (
     function_data,
     handle_metadata,
@@ -18,12 +19,16 @@ from onshore.protocol.functions import (
 from onshore.runtimes.base import Capabilities
 from onshore.services.apps import AppService
 from onshore.services.functions import FunctionService
+from onshore.services.web import WebService
 
 
 class FunctionHandlers:
-    def __init__(self, apps: AppService, functions: FunctionService, capabilities: Capabilities) -> None:
+    def __init__(
+        self, apps: AppService, functions: FunctionService, web: WebService, capabilities: Capabilities
+    ) -> None:
         self._apps = apps
         self._functions = functions
+        self._web = web
         self._capabilities = capabilities  # what the backend can do: the rest of a definition is refused
 
     def _metadata(self, function_id: str) -> Any:
@@ -67,14 +72,16 @@ class FunctionHandlers:
                 if fn.spec.tag == definition.function_name and not fn.parent_function_id:
                     existing = fn.function_id
             existing = existing or app.function_ids.get(definition.function_name, "")
+        refused = refusals(definition, self._capabilities)
+        planned = []
+        endpoints = web_endpoints(definition)
+        if endpoints and not refused:
+            # Each endpoint's URL is part of the definition the client gets back (and prints).
+            planned = self._web.plan(self._apps.get(req.app_id), definition.function_name, endpoints)
+            set_web_urls(definition, {e.method_name: self._web.url(label) for e, label in planned})
         raw = bytes(definition.SerializeToString())
-        fn = self._functions.create(
-            req.app_id,
-            existing,
-            raw,
-            spec_from_definition(definition),
-            refusals(definition, self._capabilities),
-        )
+        fn = self._functions.create(req.app_id, existing, raw, spec_from_definition(definition), refused)
+        self._web.register(fn.function_id, fn.app_id, planned)
         return api_pb2.FunctionCreateResponse(
             function_id=fn.function_id,
             function=definition,

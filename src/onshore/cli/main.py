@@ -69,6 +69,8 @@ def cmd_server(args: argparse.Namespace) -> int:
         docker_network=args.docker_network or DEFAULT_DOCKER_NETWORK,
         max_containers=args.max_containers,
         isolation=args.isolation,
+        web_domain=args.web_domain,
+        public_url=args.public_url or "",
         app_heartbeat_timeout=args.app_heartbeat_timeout,
     )
 
@@ -164,6 +166,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="process runtime: isolate containers in Linux namespaces where the host allows it (auto, the "
         "default), or run them as plain subprocesses (none); what needs isolation is then refused",
     )
+    p.add_argument(
+        "--web-domain",
+        default="localhost",
+        metavar="DOMAIN",
+        help="web endpoints also answer at <label>.DOMAIN by Host header "
+        "(default: localhost; '' for paths only)",
+    )
+    p.add_argument(
+        "--public-url",
+        metavar="URL",
+        help="the HTTP port's address as other machines reach it, for the web URLs handed out "
+        "(default: http://HOST:HTTP_PORT)",
+    )
     p.add_argument("--app-heartbeat-timeout", type=float, default=60.0, help=argparse.SUPPRESS)
     p.add_argument("-v", "--verbose", action="store_true")
     p.set_defaults(func=cmd_server)
@@ -213,7 +228,13 @@ def build_parser() -> argparse.ArgumentParser:
     t = token_sub.add_parser("create", help="create a token and print its secret (shown only once)")
     add_data_dir(t)
     t.add_argument("--label", default="", help="a note to recognise the token by")
-    t.set_defaults(func=lambda a: tokens.cmd_create(_data(a), a.label))
+    t.add_argument(
+        "--proxy",
+        action="store_true",
+        help="a proxy token: for web endpoints with requires_proxy_auth=True "
+        "(Modal-Key/Modal-Secret headers)",
+    )
+    t.set_defaults(func=lambda a: tokens.cmd_create(_data(a), a.label, a.proxy))
     t = token_sub.add_parser("list", help="list tokens: id, label, created, revoked")
     add_data_dir(t)
     t.set_defaults(func=lambda a: tokens.cmd_list(_data(a)))

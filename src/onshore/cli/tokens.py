@@ -43,13 +43,19 @@ def _default_token_id(data: DataDir) -> str:
     return str(info.get("token_id", "")) if info else ""
 
 
-def cmd_create(data: DataDir, label: str) -> int:
+def cmd_create(data: DataDir, label: str, proxy: bool = False) -> int:
     with _tokens(data, create=True) as tokens:
-        token, secret = tokens.create(label)
-    print(f"Created token {token.token_id}" + (f" ({label})" if label else "") + ".")
+        token, secret = tokens.create(label, proxy=proxy)
+    what = "proxy token" if proxy else "token"
+    print(f"Created {what} {token.token_id}" + (f" ({label})" if label else "") + ".")
     print("Its secret is shown only this once; to use it:")
-    print(f"export MODAL_TOKEN_ID={token.token_id}")
-    print(f"export MODAL_TOKEN_SECRET={secret}")
+    if proxy:
+        print("send these headers to web endpoints that have requires_proxy_auth=True:")
+        print(f"Modal-Key: {token.token_id}")
+        print(f"Modal-Secret: {secret}")
+    else:
+        print(f"export MODAL_TOKEN_ID={token.token_id}")
+        print(f"export MODAL_TOKEN_SECRET={secret}")
     return 0
 
 
@@ -57,10 +63,12 @@ def cmd_list(data: DataDir) -> int:
     with _tokens(data) as tokens:
         rows = tokens.list()
     default = _default_token_id(data)
-    table = [("TOKEN ID", "LABEL", "CREATED", "REVOKED")]
+    table = [("TOKEN ID", "KIND", "LABEL", "CREATED", "REVOKED")]
     for token in rows:
         label = token.label + (" (token.json)" if token.token_id == default else "")
-        table.append((token.token_id, label or "-", _when(token.created_at), _when(token.revoked_at)))
+        table.append(
+            (token.token_id, token.kind, label or "-", _when(token.created_at), _when(token.revoked_at))
+        )
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     for row in table:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())

@@ -7,6 +7,7 @@ from typing import Any
 from modal_proto import api_pb2
 
 from onshore.models import FunctionRecord, FunctionSpec, RetryPolicy
+from onshore.protocol.asgi import web_refusals
 from onshore.runtimes.base import Capabilities
 
 DEFAULT_SCALEDOWN_WINDOW = 60.0
@@ -59,7 +60,7 @@ def refusals(fn: Any, can: Capabilities) -> list[str]:
         out.append("network file systems are not supported")
     if fn.cloud_bucket_mounts or fn.s3_mounts:
         out.append("cloud bucket mounts are not supported yet")
-    out += precreate_refusals(fn)  # web endpoints, on the function or on a class's methods
+    out += precreate_refusals(fn)  # web endpoint settings, on the function or on a class's methods
     if fn.HasField("schedule"):
         out.append("schedules (schedule=Cron/Period) are not run yet")
     if fn.is_server:
@@ -85,13 +86,7 @@ def precreate_refusals(req: Any) -> list[str]:
     The client precreates every function before it builds images; the rest of a definition (GPUs, volumes,
     schedules) comes with FunctionCreate, once the function's image is built.
     """
-    out: list[str] = []
-    if req.webhook_config.type:
-        out.append("web endpoints are not served yet")
-    for name, method in req.method_definitions.items():
-        if method.webhook_config.type:
-            out.append(f"web endpoint method '{name}' is not served yet")
-    return out
+    return web_refusals(req)
 
 
 def handle_metadata(record: FunctionRecord, base: FunctionRecord) -> Any:
@@ -121,6 +116,7 @@ def handle_metadata(record: FunctionRecord, base: FunctionRecord) -> Any:
             sub.supported_input_formats.extend(method.supported_input_formats)
             sub.supported_output_formats.extend(method.supported_output_formats)
     if fn is not None:
+        meta.web_url = fn.web_url
         meta.class_parameter_info.CopyFrom(fn.class_parameter_info)
         for sub in meta.method_handle_metadata.values():
             sub.class_parameter_info.CopyFrom(fn.class_parameter_info)
@@ -139,7 +135,10 @@ def function_data(definition: bytes) -> Any:
         timeout_secs=fn.timeout_secs,
         is_class=fn.is_class,
         method_definitions_set=fn.method_definitions_set,
+        web_url=fn.web_url,
     )
+    data.web_url_info.CopyFrom(fn.web_url_info)
+    data.webhook_config.CopyFrom(fn.webhook_config)
     data.class_parameter_info.CopyFrom(fn.class_parameter_info)
     data.function_schema.CopyFrom(fn.function_schema)
     for name, method in fn.method_definitions.items():

@@ -7,6 +7,7 @@ import collections
 from dataclasses import dataclass, field
 
 from onshore.models import OutputRecord, Payload
+from onshore.services.call_streams import DataStream
 from onshore.services.waiters import Waiters
 
 # GenericResult.GenericStatus numbers (kept here so this module stays free of protobuf).
@@ -63,9 +64,16 @@ class CallState:
     num_done: int = 0
     next_entry_id: int = 1
     inputs: dict[str, PendingInput] = field(default_factory=dict)
-    data_out: list[tuple[int, bytes]] = field(default_factory=list)  # (index, serialized DataChunk)
     waiters: Waiters = field(default_factory=Waiters)
     last_polled: float = 0.0  # the clock's monotonic time of the caller's last look at the outputs
+    # Serialized DataChunks: generator items and a web response (out, from the container), a web request's
+    # body and events (in, to the container). A change in either wakes the call's waiters.
+    data_out: DataStream = field(init=False)
+    data_in: DataStream = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.data_out = DataStream(self.waiters)
+        self.data_in = DataStream(self.waiters)
 
     @property
     def jwt(self) -> str:

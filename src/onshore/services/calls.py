@@ -514,11 +514,12 @@ class CallService:
         self._queues[item.call.function_id].offer(item, front=True)
         self._events.demand_changed.emit(item.call.function_id)
 
-    # ---------------------------------------------------------------- generator data
-    def put_data_out(self, call: CallState, chunks: list[tuple[int, bytes]]) -> None:
-        call.data_out.extend(chunks)
-        call.data_out.sort(key=lambda c: c[0])
-        call.notify()
+    # ---------------------------------------------------------------- data streams (generators, web requests)
+    async def put_data_out(self, call: CallState, chunks: list[tuple[int, bytes]]) -> None:
+        """A container's data for the caller; waits (up to a minute) while the caller is far behind."""
+        if not await call.data_out.wait_room(60.0) and not call.data_out.closed:
+            raise Unavailable(f"The reader of function call {call.function_call_id} is not keeping up")
+        call.data_out.put(chunks)
 
     async def iter_data_out(
         self, call: CallState, last_index: int, wait: float = 50.0
@@ -527,20 +528,31 @@ class CallService:
 
         The client reconnects with its last index, and closes the stream once it has every item.
         """
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + wait
-        while True:
-            fresh = [(i, c) for i, c in call.data_out if i > last_index]
-            for index, chunk in fresh:
-                last_index = index
-                yield chunk
-            if fresh:
-                deadline = loop.time() + wait
-                continue
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return
-            await call.wait_change(remaining)
+        async for _, chunk in call.data_out.read(last_index, wait):
+            yield chunk
+
+    async def iter_data_in(
+        self, call: CallState, last_index: int, wait: float = 50.0
+    ) -> AsyncIterator[bytes]:
+        """The caller's data for the container (a web request's body and events), as for iter_data_out."""
+        async for _, chunk in call.data_in.read(last_index, wait):
+            yield chunk
+
+    def writable_by(self, call: CallState, task_id: str) -> bool:
+        """Whether a container's data for the call is kept: False once the call has ended (a web request
+        whose client went away), where it is dropped; PermissionDenied for a container not running it."""
+        if call.unfinished == 0 or call.data_out.closed:
+            return False
+        self.check_call_access(call, task_id)
+        return True
+
+    def forget(self, call: CallState) -> None:
+        """The caller is done with a call that has ended (a web request answered): drop it and its streams."""
+        call.data_in.close()
+        call.data_out.close()
+        for o in call.outputs:
+            call.cleared.add(o.input_id)
+        self._release(call)
 
     # ---------------------------------------------------------------- lifecycle
     def drop_app_calls(self, app_id: str, reason: str) -> None:
@@ -557,6 +569,7 @@ class CallService:
                 item.retryable = False  # no retries for an app that is gone
                 result = self._make_result(STATUS_TERMINATED, reason)
                 self._finish_in_background(item, STATUS_TERMINATED, result)
+            call.data_in.close()
             if not call.persistent:
                 self._calls.pop(call.function_call_id, None)
 

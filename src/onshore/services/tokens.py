@@ -24,12 +24,16 @@ class TokenService:
     def __init__(self, store: TokenStore, clock: Clock) -> None:
         self._store = store
         self._clock = clock
-        self._verified: dict[tuple[str, str], float] = {}
+        self._verified: dict[tuple[str, str, str], float] = {}
 
-    def create(self, label: str = "") -> tuple[Token, str]:
-        token_id = ids.new_id("token")
-        secret = ids.new_secret()
-        token = Token(token_id, _hash(secret), self._clock.now(), label=label)
+    def create(self, label: str = "", proxy: bool = False) -> tuple[Token, str]:
+        """A new token (a proxy token, for web endpoints' Modal-Key/Modal-Secret headers, if proxy) and its
+        secret, which only its hash is stored for."""
+        token_id = ids.new_id("proxy_token" if proxy else "token")
+        secret = ("ws-" + ids.new_secret()[3:]) if proxy else ids.new_secret()
+        token = Token(
+            token_id, _hash(secret), self._clock.now(), label=label, kind="proxy" if proxy else "api"
+        )
         self._store.put_token(token)
         return token, secret
 
@@ -39,14 +43,15 @@ class TokenService:
             return None
         return self.create("initial")
 
-    def verify(self, token_id: str, secret: str) -> None:
-        key = (token_id, secret)
+    def verify(self, token_id: str, secret: str, kind: str = "api") -> None:
+        """Unauthenticated unless the token exists, is of this kind, matches the secret and is not revoked."""
+        key = (token_id, secret, kind)
         now = self._clock.monotonic()
         checked = self._verified.get(key)
         if checked is not None and now - checked < VERIFY_CACHE_SECONDS:
             return
         token = self._store.get_token(token_id) if token_id else None
-        if token is None or not hmac.compare_digest(token.secret_hash, _hash(secret)):
+        if token is None or token.kind != kind or not hmac.compare_digest(token.secret_hash, _hash(secret)):
             self._verified.pop(key, None)
             raise Unauthenticated("Invalid token: the token id or secret is wrong (see `onshore token list`)")
         if token.revoked_at is not None:
@@ -55,6 +60,14 @@ class TokenService:
         if len(self._verified) > 10_000:
             self._verified.clear()
         self._verified[key] = now
+
+    def proxy_allowed(self, token_id: str, secret: str) -> bool:
+        """Whether a web request's Modal-Key and Modal-Secret are a valid proxy token."""
+        try:
+            self.verify(token_id, secret, kind="proxy")
+        except Unauthenticated:
+            return False
+        return True
 
     def list(self) -> list[Token]:
         return self._store.list_tokens()

@@ -54,11 +54,22 @@ def _mounts_outside_root(spec: ContainerSpec) -> list[str]:
     return sorted(n for n in os.listdir(tree) if n != "root") if tree.is_dir() else []
 
 
-def _boxed_env(image: ImageConfig) -> dict[str, str]:
+def _python_on_path(env: dict[str, str], python: str) -> dict[str, str]:
+    """`python` in a container is its own interpreter (as in an image of Modal's, where a web_server's command
+    or a subprocess runs `python ...`): the interpreter's directory comes first on PATH."""
+    bin_dir = os.path.dirname(python)
+    parts = [p for p in env.get("PATH", "/usr/local/bin:/usr/bin:/bin").split(":") if p and p != bin_dir]
+    env["PATH"] = ":".join([bin_dir, *parts])
+    return env
+
+
+def _boxed_env(image: ImageConfig, python: str) -> dict[str, str]:
     """The environment a sandboxed container starts with, before its own (secrets, credentials)."""
     env = {k: os.environ[k] for k in _PASSTHROUGH if k in os.environ}
     env.update(MODAL_IS_REMOTE="1", PYTHONUNBUFFERED="1", MODAL_CONFIG_PATH="/nonexistent.toml")
     env.update(image.env)
+    if "PATH" not in image.env:
+        _python_on_path(env, python)
     return env
 
 
@@ -131,7 +142,7 @@ class ProcessRuntime:
         env["MODAL_IS_REMOTE"] = "1"
         env["MODAL_CONFIG_PATH"] = str(self._state_dir / "no-modal.toml")
         env["PYTHONUNBUFFERED"] = "1"
-        return env
+        return _python_on_path(env, python)
 
     def _cgroup(self, spec: ContainerSpec) -> Cgroup | None:
         """The cgroup enforcing a container's hard limits, or None when it has none."""
@@ -264,7 +275,7 @@ class ProcessRuntime:
             # The spare's /root is a dir of its own: what the image has there is copied in.
             await asyncio.to_thread(merge_layers, [Path(layer) for layer in image.layers], "root", root)
             layout = ContainerLayout(image, python, None, None, pkg, self._hidden, (root, io))
-            env = {**_boxed_env(image), "MODAL_SERVER_URL": key[3]}
+            env = {**_boxed_env(image, python), "MODAL_SERVER_URL": key[3]}
             box = layout.spec(env, [])
             argv = [python, "-c", SPARE_PROGRAM]
             entry = await self._spawn_boxed(box, argv, spare_dir / "scratch", asyncio.subprocess.PIPE)
@@ -315,7 +326,7 @@ class ProcessRuntime:
         args_path = self._state_dir / f"{spec.task_id}.args"
         args_path.write_bytes(spec.container_args)
         layout = ContainerLayout(image, python, Path(spec.code_dir), args_path, pkg, self._hidden)
-        env = {**_boxed_env(image), **spec.env, "MODAL_TASK_ID": spec.task_id}
+        env = {**_boxed_env(image, python), **spec.env, "MODAL_TASK_ID": spec.task_id}
         cgroup = self._cgroup(spec)
         # The sandbox's init puts itself in the cgroup before anything of the container runs.
         box = layout.spec(env, cgroup.procs_files if cgroup is not None else [])
