@@ -46,6 +46,7 @@ from onshore.runtimes import process as process_backend
 from onshore.runtimes.base import Backend, BackendConfig, host_resources
 from onshore.services.apps import AppService
 from onshore.services.blobs import BlobService
+from onshore.services.call_data import CallData
 from onshore.services.calls import CallService
 from onshore.services.clock import SystemClock
 from onshore.services.container_inputs import ContainerInputs
@@ -222,12 +223,16 @@ class OnshoreServer:
         events.container_exited.connect(lambda task: self.execs.container_ended(task.task_id))
         events.app_stopped.connect(self._on_app_stop)
 
+        call_data = CallData(self.calls)
         handlers: list[object] = [
             AppHandlers(self.apps, self.functions, self.containers, self.logs, self.url),
             FunctionHandlers(self.apps, self.functions, self.web, can),
-            CallHandlers(self.functions, self.calls, self.invoke),
+            CallHandlers(self.functions, self.calls, call_data, self.invoke),
             ContainerHandlers(
-                self.calls, self.containers, ContainerInputs(self.functions, self.calls, self.containers)
+                self.calls,
+                call_data,
+                self.containers,
+                ContainerInputs(self.functions, self.calls, self.containers),
             ),
             TaskHandlers(self.apps, self.tasks, self.execs, router_url=self.url),
             LogHandlers(self.apps, self.logs, self.tasks),

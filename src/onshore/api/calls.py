@@ -13,6 +13,7 @@ from onshore.api.base import Principal
 from onshore.errors import InvalidArgument, NotFound
 from onshore.models import OutputRecord
 from onshore.protocol.results import generic_result
+from onshore.services.call_data import CallData
 from onshore.services.call_state import CallState, PendingInput
 from onshore.services.calls import CallService
 from onshore.services.functions import FunctionService
@@ -48,9 +49,12 @@ def _input_jwt(item: PendingInput) -> str:
 
 
 class CallHandlers:
-    def __init__(self, functions: FunctionService, calls: CallService, invoke: InvokeService) -> None:
+    def __init__(
+        self, functions: FunctionService, calls: CallService, data: CallData, invoke: InvokeService
+    ) -> None:
         self._functions = functions
         self._calls = calls
+        self._data = data
         self._invoke = invoke
 
     def _call(self, function_call_id: str, who: Principal) -> CallState:
@@ -168,5 +172,5 @@ class CallHandlers:
         if not req.function_call_id:
             raise NotFound("Data streams by attempt token are not supported; give function_call_id")
         call = self._call(req.function_call_id, who)
-        async for chunk in self._calls.iter_data_out(call, int(req.last_index)):
+        async for chunk in self._data.read_out(call, int(req.last_index)):
             yield api_pb2.DataChunk.FromString(chunk)

@@ -11,6 +11,7 @@ from modal_proto import api_pb2
 
 from onshore.api.base import Principal
 from onshore.errors import InvalidArgument, PermissionDenied
+from onshore.services.call_data import CallData
 from onshore.services.call_state import ContainerOutput
 from onshore.services.calls import CallService
 from onshore.services.container_inputs import ContainerInputs
@@ -30,8 +31,11 @@ def _task(who: Principal) -> Task:
 
 
 class ContainerHandlers:
-    def __init__(self, calls: CallService, containers: ContainerService, inputs: ContainerInputs) -> None:
+    def __init__(
+        self, calls: CallService, data: CallData, containers: ContainerService, inputs: ContainerInputs
+    ) -> None:
         self._calls = calls
+        self._data = data
         self._containers = containers
         self._inputs = inputs
 
@@ -100,8 +104,8 @@ class ContainerHandlers:
     ) -> empty_pb2.Empty:
         task = _task(who)
         call = self._calls.get_call(_call_id(req))
-        if self._calls.writable_by(call, task.task_id):
-            await self._calls.put_data_out(
+        if self._data.writable_by(call, task.task_id):
+            await self._data.put_out(
                 call, [(int(c.index), bytes(c.SerializeToString())) for c in req.data_chunks]
             )
         return empty_pb2.Empty()
@@ -112,8 +116,7 @@ class ContainerHandlers:
         """The caller's data for a call the container runs: a web request's body and its events."""
         task = _task(who)
         call = self._calls.get_call(_call_id(req))
-        self._calls.check_call_access(call, task.task_id)
-        async for chunk in self._calls.iter_data_in(call, int(req.last_index)):
+        async for chunk in self._data.read_in(call, task.task_id, int(req.last_index)):
             yield api_pb2.DataChunk.FromString(chunk)
 
     async def TaskResult(self, req: api_pb2.TaskResultRequest, who: Principal) -> empty_pb2.Empty:

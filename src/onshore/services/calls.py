@@ -11,7 +11,7 @@ import asyncio
 import bisect
 import collections
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import cast
 
 from onshore import ids
@@ -513,38 +513,6 @@ class CallService:
             return
         self._queues[item.call.function_id].offer(item, front=True)
         self._events.demand_changed.emit(item.call.function_id)
-
-    # ---------------------------------------------------------------- data streams (generators, web requests)
-    async def put_data_out(self, call: CallState, chunks: list[tuple[int, bytes]]) -> None:
-        """A container's data for the caller; waits (up to a minute) while the caller is far behind."""
-        if not await call.data_out.wait_room(60.0) and not call.data_out.closed:
-            raise Unavailable(f"The reader of function call {call.function_call_id} is not keeping up")
-        call.data_out.put(chunks)
-
-    async def iter_data_out(
-        self, call: CallState, last_index: int, wait: float = 50.0
-    ) -> AsyncIterator[bytes]:
-        """Data chunks with an index above last_index; ends after `wait` seconds without new data.
-
-        The client reconnects with its last index, and closes the stream once it has every item.
-        """
-        async for _, chunk in call.data_out.read(last_index, wait):
-            yield chunk
-
-    async def iter_data_in(
-        self, call: CallState, last_index: int, wait: float = 50.0
-    ) -> AsyncIterator[bytes]:
-        """The caller's data for the container (a web request's body and events), as for iter_data_out."""
-        async for _, chunk in call.data_in.read(last_index, wait):
-            yield chunk
-
-    def writable_by(self, call: CallState, task_id: str) -> bool:
-        """Whether a container's data for the call is kept: False once the call has ended (a web request
-        whose client went away), where it is dropped; PermissionDenied for a container not running it."""
-        if call.unfinished == 0 or call.data_out.closed:
-            return False
-        self.check_call_access(call, task_id)
-        return True
 
     def forget(self, call: CallState) -> None:
         """The caller is done with a call that has ended (a web request answered): drop it and its streams."""
