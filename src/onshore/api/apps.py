@@ -104,12 +104,16 @@ class AppHandlers:
 
     async def AppPublish(self, req: api_pb2.AppPublishRequest, who: Principal) -> api_pb2.AppPublishResponse:
         who.require_client("publish apps")
-        state = _PROTO_TO_STATE.get(req.app_state)
+        app = self._apps.get(req.app_id)
+        if req.app_state == api_pb2.APP_STATE_UNSPECIFIED:
+            # `modal serve` republishes its app after each reload without naming a state: it keeps its own.
+            state: AppState | None = app.state if app.state != AppState.INITIALIZING else AppState.EPHEMERAL
+        else:
+            state = _PROTO_TO_STATE.get(req.app_state)
         if state is None:
             raise InvalidArgument(f"AppPublish: unsupported app state {req.app_state}")
         if req.rollback_version:
             raise Unimplemented("Rolling back a deployment is not supported yet")
-        app = self._apps.get(req.app_id)
         previous = set(app.function_ids.values())
         app = self._apps.publish(
             req.app_id,
