@@ -14,8 +14,8 @@ from tests.conftest import ServerProcess
 from tests.docker.daemon import Dockerd
 
 
-def docker_args(dockerd: Dockerd) -> list[str]:
-    return ["--runtime", "docker", "--docker-host", dockerd.url, "--docker-network", "none"]
+def docker_args(dockerd: Dockerd, network: str = "none") -> list[str]:
+    return ["--runtime", "docker", "--docker-host", dockerd.url, "--docker-network", network]
 
 
 def containers(dockerd: Dockerd, labels: dict[str, str]) -> list[dict[str, Any]]:
@@ -27,9 +27,11 @@ def containers(dockerd: Dockerd, labels: dict[str, str]) -> list[dict[str, Any]]
 
 
 @contextlib.contextmanager
-def docker_server(dockerd: Dockerd, data_dir: Path, **server_env: str) -> Iterator[ServerProcess]:
+def docker_server(
+    dockerd: Dockerd, data_dir: Path, network: str = "none", **server_env: str
+) -> Iterator[ServerProcess]:
     """A docker-runtime server with this data dir; once it has stopped, none of its containers may be left."""
-    server = ServerProcess(data_dir, docker_args(dockerd), server_env=dict(server_env)).start()
+    server = ServerProcess(data_dir, docker_args(dockerd, network), server_env=dict(server_env)).start()
     try:
         yield server
     finally:
