@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import images
+import web
 from harness import (
     REPO,
     BenchServer,
@@ -47,6 +48,8 @@ class Sizes:
     python_samples: int
     image_rpcs: int
     image_builds: int
+    web_requests: int
+    web_cold_samples: int
     docker_host: str = ""  # a Docker engine for the docker runtime's figures (--docker-host); "" skips them
 
 
@@ -58,6 +61,8 @@ FULL = Sizes(
     python_samples=5,
     image_rpcs=200,
     image_builds=3,
+    web_requests=2000,
+    web_cold_samples=8,
 )
 QUICK = Sizes(
     warm_calls=150,
@@ -67,6 +72,8 @@ QUICK = Sizes(
     python_samples=2,
     image_rpcs=30,
     image_builds=1,
+    web_requests=400,
+    web_cold_samples=2,
 )
 
 
@@ -214,6 +221,7 @@ BENCHMARKS: dict[str, Callable[[Sizes], dict[str, Any]]] = {
     "image_cache_hit": lambda sizes: images.bench_image_cache_hit(sizes.image_rpcs),
     "image_build_numpy": lambda sizes: images.bench_image_build_numpy(sizes.image_builds),
     "image_cold_start": lambda sizes: images.bench_image_cold_start(sizes.cold_samples, sizes.docker_host),
+    "web_gateway": lambda sizes: web.bench_web_gateway(sizes.web_requests, sizes.web_cold_samples),
 }
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import uvicorn
 from modal_proto.task_command_router_grpc import TaskCommandRouterBase
+from starlette.applications import Starlette
 
 from onshore.api.apps import AppHandlers
 from onshore.api.base import Authenticator, Router
@@ -31,8 +32,9 @@ from onshore.api.transport import CoalescingServer as GrpcServer
 from onshore.background import Background
 from onshore.config import DataDir, ServerConfig
 from onshore.events import Events
-from onshore.http.blobs import blob_app
+from onshore.http.blobs import blob_app, blob_routes
 from onshore.http.gateway import Gateway
+from onshore.http.pages import Sessions, page_routes
 from onshore.loops.autoscaler import Autoscaler
 from onshore.loops.hostcpu import ScaleOutGate, read_cpu_times
 from onshore.loops.janitor import Janitor
@@ -57,6 +59,7 @@ from onshore.services.images import ImageInputs, ImageService, image_config
 from onshore.services.invoke import InvokeService
 from onshore.services.logs import LogService
 from onshore.services.mounts import MountService
+from onshore.services.overview import OverviewService
 from onshore.services.secrets import SecretService
 from onshore.services.standalone import StandalonePythons
 from onshore.services.tasks import TaskDirectory
@@ -188,7 +191,9 @@ class OnshoreServer:
         )
         self.tasks = TaskDirectory(self.containers, self.calls, self.logs, clock, self.background)
         self.invoke = InvokeService(self.apps, self.functions, self.calls)
-        self.web = WebService(config.public_url or self.http_url, config.web_domain, self.apps.is_live)
+        # The HTTP port as users reach it: web endpoints and the app pages the client links to.
+        self.public_http_url = (config.public_url or self.http_url).rstrip("/")
+        self.web = WebService(self.public_http_url, config.web_domain, self.apps.is_live)
         self.images = ImageService(
             self.store,
             backend.builder,
@@ -225,7 +230,7 @@ class OnshoreServer:
 
         call_data = CallData(self.calls)
         handlers: list[object] = [
-            AppHandlers(self.apps, self.functions, self.containers, self.logs, self.url),
+            AppHandlers(self.apps, self.functions, self.containers, self.logs, self.public_http_url),
             FunctionHandlers(self.apps, self.functions, self.web, can),
             CallHandlers(self.functions, self.calls, call_data, self.invoke),
             ContainerHandlers(
@@ -342,9 +347,13 @@ class OnshoreServer:
         os.chmod(self.socket_path, 0o666)
 
     async def _serve_http(self) -> None:
-        app = blob_app(self.blobs)
+        overview = OverviewService(
+            self.apps, self.functions, self.web, self.containers, self.tasks, self.calls, self.logs
+        )
+        sessions = Sessions(self.data.blob_key(), self.tokens)
+        site = Starlette(routes=blob_routes(self.blobs) + page_routes(overview, self.tokens, sessions))
         gateway = Gateway(
-            self.web, self.functions, self.invoke, self.calls, self.blobs, self.tokens.proxy_allowed, app
+            self.web, self.functions, self.invoke, self.calls, self.blobs, self.tokens.proxy_allowed, site
         )
         http = _Http(
             uvicorn.Config(
@@ -363,7 +372,9 @@ class OnshoreServer:
             path = self.socket_dir / BLOB_SOCKET_NAME
             path.unlink(missing_ok=True)
             unix = _Http(
-                uvicorn.Config(app, uds=str(path), log_level="warning", lifespan="off", access_log=False)
+                uvicorn.Config(
+                    blob_app(self.blobs), uds=str(path), log_level="warning", lifespan="off", access_log=False
+                )
             )
             await unix.start()
             self._stack.callback(path.unlink, missing_ok=True)

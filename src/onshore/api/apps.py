@@ -70,7 +70,7 @@ class AppHandlers:
         return api_pb2.AppCreateResponse(
             app_id=app.app_id,
             app_page_url=self._page(app.app_id),
-            app_logs_url=f"{self._url}/logs/{app.app_id}",
+            app_logs_url=f"{self._page(app.app_id)}#logs",
         )
 
     async def AppGetOrCreate(

@@ -49,6 +49,9 @@ def cmd_server(args: argparse.Namespace) -> int:
     # -v is for Onshore's own debug lines: the HTTP/2 libraries' would print every header, token secrets too.
     for noisy in ("hpack", "h2", "grpclib"):
         logging.getLogger(noisy).setLevel(logging.INFO)
+    # grpclib logs each stream a client resets at INFO: every web request's body stream ends that way (the
+    # container drops it once the app has answered).
+    logging.getLogger("grpclib.server").setLevel(logging.WARNING)
     if args.runtime != "docker":
         given = [
             f

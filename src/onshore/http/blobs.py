@@ -67,6 +67,11 @@ async def _write(request: Request, fd: int, tmp: Path, limit: int) -> str:
 
 
 def blob_app(blobs: BlobService) -> Starlette:
+    """The blob routes alone (the unix socket containers use)."""
+    return Starlette(routes=blob_routes(blobs))
+
+
+def blob_routes(blobs: BlobService) -> list[Route]:
     def check(request: Request, verb: str) -> str:
         blob_id = str(request.path_params["blob_id"])
         params = request.query_params
@@ -125,12 +130,10 @@ def blob_app(blobs: BlobService) -> Starlette:
     async def health(request: Request) -> Response:
         return PlainTextResponse("ok")
 
-    return Starlette(
-        routes=[
-            Route("/healthz", health),
-            Route("/blobs/{blob_id}", put_blob, methods=["PUT"]),
-            Route("/blobs/{blob_id}", get_blob, methods=["GET"]),
-            Route("/blobs/{blob_id}/parts/{part:int}", put_part, methods=["PUT"]),
-            Route("/blobs/{blob_id}/complete", complete, methods=["POST", "PUT"]),
-        ]
-    )
+    return [
+        Route("/healthz", health),
+        Route("/blobs/{blob_id}", put_blob, methods=["PUT"]),
+        Route("/blobs/{blob_id}", get_blob, methods=["GET"]),
+        Route("/blobs/{blob_id}/parts/{part:int}", put_part, methods=["PUT"]),
+        Route("/blobs/{blob_id}/complete", complete, methods=["POST", "PUT"]),
+    ]

@@ -90,6 +90,19 @@ class CallState:
         await self.waiters.wait(timeout)
 
 
+@dataclass(frozen=True)
+class FinishedInput:
+    """An input that ended, as the app pages list it."""
+
+    function_id: str
+    input_id: str
+    function_call_id: str
+    status: int
+    queued_at: float
+    started_at: float  # 0.0: it never reached a container
+    finished_at: float
+
+
 @dataclass
 class ContainerOutput:
     """An output as a container reports it (FunctionPutOutputs item)."""

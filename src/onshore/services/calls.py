@@ -29,6 +29,7 @@ from onshore.services.call_state import (
     STATUS_TIMEOUT,
     CallState,
     ContainerOutput,
+    FinishedInput,
     FunctionQueue,
     PendingInput,
 )
@@ -39,6 +40,7 @@ from onshore.store.base import CallStore
 log = logging.getLogger("onshore.calls")
 
 SpecLookup = Callable[[str], "FunctionSpec | None"]
+HISTORY_PER_APP = 200  # finished inputs remembered per app, for the app pages
 ResultFactory = Callable[[int, str], bytes]
 
 
@@ -66,6 +68,9 @@ class CallService:
         self._unrecorded: collections.deque[tuple[PendingInput, int, Payload, str, int]] = collections.deque()
         self._unrecorded_delay = 1.0
         self._events = events or Events()
+        self._history: dict[str, collections.deque[FinishedInput]] = collections.defaultdict(
+            lambda: collections.deque(maxlen=HISTORY_PER_APP)
+        )
 
     # ---------------------------------------------------------------- queries used by the autoscaler
     def demand(self, function_id: str) -> tuple[int, int]:
@@ -80,6 +85,10 @@ class CallService:
 
     def task_busy(self, task_id: str) -> int:
         return len(self._task_inputs.get(task_id, ()))
+
+    def recent_inputs(self, app_id: str) -> list[FinishedInput]:
+        """The app's latest finished inputs, newest first."""
+        return list(reversed(self._history.get(app_id, ())))
 
     # ---------------------------------------------------------------- caller side
     def create_call(self, function_id: str, app_id: str, call_type: int, invocation_type: int) -> CallState:
@@ -470,6 +479,17 @@ class CallService:
             return
         item.done = True
         self._inputs.pop(item.input_id, None)
+        self._history[call.app_id].append(
+            FinishedInput(
+                call.function_id,
+                item.input_id,
+                call.function_call_id,
+                status,
+                call.created_at,
+                input_started_at or item.started_at,
+                output.output_created_at,
+            )
+        )
         call.next_entry_id += 1
         call.outputs.append(output)
         call.num_done += 1

@@ -84,6 +84,11 @@ class TaskDirectory:
         tasks = self._containers.tasks.values()
         return [t for t in tasks if t.state != TaskState.STOPPED and (not app_id or t.app_id == app_id)]
 
+    def ended(self, app_id: str, limit: int = 50) -> list[TaskRecord]:
+        """The app's containers that ended most recently, newest first."""
+        found = [r for r in reversed(self._ended.values()) if r.app_id == app_id]
+        return found[:limit]
+
     def find(self, task_id: str) -> TaskRecord:
         task = self._containers.tasks.get(task_id)
         if task is not None:

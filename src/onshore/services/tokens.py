@@ -69,6 +69,11 @@ class TokenService:
             return False
         return True
 
+    def active(self, token_id: str, kind: str = "api") -> bool:
+        """Whether the token exists, is of this kind and is not revoked (a page session's token)."""
+        token = self._store.get_token(token_id) if token_id else None
+        return token is not None and token.kind == kind and token.revoked_at is None
+
     def list(self) -> list[Token]:
         return self._store.list_tokens()
 
