@@ -262,6 +262,7 @@ class OnshoreServer:
     async def _on_app_stop(self, app: App, reason: str, failed: bool) -> None:
         if failed:  # its client gave up on an error: no one waits for its builds
             self.images.abandon(app.app_id)
+        self.web.drop_app(app.app_id)
         self.calls.drop_app_calls(app.app_id, f"The app was stopped ({reason})")
         await self.containers.stop_app(app.app_id, f"its app stopped: {reason}")
         self.logs.mark_done(app.app_id)

@@ -193,6 +193,24 @@ def test_websocket_on_asgi_app(web: tuple[ServerProcess, str, str]) -> None:
     assert replies == ["echo:one", "echo:two"] and code == 4000, (replies, code)
 
 
+def test_websocket_through_a_web_server(web: tuple[ServerProcess, str, str]) -> None:
+    _, base, _ = web
+
+    async def talk() -> str:
+        async with websockets.connect(f"ws{base[4:]}/{APP}-ws-server/") as sock:
+            await sock.send("ping")
+            return str(await sock.recv())
+
+    assert asyncio.run(talk()) == "server-echo:ping"
+
+
+def test_an_app_whose_container_cannot_start_is_a_503(web: tuple[ServerProcess, str, str]) -> None:
+    _, base, _ = web
+    response = get(f"{base}/{APP}-broken")
+    assert response.status_code == 503, response.text
+    assert "No container could take the request" in response.json()["error"]
+
+
 def test_unknown_url_is_a_json_404(web: tuple[ServerProcess, str, str]) -> None:
     _, base, _ = web
     response = get(f"{base}/no-such-endpoint/x")

@@ -47,14 +47,14 @@ def test_a_writer_waits_for_room_until_the_reader_catches_up() -> None:
     assert asyncio.run(go()) == ["waiting", "room"]
 
 
-def test_reading_acknowledges_and_ends_when_closed() -> None:
+def test_reading_acknowledges_and_a_closed_stream_yields_nothing_more() -> None:
     async def go() -> tuple[list[bytes], int]:
         stream = DataStream(Waiters())
         stream.put([(1, b"a"), (2, b"b")])
         got = []
 
         async def reader() -> None:
-            async for _, chunk in stream.read(0, wait=5.0):
+            async for _, chunk in stream.read(0, wait=0.3):
                 got.append(chunk)
 
         task = asyncio.create_task(reader())
@@ -63,7 +63,8 @@ def test_reading_acknowledges_and_ends_when_closed() -> None:
         await asyncio.sleep(0.05)
         held = stream.buffered_bytes
         stream.close()
-        await asyncio.wait_for(task, 2.0)
+        stream.put([(4, b"late")])
+        await asyncio.wait_for(task, 2.0)  # idle for `wait`, then the reader's request ends
         return got, held
 
     got, held = asyncio.run(go())

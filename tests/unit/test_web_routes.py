@@ -69,6 +69,14 @@ def test_a_function_renamed_by_a_redeploy_drops_its_old_label() -> None:
     assert service.resolve("old") is None and service.resolve("new") is not None
 
 
+def test_a_stopped_apps_routes_are_dropped() -> None:
+    service = web()
+    deployed = app("ap-7", "y")
+    service.register("fu-4", deployed.app_id, [(WebEndpoint("", WEBHOOK_FUNCTION, "gone"), "gone")])
+    service.drop_app(deployed.app_id)
+    assert service.resolve("gone") is None and service.routes_of_app(deployed.app_id) == []
+
+
 def test_host_headers_name_labels_under_the_domain() -> None:
     service = web()
     assert service.label_of_host("my-app-f.localhost:9000") == "my-app-f"

@@ -104,7 +104,7 @@ class ContainerHandlers:
     ) -> empty_pb2.Empty:
         task = _task(who)
         call = self._calls.get_call(_call_id(req))
-        if self._data.writable_by(call, task.task_id):
+        if self._data.writable_by(call, task.task_id, task.app_id):
             await self._data.put_out(
                 call, [(int(c.index), bytes(c.SerializeToString())) for c in req.data_chunks]
             )

@@ -128,13 +128,14 @@ class Gateway:
             else:
                 await send({"type": "websocket.close", "code": 1011})
             return
+        completed = False
         try:
             if scope["type"] == "http":
-                await self._http(call, receive, send)
+                completed = await self._http(call, receive, send)
             else:
-                await self._websocket(call, receive, send)
+                completed = await self._websocket(call, receive, send)
         finally:
-            if call.unfinished:
+            if call.unfinished and not completed:  # the client went away: the input ends in the container
                 self._calls.cancel_call(call, terminate_containers=False)
             self._calls.forget(call)
 
@@ -160,6 +161,10 @@ class Gateway:
                         path = prefix + "/"
         if route is None:
             return None
+        app_headers = [(bytes(k), bytes(v)) for k, v in scope.get("headers", [])]
+        if scope["type"] == "websocket":
+            # The gateway ends the WebSocket itself: extensions (compression) are between it and the client.
+            app_headers = [(k, v) for k, v in app_headers if k.lower() != b"sec-websocket-extensions"]
         app_scope: dict[str, Any] = {
             "type": scope["type"],
             "asgi": {"version": "3.0", "spec_version": "2.3"},
@@ -169,7 +174,7 @@ class Gateway:
             "raw_path": path.encode(),
             "query_string": bytes(scope.get("query_string", b"")),
             "root_path": root_path,
-            "headers": [(bytes(k), bytes(v)) for k, v in scope.get("headers", [])],
+            "headers": app_headers,
         }
         if scope.get("client"):
             app_scope["client"] = tuple(scope["client"])
@@ -223,9 +228,10 @@ class Gateway:
         done: Callable[[Message], bool],
         gone: asyncio.Event,
         failure: Callable[[Send, int, str], Awaitable[None]],
-    ) -> None:
+    ) -> bool:
         """Send the app's messages to the client until one ends the exchange (`done`), the client is gone,
-        or the call ends; a call that ends first is answered with an error."""
+        or the call ends; a call that ends first is answered with an error. Whether the exchange ended
+        (False: the client went away first)."""
         started = False
         last = 0
         while True:
@@ -241,10 +247,10 @@ class Gateway:
                         started = True
                     await send(message)
                     if done(message):
-                        return
+                        return True
                 continue  # look again before waiting: more may have come while this sent
             if gone.is_set():
-                return
+                return False
             if not call.unfinished and not call.data_out.after(last):
                 output = call.outputs[0] if call.outputs else None
                 if started:
@@ -252,10 +258,10 @@ class Gateway:
                     raise _Aborted(f"call {call.function_call_id} ended mid-response (status {status})")
                 code, error = _failure(output)
                 await failure(send, code, error)
-                return
+                return True
             await call.wait_change(30.0)
 
-    async def _http(self, call: CallState, receive: Receive, send: Send) -> None:
+    async def _http(self, call: CallState, receive: Receive, send: Send) -> bool:
         gone = asyncio.Event()
 
         async def pump_in() -> None:
@@ -273,9 +279,9 @@ class Gateway:
         def done(message: Message) -> bool:
             return message["type"] == "http.response.body" and not message.get("more_body", False)
 
-        await self._exchange(call, pump_in, send, done, gone, _http_failure)
+        return await self._exchange(call, pump_in, send, done, gone, _http_failure)
 
-    async def _websocket(self, call: CallState, receive: Receive, send: Send) -> None:
+    async def _websocket(self, call: CallState, receive: Receive, send: Send) -> bool:
         gone = asyncio.Event()
 
         async def pump_in() -> None:
@@ -293,7 +299,7 @@ class Gateway:
         def done(message: Message) -> bool:
             return bool(message["type"] == "websocket.close")
 
-        await self._exchange(call, pump_in, send, done, gone, _websocket_failure)
+        return await self._exchange(call, pump_in, send, done, gone, _websocket_failure)
 
     async def _exchange(
         self,
@@ -303,10 +309,10 @@ class Gateway:
         done: Callable[[Message], bool],
         gone: asyncio.Event,
         failure: Callable[[Send, int, str], Awaitable[None]],
-    ) -> None:
+    ) -> bool:
         reader = asyncio.create_task(pump_in(), name=f"web-in-{call.function_call_id}")
         try:
-            await self._from_app(call, send, done, gone, failure)
+            return await self._from_app(call, send, done, gone, failure)
         except _Aborted as exc:
             log.info("%s", exc)
             raise

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from onshore.errors import Unavailable
+from onshore.errors import PermissionDenied, Unavailable
 from onshore.services.call_state import CallState
 from onshore.services.calls import CallService
 
@@ -15,9 +15,12 @@ class CallData:
     def __init__(self, calls: CallService) -> None:
         self._calls = calls
 
-    def writable_by(self, call: CallState, task_id: str) -> bool:
+    def writable_by(self, call: CallState, task_id: str, app_id: str) -> bool:
         """Whether a container's data for the call is kept: False once the call has ended (a web request
-        whose client went away), where it is dropped; PermissionDenied for a container not running it."""
+        whose client went away), where it is dropped; PermissionDenied for a container not running it (one
+        of another app always)."""
+        if call.app_id != app_id:
+            raise PermissionDenied(f"Function call {call.function_call_id} belongs to another app")
         if call.unfinished == 0 or call.data_out.closed:
             return False
         self._calls.check_call_access(call, task_id)

@@ -66,6 +66,7 @@ class CallState:
     inputs: dict[str, PendingInput] = field(default_factory=dict)
     waiters: Waiters = field(default_factory=Waiters)
     last_polled: float = 0.0  # the clock's monotonic time of the caller's last look at the outputs
+    forgotten: bool = False  # the caller is done with it (a web request answered): dropped once it ends
     # Serialized DataChunks: generator items and a web response (out, from the container), a web request's
     # body and events (in, to the container). A change in either wakes the call's waiters.
     data_out: DataStream = field(init=False)

@@ -88,7 +88,9 @@ class DataStream:
         return not self.closed
 
     async def read(self, last_index: int, wait: float) -> AsyncIterator[tuple[int, bytes]]:
-        """Chunks after last_index as they come; ends after `wait` seconds without any, or when it closes.
+        """Chunks after last_index as they come; ends after `wait` seconds without any. A closed stream yields
+        nothing more, and its reader waits out `wait` as for an idle one (a container's web wrapper drops its
+        request stream once the app is done, and asks again if it ends first).
 
         Asking for chunks after last_index acknowledges every chunk up to it, and a chunk is dropped once
         the reader has taken it and asked for the next (a gRPC stream resumes this generator once it sent
@@ -97,7 +99,7 @@ class DataStream:
         self.release_through(last_index)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
-        while not self.closed:
+        while True:
             fresh = self.after(last_index)
             for index, chunk in fresh:
                 last_index = index

@@ -494,6 +494,8 @@ class CallService:
         call.outputs.append(output)
         call.num_done += 1
         call.notify()
+        if call.forgotten and not call.unfinished:
+            self._release(call)
 
     def _finish_in_background(self, item: PendingInput, status: int, result: Payload) -> None:
         """_finish for what no caller waits on (a timeout, a dead container, a stopped app).
@@ -535,12 +537,13 @@ class CallService:
         self._events.demand_changed.emit(item.call.function_id)
 
     def forget(self, call: CallState) -> None:
-        """The caller is done with a call that has ended (a web request answered): drop it and its streams."""
+        """The caller is done with a call (a web request answered, or its client gone): its streams close,
+        and it is dropped once its inputs have ended (the container may still report them)."""
         call.data_in.close()
         call.data_out.close()
-        for o in call.outputs:
-            call.cleared.add(o.input_id)
-        self._release(call)
+        call.forgotten = True
+        if not call.unfinished:
+            self._release(call)
 
     # ---------------------------------------------------------------- lifecycle
     def drop_app_calls(self, app_id: str, reason: str) -> None:

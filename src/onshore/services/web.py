@@ -121,6 +121,13 @@ class WebService:
         if labels:
             self._by_function[function_id] = labels
 
+    def drop_app(self, app_id: str) -> None:
+        """Forget the routes of an app that stopped (its labels are free again)."""
+        for label, route in list(self._routes.items()):
+            if route.app_id == app_id:
+                del self._routes[label]
+                self._by_function.pop(route.function_id, None)
+
     def resolve(self, label: str) -> WebRoute | None:
         """The live route of a label, or None."""
         route = self._routes.get(label)

@@ -181,3 +181,37 @@ class Service:
     @modal.method()
     def plain(self) -> int:
         return 7
+
+
+WS_SERVER = """
+import asyncio
+
+import websockets
+
+
+async def echo(sock):
+    async for message in sock:
+        await sock.send("server-echo:" + message)
+
+
+async def main():
+    async with websockets.serve(echo, "0.0.0.0", 8766):
+        await asyncio.Future()
+
+
+asyncio.run(main())
+"""
+
+
+@app.function()
+@modal.web_server(8766, startup_timeout=20)
+def ws_server() -> None:
+    import subprocess
+
+    subprocess.Popen(["python", "-c", WS_SERVER])
+
+
+@app.function()
+@modal.asgi_app()
+def broken():
+    raise RuntimeError("this app cannot be built")
