@@ -211,6 +211,38 @@ def test_an_app_whose_container_cannot_start_is_a_503(web: tuple[ServerProcess, 
     assert "No container could take the request" in response.json()["error"]
 
 
+def test_answered_requests_are_not_cancelled_and_leave_no_errors(tmp_path: Path) -> None:
+    """An answered request's input ends normally in the container: not cancelled, and its wrapper's body stream
+    ends without an error in the app's logs."""
+    server = ServerProcess(tmp_path / "data").start()
+    try:
+        app = write_app(
+            tmp_path,
+            "quiet_web.py",
+            """
+            import modal
+
+            app = modal.App("onshore-test-quiet-web")
+
+
+            @app.function()
+            @modal.fastapi_endpoint()
+            def ping() -> str:
+                return "pong"
+            """,
+        )
+        assert run_modal(server, "deploy", str(app)).returncode == 0
+        base = http_url(server)
+        for _ in range(20):
+            assert get(f"{base}/onshore-test-quiet-web-ping").json() == "pong"
+        time.sleep(2.0)
+        logs = run_modal(server, "app", "logs", "onshore-test-quiet-web", timeout=20).output
+        for bad in ("Traceback", "NotFound", "cancel"):
+            assert bad not in logs, logs
+    finally:
+        server.stop()
+
+
 def test_unknown_url_is_a_json_404(web: tuple[ServerProcess, str, str]) -> None:
     _, base, _ = web
     response = get(f"{base}/no-such-endpoint/x")
