@@ -212,8 +212,8 @@ def test_an_app_whose_container_cannot_start_is_a_503(web: tuple[ServerProcess, 
 
 
 def test_answered_requests_are_not_cancelled_and_leave_no_errors(tmp_path: Path) -> None:
-    """An answered request's input ends normally in the container: not cancelled, and its wrapper's body stream
-    ends without an error in the app's logs."""
+    """An answered request's input ends normally in the container: not cancelled, and its wrapper's body
+    stream ends without an error in the app's logs."""
     server = ServerProcess(tmp_path / "data").start()
     try:
         app = write_app(
