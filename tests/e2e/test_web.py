@@ -243,6 +243,47 @@ def test_answered_requests_are_not_cancelled_and_leave_no_errors(tmp_path: Path)
         server.stop()
 
 
+def test_endpoints_answer_again_after_a_restart(tmp_path: Path) -> None:
+    """A deployed endpoint keeps its label across a restart; the URL handed out follows the server's port."""
+    first = ServerProcess(tmp_path / "data").start()
+    app = write_app(
+        tmp_path,
+        "restart_web.py",
+        """
+        import modal
+
+        app = modal.App("onshore-test-restart-web")
+
+
+        @app.function()
+        @modal.fastapi_endpoint(label="onshore-kept")
+        def kept() -> str:
+            return "still here"
+        """,
+    )
+    url_script = write_app(
+        tmp_path,
+        "url.py",
+        """
+        import modal
+        print("URL", modal.Function.from_name("onshore-test-restart-web", "kept").get_web_url())
+        """,
+    )
+    try:
+        assert run_modal(first, "deploy", str(app)).returncode == 0
+        assert get(f"{http_url(first)}/onshore-kept").json() == "still here"
+    finally:
+        first.stop()
+    second = ServerProcess(tmp_path / "data").start()  # --port 0: new ports
+    try:
+        base = http_url(second)
+        assert get(f"{base}/onshore-kept").json() == "still here"
+        printed = run_python(second, url_script)
+        assert f"URL {base}/onshore-kept" in printed.stdout, printed.output
+    finally:
+        second.stop()
+
+
 def test_unknown_url_is_a_json_404(web: tuple[ServerProcess, str, str]) -> None:
     _, base, _ = web
     response = get(f"{base}/no-such-endpoint/x")

@@ -33,7 +33,11 @@ class FunctionHandlers:
 
     def _metadata(self, function_id: str) -> Any:
         fn = self._functions.get(function_id)
-        return handle_metadata(fn, self._functions.definition_of(fn))
+        meta = handle_metadata(fn, self._functions.definition_of(fn))
+        meta.web_url = self._web.current_url(meta.web_url)
+        for method in meta.method_handle_metadata.values():
+            method.web_url = self._web.current_url(method.web_url)
+        return meta
 
     async def FunctionPrecreate(
         self, req: api_pb2.FunctionPrecreateRequest, who: Principal

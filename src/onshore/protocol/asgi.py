@@ -11,7 +11,7 @@ from modal_proto import api_pb2
 from onshore.models import LIVE_APP_STATES
 from onshore.services.apps import AppService
 from onshore.services.functions import FunctionService
-from onshore.services.web import WebEndpoint, WebService
+from onshore.services.web import WebEndpoint, WebService, label_of_url
 
 MessageDict = dict[str, Any]
 
@@ -46,7 +46,7 @@ def restore_web_routes(web: WebService, apps: AppService, functions: FunctionSer
                     else fn.method_definitions[endpoint.method_name].web_url
                 )
                 if url:
-                    planned.append((endpoint, url.rstrip("/").rsplit("/", 1)[-1]))
+                    planned.append((endpoint, label_of_url(url)))
             web.register(record.function_id, app.app_id, planned)
             count += len(planned)
     return count

@@ -49,6 +49,11 @@ class WebRoute:
     requires_proxy_auth: bool
 
 
+def label_of_url(url: str) -> str:
+    """The label a web URL ends with."""
+    return url.rstrip("/").rsplit("/", 1)[-1]
+
+
 def slug(text: str) -> str:
     """Lower-case letters, digits and single dashes."""
     return re.sub(r"-+", "-", re.sub(r"[^a-z0-9]+", "-", text.lower())).strip("-")
@@ -64,6 +69,10 @@ class WebService:
 
     def url(self, label: str) -> str:
         return f"{self._base_url}/{label}"
+
+    def current_url(self, stored: str) -> str:
+        """A URL handed out earlier, on this server's address now (a restart may have moved its port)."""
+        return self.url(label_of_url(stored)) if stored else ""
 
     def label_for(self, app: App, tag: str, endpoint: WebEndpoint) -> str:
         if endpoint.requested_label:
