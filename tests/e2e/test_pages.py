@@ -99,6 +99,10 @@ def test_app_pages_in_a_browser(server: ServerProcess, tmp_path: Path, browser: 
 
     page.goto(f"{base}/apps")
     assert "onshore-test-pages" in page.inner_text("body")
+    # The Host-header form of a web URL works in a browser: *.localhost names this machine.
+    port = base.rsplit(":", 1)[1]
+    page.goto(f"http://onshore-test-pages-hello.localhost:{port}/")
+    assert page.inner_text("body") == '"hi"'
     page.close()
 
 
