@@ -16,6 +16,8 @@ PREFIXES = {
     "blob": "bl",
     "token": "ak",
     "proxy_token": "wk",
+    "dict": "di",
+    "queue": "qu",
     "definition": "de",
     "environment": "en",
 }

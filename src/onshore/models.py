@@ -238,3 +238,16 @@ class OutputRecord:
     output_created_at: float = 0.0
     retry_count: int = 0
     entry_id: int = 0
+
+
+@dataclass
+class KvObject:
+    """A named (or ephemeral) Dict or Queue: its identity; its contents live in their own tables."""
+
+    object_id: str
+    kind: str  # "dict" | "queue"
+    created_at: float
+    name: str = ""  # "" for an ephemeral one
+    environment: str = "main"
+    ephemeral: bool = False
+    last_heartbeat: float = 0.0

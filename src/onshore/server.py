@@ -24,6 +24,7 @@ from onshore.api.containers import ContainerHandlers
 from onshore.api.environments import EnvironmentHandlers
 from onshore.api.functions import FunctionHandlers
 from onshore.api.images import ImageHandlers
+from onshore.api.kv import KvHandlers
 from onshore.api.logs import LogHandlers
 from onshore.api.mounts import MountHandlers
 from onshore.api.secrets import SecretHandlers
@@ -57,6 +58,7 @@ from onshore.services.execs import ExecService
 from onshore.services.functions import FunctionService
 from onshore.services.images import ImageInputs, ImageService, image_config
 from onshore.services.invoke import InvokeService
+from onshore.services.kv import KvService
 from onshore.services.logs import LogService
 from onshore.services.mounts import MountService
 from onshore.services.overview import OverviewService
@@ -220,7 +222,10 @@ class OnshoreServer:
             cores=max(1, int(backend.cpus if can.shares_host_cpus else host_resources().cpus)),
             background=self.background,
         )
-        self.janitor = Janitor(self.apps, self.blobs, self.calls, clock, config.app_heartbeat_timeout)
+        self.kv = KvService(self.store, clock)
+        self.janitor = Janitor(
+            self.apps, self.blobs, self.calls, clock, config.app_heartbeat_timeout, kv=self.kv
+        )
 
         events.demand_changed.connect(self.autoscaler.demand_changed)
         events.kill_task.connect(self.containers.kill)
@@ -244,6 +249,7 @@ class OnshoreServer:
             MountHandlers(self.mounts, self.blobs, standalone),
             BlobHandlers(self.blobs),
             SecretHandlers(self.secrets),
+            KvHandlers(self.kv),
             ImageHandlers(self.images),
             EnvironmentHandlers(),
         ]

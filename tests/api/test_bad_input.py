@@ -217,12 +217,12 @@ async def test_unimplemented_rpc_is_logged_once(
 ) -> None:
     """The server logs an unimplemented RPC the first time it is called, not on every call."""
     for _ in range(3):
-        status, _message = await raw_status(server, stub.QueueGetOrCreate, api_pb2.QueueGetOrCreateRequest())
+        status, _message = await raw_status(server, stub.ProxyGet, api_pb2.ProxyGetRequest(name="p"))
         assert status == Status.UNIMPLEMENTED
     deadline = time.monotonic() + 5
-    while "QueueGetOrCreate" not in server.log_text() and time.monotonic() < deadline:
+    while "ProxyGet" not in server.log_text() and time.monotonic() < deadline:
         await asyncio.sleep(0.1)
-    assert server.log_text().count("unimplemented RPC called: QueueGetOrCreate") == 1
+    assert server.log_text().count("unimplemented RPC called: ProxyGet") == 1
 
 
 async def test_oversized_request_is_resource_exhausted(

@@ -1,4 +1,5 @@
-"""The janitor: stops apps whose client stopped heartbeating, forgets abandoned calls, deletes old blobs."""
+"""The janitor: stops apps whose clients stopped heartbeating, forgets abandoned calls, deletes old blobs,
+ephemeral Dicts and Queues nobody heartbeats, and queue partitions past their TTL."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from onshore.services.apps import AppService
 from onshore.services.blobs import BlobService
 from onshore.services.calls import CallService
 from onshore.services.clock import Clock
+from onshore.services.kv import KvService
 
 log = logging.getLogger("onshore.janitor")
 
@@ -31,6 +33,8 @@ class Janitor(Loop):
         heartbeat_timeout: float,
         tick: float = 2.0,
         blob_every: float = 600,
+        kv: KvService | None = None,
+        kv_every: float = 60.0,
     ) -> None:
         super().__init__(tick)
         self._apps = apps
@@ -40,6 +44,9 @@ class Janitor(Loop):
         self._timeout = heartbeat_timeout
         self._blob_every = blob_every
         self._next_blob_gc = 0.0
+        self._kv = kv
+        self._kv_every = kv_every
+        self._next_kv_gc = 0.0
 
     async def run_once(self) -> None:
         expired = self._apps.expired(self._timeout)
@@ -53,3 +60,8 @@ class Janitor(Loop):
             removed = await asyncio.to_thread(self._blobs.collect_garbage, self._clock.now())
             if removed:
                 log.info("deleted %d expired blobs", removed)
+        if self._kv is not None and self._clock.monotonic() >= self._next_kv_gc:
+            self._next_kv_gc = self._clock.monotonic() + self._kv_every
+            gone = self._kv.expire()
+            if gone:
+                log.info("removed %d expired ephemeral Dicts/Queues and queue partitions", gone)
