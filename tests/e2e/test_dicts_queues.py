@@ -252,6 +252,6 @@ print("RESULT errors", json.dumps(out))
     assert result.returncode == 0, result.output
     out = results(result)["errors"]
     assert out["full"] and out["full_after_timeout"], out
-    assert "limit" in out["big"], out
+    assert out["big"] == "RequestSizeError: Dict.put request is too large", out
     assert time.monotonic() - started < 60
     assert json.dumps(out)

@@ -188,7 +188,12 @@ class KvService:
 
 def _check_size(what: str, data: bytes) -> None:
     if len(data) > MAX_VALUE_BYTES:
-        raise InvalidArgument(f"A {what} is {len(data)} bytes serialized; the limit is {MAX_VALUE_BYTES}")
+        # "status = '413'" is how the client recognises a request that is too large (it then raises its
+        # RequestSizeError, as for Modal's HTTP 413).
+        raise InvalidArgument(
+            f"A {what} is {len(data)} bytes serialized; the limit is {MAX_VALUE_BYTES} "
+            "(status = '413': request too large)"
+        )
 
 
 def _check_partition(partition: bytes) -> None:
