@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import images
+import kv
 import web
 from harness import (
     REPO,
@@ -50,6 +51,8 @@ class Sizes:
     image_builds: int
     web_requests: int
     web_cold_samples: int
+    kv_ops: int
+    kv_round_trips: int
     docker_host: str = ""  # a Docker engine for the docker runtime's figures (--docker-host); "" skips them
 
 
@@ -63,6 +66,8 @@ FULL = Sizes(
     image_builds=3,
     web_requests=2000,
     web_cold_samples=8,
+    kv_ops=1000,
+    kv_round_trips=300,
 )
 QUICK = Sizes(
     warm_calls=150,
@@ -74,6 +79,8 @@ QUICK = Sizes(
     image_builds=1,
     web_requests=400,
     web_cold_samples=2,
+    kv_ops=200,
+    kv_round_trips=50,
 )
 
 
@@ -222,6 +229,7 @@ BENCHMARKS: dict[str, Callable[[Sizes], dict[str, Any]]] = {
     "image_build_numpy": lambda sizes: images.bench_image_build_numpy(sizes.image_builds),
     "image_cold_start": lambda sizes: images.bench_image_cold_start(sizes.cold_samples, sizes.docker_host),
     "web_gateway": lambda sizes: web.bench_web_gateway(sizes.web_requests, sizes.web_cold_samples),
+    "dict_queue": lambda sizes: kv.bench_dict_queue(sizes.kv_ops, sizes.kv_round_trips),
 }
 
 
