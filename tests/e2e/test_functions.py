@@ -211,3 +211,55 @@ def test_one_gigabyte_round_trip(fresh_server: ServerProcess) -> None:
         # Two 1 GB blobs stay on disk otherwise, in pytest's retained temp folders.
         server.stop()
         shutil.rmtree(server.data_dir, ignore_errors=True)
+
+
+CANCEL_APP = """
+import json
+import time
+
+import modal
+
+app = modal.App("onshore-test-cancel")
+
+
+@app.function()
+def slow() -> str:
+    try:
+        time.sleep(120)
+    finally:
+        print(f"CANCELLED-IN-CONTAINER {time.time()}", flush=True)
+    return "finished"
+
+
+@app.local_entrypoint()
+def main() -> None:
+    call = slow.spawn()
+    time.sleep(3)  # it runs (a container started for it)
+    started = time.monotonic()
+    print("RESULT cancelled_at", json.dumps(time.time()))
+    call.cancel()
+    while True:
+        try:
+            call.get(timeout=0.5)
+        except modal.exception.InputCancellation:
+            break
+        except TimeoutError:
+            pass
+        except Exception as exc:  # the client's error for a cancelled call
+            print("RESULT error", json.dumps(type(exc).__name__))
+            break
+    print("RESULT cancel_s", json.dumps(time.monotonic() - started))
+    time.sleep(6)
+"""
+
+
+def test_a_cancelled_call_stops_in_its_container_promptly(server: ServerProcess, tmp_path: Path) -> None:
+    """The container hears of the cancellation on its held heartbeat, not at its next one (15 s later)."""
+    app = write_app(tmp_path, "cancel_app.py", CANCEL_APP)
+    started = time.monotonic()
+    result = run_modal(server, "run", str(app), timeout=120)
+    assert result.returncode == 0, result.output
+    line = next(x for x in result.output.splitlines() if "CANCELLED-IN-CONTAINER" in x)
+    stopped_at = float(line.split("CANCELLED-IN-CONTAINER", 1)[1].split()[0])
+    assert stopped_at - results(result)["cancelled_at"] < 3.0, result.output
+    assert time.monotonic() - started < 40, result.output

@@ -327,7 +327,8 @@ def test_client_disconnect_cancels_the_request_in_the_container(web: tuple[Serve
         httpx.get(f"{base}/{APP}-api/slow", timeout=1.5)
 
     def seen() -> bool:
-        return "ONSHORE-WEB-DISCONNECTED" in run_modal(server, "app", "logs", APP, timeout=20).stdout
+        logs = run_modal(server, "app", "logs", APP, timeout=20).stdout
+        return "ONSHORE-WEB-DISCONNECTED" in logs or "ONSHORE-WEB-CANCELLED" in logs
 
     assert wait_for(seen, 20, 1.0), "the app never saw the client go away"
 

@@ -17,6 +17,8 @@ from onshore.services.calls import CallService
 from onshore.services.container_inputs import ContainerInputs
 from onshore.services.containers import ContainerService, Task
 
+HEARTBEAT_HOLD_SECONDS = 12.0
+
 
 def _call_id(req: api_pb2.FunctionCallGetDataRequest | api_pb2.FunctionCallPutDataRequest) -> str:
     if not req.function_call_id:
@@ -48,7 +50,11 @@ class ContainerHandlers:
     ) -> api_pb2.ContainerHeartbeatResponse:
         task = _task(who)
         resp = api_pb2.ContainerHeartbeatResponse()
-        cancelled = self._calls.take_cancellations(task.task_id)
+        # The container's client (it sets canceled_inputs_return_outputs_v2) waits up to its heartbeat
+        # interval (15 s) for an answer, and sends the next heartbeat that long after the last one began:
+        # held open, its heartbeat delivers a cancellation at once. Other callers get an answer now.
+        hold = HEARTBEAT_HOLD_SECONDS if req.canceled_inputs_return_outputs_v2 else 0.0
+        cancelled = await self._calls.wait_cancellations(task.task_id, hold)
         if cancelled:
             resp.cancel_input_event.input_ids.extend(cancelled)
         return resp

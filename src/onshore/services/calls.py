@@ -34,7 +34,7 @@ from onshore.services.call_state import (
     PendingInput,
 )
 from onshore.services.clock import Clock
-from onshore.services.waiters import resolve
+from onshore.services.waiters import Waiters, resolve
 from onshore.store.base import CallStore
 
 log = logging.getLogger("onshore.calls")
@@ -64,6 +64,7 @@ class CallService:
         self._queues: dict[str, FunctionQueue] = collections.defaultdict(FunctionQueue)
         self._task_inputs: dict[str, set[str]] = collections.defaultdict(set)
         self._task_cancels: dict[str, list[str]] = collections.defaultdict(list)
+        self._cancel_waiters: dict[str, Waiters] = {}
         # Ends of inputs the store could not record yet: (input, status, result, its task, its attempt).
         self._unrecorded: collections.deque[tuple[PendingInput, int, Payload, str, int]] = collections.deque()
         self._unrecorded_delay = 1.0
@@ -275,6 +276,7 @@ class CallService:
                     self._events.kill_task.emit(item.task_id, reason)
                 else:
                     self._task_cancels[item.task_id].append(item.input_id)
+                    self._cancel_waiters.pop(item.task_id, Waiters()).notify()
             else:
                 queue = self._queues.get(call.function_id)
                 if queue is not None and item in queue.pending:
@@ -365,6 +367,16 @@ class CallService:
 
     def take_cancellations(self, task_id: str) -> list[str]:
         return self._task_cancels.pop(task_id, [])
+
+    async def wait_cancellations(self, task_id: str, timeout: float) -> list[str]:
+        """The inputs cancelled on a container, waiting up to `timeout` for one (a container's heartbeat is
+        held open, so a cancellation reaches it at once instead of at its next heartbeat)."""
+        if task_id not in self._task_cancels and timeout > 0:
+            waiters = self._cancel_waiters.setdefault(task_id, Waiters())
+            await waiters.wait(timeout)
+            if self._cancel_waiters.get(task_id) is waiters and not waiters.waiting:
+                del self._cancel_waiters[task_id]
+        return self.take_cancellations(task_id)
 
     def requeue_task_inputs(self, task_id: str) -> int:
         """Put the inputs in flight on a container back in their queues, for other containers to run."""

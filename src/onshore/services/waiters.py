@@ -12,6 +12,10 @@ class Waiters:
     def __init__(self) -> None:
         self._futures: list[asyncio.Future[None]] = []
 
+    @property
+    def waiting(self) -> bool:
+        return bool(self._futures)
+
     def notify(self) -> None:
         futures, self._futures = self._futures, []
         for fut in futures:

@@ -94,11 +94,15 @@ def api():
     @web.get("/slow")
     async def slow(request: Request) -> dict:
         started = time.time()
-        while time.time() - started < 60:
-            if await request.is_disconnected():
-                print("ONSHORE-WEB-DISCONNECTED", flush=True)
-                return {}
-            await asyncio.sleep(0.05)
+        try:
+            while time.time() - started < 60:
+                if await request.is_disconnected():
+                    print("ONSHORE-WEB-DISCONNECTED", flush=True)
+                    return {}
+                await asyncio.sleep(0.05)
+        except asyncio.CancelledError:  # the input was cancelled before the app looked again
+            print("ONSHORE-WEB-CANCELLED", flush=True)
+            raise
         return {"slept": True}
 
     @web.websocket("/ws")
