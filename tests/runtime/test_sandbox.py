@@ -375,6 +375,27 @@ def test_host_entries_removed_after_the_plan_do_not_fail_the_start(run: Runner) 
         gone_file.unlink(missing_ok=True)
 
 
+def test_host_dirs_removed_after_the_plan_do_not_fail_a_build(run: Runner, tmp_path: Path) -> None:
+    """In a build (a sandbox with an upper dir) each host directory beside a hidden path is an overlay of
+    its own; one removed between the plan and the mounts (a parallel test's temp dir) shows empty instead of
+    failing the start with ENOENT."""
+    data = Path(tempfile.mkdtemp(prefix="onshore-sandbox-test-", dir="/var/tmp"))
+    gone_dir = Path(tempfile.mkdtemp(prefix="onshore-sandbox-gone-", dir="/var/tmp"))
+    kept = Path(tempfile.mkdtemp(prefix="onshore-sandbox-kept-", dir="/var/tmp"))
+    try:
+        runner = Runner(data, run.mechanism)
+        (kept / "here").write_text("k")
+        script = f"ls -A {gone_dir}; cat {kept}/here; echo; ls {data} || echo hidden"
+        argv, _ = runner.argv(spec(hidden=[data], upper=tmp_path / "upper"), ["/bin/sh", "-c", script])
+        gone_dir.rmdir()
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.split() == ["k", "hidden"], done.stdout + done.stderr
+    finally:
+        for path in (data, gone_dir, kept):
+            shutil.rmtree(path, ignore_errors=True)
+
+
 def test_python_venv_built_in_a_layer_runs(run: Runner, tmp_path: Path) -> None:
     upper = tmp_path / "venv-layer"
     done = run.run(spec(upper=upper), f"{PYTHON} -m venv /opt/venv")

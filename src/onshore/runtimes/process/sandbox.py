@@ -298,6 +298,7 @@ class _Planner:
                 # BUILD mode: mount it before the root overlay, whose upper dir holds this one's (the
                 # kernel warns about an upper dir below another mount's upper dir otherwise), then move it.
                 "stage": self.scratch_dir("stage") if self.upper is not None else None,
+                "host_entry": True,
             }
         )
 

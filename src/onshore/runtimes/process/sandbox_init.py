@@ -162,6 +162,18 @@ def _overlay(op: dict[str, Any], target: str) -> None:
     _mount("overlay", target, "overlay", 0, ",".join(options))
 
 
+def _overlay_host_dir(op: dict[str, Any], target: str) -> bool:
+    """_overlay; for a host directory (its last lower dir) that was removed since the plan listed it, nothing
+    (False): like a host entry's bind, its place shows empty. Other failures fail the start."""
+    try:
+        _overlay(op, target)
+    except SetupError:
+        if op.get("host_entry") and not os.path.lexists(op["lower"][-1]):
+            return False
+        raise
+    return True
+
+
 def _dev(target: str) -> None:
     _mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=0755")
     for name in DEV_NODES:
@@ -213,17 +225,20 @@ def _mount_all(plan: dict[str, Any]) -> None:
     # Nothing mounted here may reach the host's mount namespace.
     _mount(None, "/", None, MS_REC | MS_PRIVATE)
     os.chdir(plan["scratch"])  # overlay layer paths may be relative to scratch (short mount options)
+    skipped: set[str] = set()  # host directories removed since the plan listed them: not shown either
     for op in plan["mounts"]:
         if op["op"] == "overlay" and op.get("stage"):
-            _overlay(op, op["stage"])  # mounted early, moved into place below
+            if not _overlay_host_dir(op, op["stage"]):  # mounted early, moved into place below
+                skipped.add(op["stage"])
     for op in plan["mounts"]:
         kind = op["op"]
         if kind == "overlay" and op.get("stage"):
-            _mount(op["stage"], op["target"], None, MS_MOVE)
+            if op["stage"] not in skipped:
+                _mount(op["stage"], op["target"], None, MS_MOVE)
         elif kind == "overlay":
             if op.get("create"):
                 _ensure(op["target"], "dir")
-            _overlay(op, op["target"])
+            _overlay_host_dir(op, op["target"])
         elif kind == "bind":
             _bind(op)
         elif kind == "tmpfs":
