@@ -276,8 +276,7 @@ class OnshoreServer:
     def _restore(self) -> None:
         for app in self.apps.stop_orphans_after_restart():
             self.logs.mark_done(app.app_id)
-        self.functions.load_live()
-        restore_web_routes(self.web, self.apps, self.functions)
+        restore_web_routes(self.web, self.functions.load_live())
         self.images.restore()
         requeued, failed = self.calls.restore(self.functions.is_runnable)
         if requeued or failed:

@@ -61,6 +61,14 @@ async def json_response(
     await send({"type": "http.response.body", "body": body})
 
 
+async def _refuse(scope: Scope, send: Send, status: int, error: str, websocket_code: int) -> None:
+    """Answer a request the gateway does not pass on: a JSON error, or a WebSocket closed with a code."""
+    if scope["type"] == "http":
+        await json_response(send, status, error)
+    else:
+        await send({"type": "websocket.close", "code": websocket_code})
+
+
 def _failure(output: OutputRecord | None) -> tuple[int, str]:
     """The HTTP status (and message) for a call that ended without a response."""
     if output is None:
@@ -101,32 +109,24 @@ class Gateway:
         if scope["type"] not in ("http", "websocket"):
             await self._fallback(scope, receive, send)
             return
-        found = self._match(scope)
+        headers = {bytes(k).lower(): bytes(v) for k, v in scope.get("headers", [])}
+        found = self._match(scope, headers)
         if found is None:
             first = str(scope["path"]).lstrip("/").split("/", 1)[0]
             if first in RESERVED_LABELS or first == "":
                 await self._fallback(scope, receive, send)
-            elif scope["type"] == "http":
-                await json_response(send, 404, f"No web endpoint is served at /{first}")
             else:
-                await send({"type": "websocket.close", "code": 1008})
+                await _refuse(scope, send, 404, f"No web endpoint is served at /{first}", 1008)
             return
         route, app_scope = found
-        if route.requires_proxy_auth and not self._authorized(scope):
-            if scope["type"] == "http":
-                await json_response(
-                    send, 401, "This endpoint needs a proxy token (Modal-Key and Modal-Secret headers)"
-                )
-            else:
-                await send({"type": "websocket.close", "code": 1008})
+        if route.requires_proxy_auth and not self._authorized(headers):
+            error = "This endpoint needs a proxy token (Modal-Key and Modal-Secret headers)"
+            await _refuse(scope, send, 401, error, 1008)
             return
         try:
             call = self._start(route, app_scope)
         except OnshoreError as exc:
-            if scope["type"] == "http":
-                await json_response(send, 503, str(exc))
-            else:
-                await send({"type": "websocket.close", "code": 1011})
+            await _refuse(scope, send, 503, str(exc), 1011)
             return
         completed = False
         try:
@@ -140,8 +140,7 @@ class Gateway:
             self._calls.forget(call)
 
     # ---------------------------------------------------------------- routing
-    def _match(self, scope: Scope) -> tuple[WebRoute, dict[str, Any]] | None:
-        headers = {bytes(k).lower(): bytes(v) for k, v in scope.get("headers", [])}
+    def _match(self, scope: Scope, headers: dict[bytes, bytes]) -> tuple[WebRoute, dict[str, Any]] | None:
         host = headers.get(b"host", b"").decode("latin-1")
         path = str(scope["path"])
         label = self._web.label_of_host(host)
@@ -186,8 +185,7 @@ class Gateway:
             app_scope["subprotocols"] = list(scope.get("subprotocols", []))
         return route, app_scope
 
-    def _authorized(self, scope: Scope) -> bool:
-        headers = {bytes(k).lower(): bytes(v) for k, v in scope.get("headers", [])}
+    def _authorized(self, headers: dict[bytes, bytes]) -> bool:
         key = headers.get(b"modal-key", b"").decode("latin-1")
         secret = headers.get(b"modal-secret", b"").decode("latin-1")
         return bool(key and secret) and self._proxy_auth(key, secret)

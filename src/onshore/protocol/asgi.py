@@ -8,9 +8,7 @@ from typing import Any
 
 from modal_proto import api_pb2
 
-from onshore.models import LIVE_APP_STATES
-from onshore.services.apps import AppService
-from onshore.services.functions import FunctionService
+from onshore.models import FunctionRecord
 from onshore.services.web import WebEndpoint, WebService, label_of_url
 
 MessageDict = dict[str, Any]
@@ -27,28 +25,25 @@ def web_endpoints(fn: Any) -> list[WebEndpoint]:
     return found
 
 
-def restore_web_routes(web: WebService, apps: AppService, functions: FunctionService) -> int:
+def restore_web_routes(web: WebService, live: list[FunctionRecord]) -> int:
     """After a restart: route the endpoints of live apps' functions again, under the labels they were given
     (the last part of each stored URL). How many were routed."""
     count = 0
-    for app in apps.all_apps():
-        if app.state not in LIVE_APP_STATES:
+    for record in live:
+        if not record.definition or record.parent_function_id:
             continue
-        for record in functions.list_for_app(app.app_id):
-            if not record.definition or record.parent_function_id:
-                continue
-            fn = api_pb2.Function.FromString(record.definition)
-            planned = []
-            for endpoint in web_endpoints(fn):
-                url = (
-                    fn.web_url
-                    if not endpoint.method_name
-                    else fn.method_definitions[endpoint.method_name].web_url
-                )
-                if url:
-                    planned.append((endpoint, label_of_url(url)))
-            web.register(record.function_id, app.app_id, planned)
-            count += len(planned)
+        fn = api_pb2.Function.FromString(record.definition)
+        planned = []
+        for endpoint in web_endpoints(fn):
+            url = (
+                fn.web_url
+                if not endpoint.method_name
+                else fn.method_definitions[endpoint.method_name].web_url
+            )
+            if url:
+                planned.append((endpoint, label_of_url(url)))
+        web.register(record.function_id, record.app_id, planned)
+        count += len(planned)
     return count
 
 

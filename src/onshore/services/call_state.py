@@ -104,6 +104,48 @@ class FinishedInput:
     finished_at: float
 
 
+class InputHistory:
+    """The latest finished inputs of each app (a bounded list per app)."""
+
+    def __init__(self, per_app: int = 200) -> None:
+        self._per_app = per_app
+        self._apps: dict[str, collections.deque[FinishedInput]] = {}
+
+    def add(self, app_id: str, finished: FinishedInput) -> None:
+        self._apps.setdefault(app_id, collections.deque(maxlen=self._per_app)).append(finished)
+
+    def recent(self, app_id: str) -> list[FinishedInput]:
+        """Newest first."""
+        return list(reversed(self._apps.get(app_id, ())))
+
+
+class TaskCancels:
+    """Inputs cancelled on each container, until its next heartbeat takes them; a heartbeat held open
+    waits for one."""
+
+    def __init__(self) -> None:
+        self._pending: dict[str, list[str]] = {}
+        self._waiters: dict[str, Waiters] = {}
+
+    def add(self, task_id: str, input_id: str) -> None:
+        self._pending.setdefault(task_id, []).append(input_id)
+        waiters = self._waiters.pop(task_id, None)
+        if waiters is not None:
+            waiters.notify()
+
+    def take(self, task_id: str) -> list[str]:
+        return self._pending.pop(task_id, [])
+
+    async def wait(self, task_id: str, timeout: float) -> list[str]:
+        """take(), after waiting up to `timeout` for a cancellation when there is none yet."""
+        if task_id not in self._pending and timeout > 0:
+            waiters = self._waiters.setdefault(task_id, Waiters())
+            await waiters.wait(timeout)
+            if self._waiters.get(task_id) is waiters and not waiters.waiting:
+                del self._waiters[task_id]
+        return self.take(task_id)
+
+
 @dataclass
 class ContainerOutput:
     """An output as a container reports it (FunctionPutOutputs item)."""

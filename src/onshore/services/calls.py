@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import cast
 
 from onshore import ids
-from onshore.errors import InvalidArgument, NotFound, PermissionDenied, Unavailable
+from onshore.errors import InvalidArgument, NotFound, PermissionDenied
 from onshore.events import Events
 from onshore.models import CallRecord, FunctionSpec, OutputRecord, Payload, StoredInput, encoded
 from onshore.services.call_state import (
@@ -31,10 +31,13 @@ from onshore.services.call_state import (
     ContainerOutput,
     FinishedInput,
     FunctionQueue,
+    InputHistory,
     PendingInput,
+    TaskCancels,
 )
 from onshore.services.clock import Clock
-from onshore.services.waiters import Waiters, resolve
+from onshore.services.unrecorded import UnrecordedEnds
+from onshore.services.waiters import resolve
 from onshore.store.base import CallStore
 
 log = logging.getLogger("onshore.calls")
@@ -63,15 +66,10 @@ class CallService:
         self._inputs: dict[str, PendingInput] = {}
         self._queues: dict[str, FunctionQueue] = collections.defaultdict(FunctionQueue)
         self._task_inputs: dict[str, set[str]] = collections.defaultdict(set)
-        self._task_cancels: dict[str, list[str]] = collections.defaultdict(list)
-        self._cancel_waiters: dict[str, Waiters] = {}
-        # Ends of inputs the store could not record yet: (input, status, result, its task, its attempt).
-        self._unrecorded: collections.deque[tuple[PendingInput, int, Payload, str, int]] = collections.deque()
-        self._unrecorded_delay = 1.0
+        self._cancels = TaskCancels()
+        self._unrecorded = UnrecordedEnds(lambda item, status, result: self._finish(item, status, result))
         self._events = events or Events()
-        self._history: dict[str, collections.deque[FinishedInput]] = collections.defaultdict(
-            lambda: collections.deque(maxlen=HISTORY_PER_APP)
-        )
+        self._history = InputHistory(HISTORY_PER_APP)
 
     # ---------------------------------------------------------------- queries used by the autoscaler
     def demand(self, function_id: str) -> tuple[int, int]:
@@ -89,7 +87,7 @@ class CallService:
 
     def recent_inputs(self, app_id: str) -> list[FinishedInput]:
         """The app's latest finished inputs, newest first."""
-        return list(reversed(self._history.get(app_id, ())))
+        return self._history.recent(app_id)
 
     # ---------------------------------------------------------------- caller side
     def create_call(self, function_id: str, app_id: str, call_type: int, invocation_type: int) -> CallState:
@@ -275,8 +273,7 @@ class CallService:
                     reason = f"function call {call.function_call_id} was cancelled"
                     self._events.kill_task.emit(item.task_id, reason)
                 else:
-                    self._task_cancels[item.task_id].append(item.input_id)
-                    self._cancel_waiters.pop(item.task_id, Waiters()).notify()
+                    self._cancels.add(item.task_id, item.input_id)
             else:
                 queue = self._queues.get(call.function_id)
                 if queue is not None and item in queue.pending:
@@ -366,17 +363,12 @@ class CallService:
             raise PermissionDenied(f"Function call {call.function_call_id} is not running in this container")
 
     def take_cancellations(self, task_id: str) -> list[str]:
-        return self._task_cancels.pop(task_id, [])
+        return self._cancels.take(task_id)
 
     async def wait_cancellations(self, task_id: str, timeout: float) -> list[str]:
         """The inputs cancelled on a container, waiting up to `timeout` for one (a container's heartbeat is
         held open, so a cancellation reaches it at once instead of at its next heartbeat)."""
-        if task_id not in self._task_cancels and timeout > 0:
-            waiters = self._cancel_waiters.setdefault(task_id, Waiters())
-            await waiters.wait(timeout)
-            if self._cancel_waiters.get(task_id) is waiters and not waiters.waiting:
-                del self._cancel_waiters[task_id]
-        return self.take_cancellations(task_id)
+        return await self._cancels.wait(task_id, timeout)
 
     def requeue_task_inputs(self, task_id: str) -> int:
         """Put the inputs in flight on a container back in their queues, for other containers to run."""
@@ -388,7 +380,7 @@ class CallService:
     def fail_task_inputs(self, task_id: str, status: int, message: str) -> int:
         """Fail (or retry) every input in flight on a container that is gone."""
         input_ids = self._task_inputs.pop(task_id, set())
-        self._task_cancels.pop(task_id, None)
+        self._cancels.take(task_id)
         count = 0
         for input_id in input_ids:
             item = self._inputs.get(input_id)
@@ -491,7 +483,8 @@ class CallService:
             return
         item.done = True
         self._inputs.pop(item.input_id, None)
-        self._history[call.app_id].append(
+        self._history.add(
+            call.app_id,
             FinishedInput(
                 call.function_id,
                 item.input_id,
@@ -500,7 +493,7 @@ class CallService:
                 call.created_at,
                 input_started_at or item.started_at,
                 output.output_created_at,
-            )
+            ),
         )
         call.next_entry_id += 1
         call.outputs.append(output)
@@ -510,37 +503,9 @@ class CallService:
             self._release(call)
 
     def _finish_in_background(self, item: PendingInput, status: int, result: Payload) -> None:
-        """_finish for what no caller waits on (a timeout, a dead container, a stopped app).
-
-        If the store fails, the end is queued and one timer writes the queue once the database answers
-        (backing off up to 30 s), so a locked database costs the event loop one busy wait per try, not one per
-        input. An entry whose attempt has moved on meanwhile (the input finished or runs again) is dropped.
-        """
-        entry = (item, status, result, item.task_id, item.retry_count)
-        if self._unrecorded:
-            self._unrecorded.append(entry)  # the store failed a moment ago: wait in line
-            return
-        try:
-            self._finish(item, status, result)
-        except Unavailable as exc:
-            log.warning("could not record the end of input %s yet (%s); trying again", item.input_id, exc)
-            self._unrecorded.append(entry)
-            self._retry_unrecorded_in(1.0)
-
-    def _retry_unrecorded_in(self, delay: float) -> None:
-        self._unrecorded_delay = delay
-        asyncio.get_running_loop().call_later(delay, self._record_unrecorded)
-
-    def _record_unrecorded(self) -> None:
-        while self._unrecorded:
-            item, status, result, task_id, retry_count = self._unrecorded[0]
-            if not item.done and (item.task_id, item.retry_count) == (task_id, retry_count):
-                try:
-                    self._finish(item, status, result)
-                except Unavailable:
-                    self._retry_unrecorded_in(min(30.0, self._unrecorded_delay * 2))
-                    return
-            self._unrecorded.popleft()
+        """_finish for what no caller waits on (a timeout, a dead container, a stopped app): recorded even
+        while the store fails for a while (see UnrecordedEnds)."""
+        self._unrecorded.end(item, status, result)
 
     def _requeue(self, item: PendingInput) -> None:
         if item.done:

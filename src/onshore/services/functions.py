@@ -83,12 +83,15 @@ class FunctionService:
                 out.append(fn.function_id)
         return out
 
-    def load_live(self) -> None:
-        """Warm the cache with the functions of live apps (after a restart)."""
+    def load_live(self) -> list[FunctionRecord]:
+        """Warm the cache with the functions of live apps (after a restart); those functions."""
+        loaded = []
         for app in self._apps.all_apps():
             if app.state in LIVE_APP_STATES:
                 for fn in self._store.list_functions(app.app_id):
                     self._cache[fn.function_id] = fn
+                    loaded.append(fn)
+        return loaded
 
     def by_name(self, app_name: str, tag: str, environment: str) -> FunctionRecord:
         app = self._apps.deployed(app_name, environment or "main")

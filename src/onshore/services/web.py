@@ -114,7 +114,8 @@ class WebService:
     def register(self, function_id: str, app_id: str, planned: list[tuple[WebEndpoint, str]]) -> None:
         """Route the planned labels to the function (replacing what it had: a redeploy may rename)."""
         for label in self._by_function.pop(function_id, []):
-            if self._routes.get(label, None) is not None and self._routes[label].function_id == function_id:
+            route = self._routes.get(label)
+            if route is not None and route.function_id == function_id:
                 del self._routes[label]
         labels = []
         for endpoint, label in planned:
