@@ -18,6 +18,7 @@ PREFIXES = {
     "proxy_token": "wk",
     "dict": "di",
     "queue": "qu",
+    "volume": "vo",
     "definition": "de",
     "environment": "en",
 }

@@ -242,12 +242,35 @@ class OutputRecord:
 
 @dataclass
 class KvObject:
-    """A named (or ephemeral) Dict or Queue: its identity; its contents live in their own tables."""
+    """A named (or ephemeral) Dict, Queue or Volume: its identity; its contents live in their own tables."""
 
     object_id: str
-    kind: str  # "dict" | "queue"
+    kind: str  # "dict" | "queue" | "volume"
     created_at: float
     name: str = ""  # "" for an ephemeral one
     environment: str = "main"
     ephemeral: bool = False
     last_heartbeat: float = 0.0
+    fs_version: int = 0  # a volume's VolumeFS version (1 or 2); 0 for the others
+
+
+@dataclass
+class VolumeEntry:
+    """One file, directory or symbolic link of a volume's committed tree."""
+
+    path: str  # relative to the volume's root, "/"-separated, no leading "/" ("a/b.txt")
+    kind: str  # "file" | "dir" | "symlink"
+    mode: int = 0o644  # permission bits
+    size: int = 0
+    mtime: float = 0.0
+    object: str = ""  # a file's content sha256 (hex); a symlink's target
+
+
+@dataclass
+class VolumeMountRef:
+    """A volume a function mounts: which, where, and how."""
+
+    volume_id: str
+    target: str  # absolute path in the container
+    read_only: bool = False
+    sub_path: str = ""  # a directory of the volume to mount instead of its root

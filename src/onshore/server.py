@@ -30,12 +30,14 @@ from onshore.api.mounts import MountHandlers
 from onshore.api.secrets import SecretHandlers
 from onshore.api.tasks import TaskHandlers
 from onshore.api.transport import CoalescingServer as GrpcServer
+from onshore.api.volumes import VolumeHandlers
 from onshore.background import Background
 from onshore.config import DataDir, ServerConfig
 from onshore.events import Events
 from onshore.http.blobs import blob_app, blob_routes
 from onshore.http.gateway import Gateway
 from onshore.http.pages import Sessions, page_routes
+from onshore.http.volume_blocks import volume_routes
 from onshore.loops.autoscaler import Autoscaler
 from onshore.loops.hostcpu import ScaleOutGate, read_cpu_times
 from onshore.loops.janitor import Janitor
@@ -53,7 +55,7 @@ from onshore.services.call_data import CallData
 from onshore.services.calls import CallService
 from onshore.services.clock import SystemClock
 from onshore.services.container_inputs import ContainerInputs
-from onshore.services.containers import ContainerService
+from onshore.services.containers import ContainerService, Task
 from onshore.services.execs import ExecService
 from onshore.services.functions import FunctionService
 from onshore.services.images import ImageInputs, ImageService, image_config
@@ -66,6 +68,9 @@ from onshore.services.secrets import SecretService
 from onshore.services.standalone import StandalonePythons
 from onshore.services.tasks import TaskDirectory
 from onshore.services.tokens import TokenService
+from onshore.services.volume_mounts import VolumeMounts
+from onshore.services.volume_objects import VolumeObjects
+from onshore.services.volumes import VolumeService
 from onshore.services.web import WebService
 from onshore.store.sqlite import SqliteStore
 
@@ -175,6 +180,9 @@ class OnshoreServer:
             else None
         )
         self.logs = LogService(clock)
+        self.kv = KvService(self.store, clock)
+        self.volumes = VolumeService(self.store, self.kv, VolumeObjects(self.data.root / "volumes"))
+        self.volume_mounts = VolumeMounts(self.volumes, self.runtime)
         self.calls = CallService(self.store, self.functions.spec, make_result, clock, events=events)
         launcher = Launcher(
             self.apps, self.functions, self.mounts, self.secrets, partial(image_config, self.store)
@@ -190,6 +198,7 @@ class OnshoreServer:
             stop_grace=config.container_stop_grace,
             background=self.background,
             events=events,
+            volumes=self.volume_mounts if can.volumes else None,
         )
         self.tasks = TaskDirectory(self.containers, self.calls, self.logs, clock, self.background)
         self.invoke = InvokeService(self.apps, self.functions, self.calls)
@@ -222,7 +231,6 @@ class OnshoreServer:
             cores=max(1, int(backend.cpus if can.shares_host_cpus else host_resources().cpus)),
             background=self.background,
         )
-        self.kv = KvService(self.store, clock)
         self.janitor = Janitor(
             self.apps, self.blobs, self.calls, clock, config.app_heartbeat_timeout, kv=self.kv
         )
@@ -231,6 +239,7 @@ class OnshoreServer:
         events.kill_task.connect(self.containers.kill)
         events.container_exited.connect(self.tasks.record_exit)
         events.container_exited.connect(lambda task: self.execs.container_ended(task.task_id))
+        events.container_exited.connect(self._unmount_volumes)
         events.app_stopped.connect(self._on_app_stop)
 
         call_data = CallData(self.calls)
@@ -250,6 +259,7 @@ class OnshoreServer:
             BlobHandlers(self.blobs),
             SecretHandlers(self.secrets),
             KvHandlers(self.kv),
+            VolumeHandlers(self.volumes, self.volume_mounts, self.mounts, self.blobs),
             ImageHandlers(self.images),
             EnvironmentHandlers(),
         ]
@@ -265,6 +275,12 @@ class OnshoreServer:
         self._stopping = False
         self._stopped = asyncio.Event()
 
+    def _unmount_volumes(self, task: Task) -> None:
+        if self.volume_mounts.mounted_in(task.task_id):
+            self.background.spawn(
+                self.volume_mounts.detach(task.task_id), f"unmount the volumes of {task.task_id}"
+            )
+
     async def _on_app_stop(self, app: App, reason: str, failed: bool) -> None:
         if failed:  # its client gave up on an error: no one waits for its builds
             self.images.abandon(app.app_id)
@@ -277,6 +293,7 @@ class OnshoreServer:
         for app in self.apps.stop_orphans_after_restart():
             self.logs.mark_done(app.app_id)
         restore_web_routes(self.web, self.functions.load_live())
+        self.volume_mounts.cleanup_leftovers()
         self.images.restore()
         requeued, failed = self.calls.restore(self.functions.is_runnable)
         if requeued or failed:
@@ -357,7 +374,11 @@ class OnshoreServer:
             self.apps, self.functions, self.web, self.containers, self.tasks, self.calls, self.logs
         )
         sessions = Sessions(self.data.blob_key(), self.tokens)
-        site = Starlette(routes=blob_routes(self.blobs) + page_routes(overview, self.tokens, sessions))
+        site = Starlette(
+            routes=blob_routes(self.blobs)
+            + volume_routes(self.blobs, self.volumes.objects)
+            + page_routes(overview, self.tokens, sessions)
+        )
         gateway = Gateway(
             self.web, self.functions, self.invoke, self.calls, self.blobs, self.tokens.proxy_allowed, site
         )

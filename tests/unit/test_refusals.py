@@ -30,9 +30,27 @@ def test_gpus_and_volumes_refused_where_the_backend_has_none() -> None:
     fn.volume_mounts.add(mount_path="/data", volume_id="vo-1")
     assert refusals(fn, Capabilities()) == [
         "GPUs (gpu=...) are not scheduled yet; GPU support comes with the scaling feature",
-        "volumes (volumes={...}) are not supported yet; they come with the storage feature",
+        "volumes (volumes={...}) need the server to run as root in Linux namespaces (each container's "
+        "volume is an overlay the server mounts); this server does not",
     ]
     assert refusals(fn, Capabilities(gpus=True, volumes=True)) == []
+
+
+def test_volume_mount_paths_and_other_storage_are_checked() -> None:
+    fn = api_pb2.Function(function_name="f")
+    for path in ("relative", "/", "/root", "/proc/x", "/data/../etc"):
+        fn.volume_mounts.add(mount_path=path, volume_id="vo-1")
+    fn.shared_volume_mounts.add(mount_path="/nfs", shared_volume_id="sv-1")
+    fn.cloud_bucket_mounts.add(mount_path="/bucket", bucket_name="b")
+    assert refusals(fn, Capabilities(volumes=True)) == [
+        "volume mount paths must be absolute paths without '..' (got 'relative')",
+        "a volume cannot be mounted at /: the container needs that directory itself",
+        "a volume cannot be mounted at /root: the container needs that directory itself",
+        "a volume cannot be mounted at /proc/x: the container needs that directory itself",
+        "volume mount paths must be absolute paths without '..' (got '/data/../etc')",
+        "network file systems (modal.NetworkFileSystem) are not supported; use a modal.Volume",
+        "cloud bucket mounts (modal.CloudBucketMount) are not supported: no bucket service is reachable",
+    ]
 
 
 def test_custom_domains_are_refused_at_precreate() -> None:

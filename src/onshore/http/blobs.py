@@ -39,7 +39,7 @@ _CODES: list[tuple[type[OnshoreError], int]] = [
 ]
 
 
-def _error(exc: OnshoreError) -> Response:
+def error_response(exc: OnshoreError) -> Response:
     code = next((c for cls, c in _CODES if isinstance(exc, cls)), 400)
     if code >= 500:
         log.warning("blob request failed: %s", exc)
@@ -89,7 +89,7 @@ def blob_routes(blobs: BlobService) -> list[Route]:
             finally:
                 tmp.unlink(missing_ok=True)  # a failed write or a client that went away leaves nothing
         except OnshoreError as exc:
-            return _error(exc)
+            return error_response(exc)
         except ClientDisconnect:
             return Response(status_code=400)  # nobody reads it: the upload was abandoned (and removed)
         # The client checks the upload against this, as S3 returns it: the quoted md5 of the body.
@@ -108,7 +108,7 @@ def blob_routes(blobs: BlobService) -> list[Route]:
             parts = [int(n) for n in _PART_RE.findall(body)]
             etag = await asyncio.to_thread(blobs.assemble, blob_id, parts)  # reads every part: off the loop
         except OnshoreError as exc:
-            return _error(exc)
+            return error_response(exc)
         xml = f'<CompleteMultipartUploadResult><ETag>"{etag}"</ETag></CompleteMultipartUploadResult>'
         return Response(xml, status_code=200, media_type="application/xml")
 
@@ -117,7 +117,7 @@ def blob_routes(blobs: BlobService) -> list[Route]:
             blob_id = check(request, "get")
             f = blobs.open(blob_id)
         except OnshoreError as exc:
-            return _error(exc)
+            return error_response(exc)
         size = os.fstat(f.fileno()).st_size
 
         async def body() -> AsyncIterator[bytes]:

@@ -47,6 +47,21 @@ def spec_from_definition(fn: Any) -> FunctionSpec:
     )
 
 
+_RESERVED_MOUNT_DIRS = ("/proc", "/sys", "/dev", "/onshore", "/pkg", "/__modal")
+
+
+def _volume_path_refusal(path: str) -> str:
+    """Why a volume cannot be mounted at path ("" when it can)."""
+    normal = "/" + "/".join(p for p in path.split("/") if p)
+    if not path.startswith("/") or ".." in path.split("/"):
+        return f"volume mount paths must be absolute paths without '..' (got {path!r})"
+    if normal in ("/", "/root") or any(
+        normal == d or normal.startswith(d + "/") for d in _RESERVED_MOUNT_DIRS
+    ):
+        return f"a volume cannot be mounted at {normal}: the container needs that directory itself"
+    return ""
+
+
 def refusals(fn: Any, can: Capabilities) -> list[str]:
     """Features in a definition that Onshore (or its backend, `can`) does not honour, each named with what is
     missing."""
@@ -55,11 +70,19 @@ def refusals(fn: Any, can: Capabilities) -> list[str]:
     if (gpu.count or gpu.gpu_type or gpu.type) and not can.gpus:
         out.append("GPUs (gpu=...) are not scheduled yet; GPU support comes with the scaling feature")
     if fn.volume_mounts and not can.volumes:
-        out.append("volumes (volumes={...}) are not supported yet; they come with the storage feature")
+        out.append(
+            "volumes (volumes={...}) need the server to run as root in Linux namespaces (each container's "
+            "volume is an overlay the server mounts); this server does not"
+        )
+    out += [
+        _volume_path_refusal(m.mount_path) for m in fn.volume_mounts if _volume_path_refusal(m.mount_path)
+    ]
     if fn.shared_volume_mounts:
-        out.append("network file systems are not supported")
+        out.append("network file systems (modal.NetworkFileSystem) are not supported; use a modal.Volume")
     if fn.cloud_bucket_mounts or fn.s3_mounts:
-        out.append("cloud bucket mounts are not supported yet")
+        out.append(
+            "cloud bucket mounts (modal.CloudBucketMount) are not supported: no bucket service is reachable"
+        )
     out += precreate_refusals(fn)  # web endpoint settings, on the function or on a class's methods
     if fn.HasField("schedule"):
         out.append("schedules (schedule=Cron/Period) are not run yet")

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from modal_proto import api_pb2
 
-from onshore.models import ImageConfig
+from onshore.models import ImageConfig, VolumeMountRef
 from onshore.protocol.functions import handle_metadata
 from onshore.services.apps import AppService
 from onshore.services.containers import LaunchPlan
@@ -77,4 +77,11 @@ class Launcher:
             image=self._image_config(definition.image_id),
             memory_limit_mb=int(definition.resources.memory_mb_max),
             cpu_limit=definition.resources.milli_cpu_max / 1000.0,
+            volumes=volume_refs(definition),
         )
+
+
+def volume_refs(definition: api_pb2.Function) -> list[VolumeMountRef]:
+    return [
+        VolumeMountRef(m.volume_id, m.mount_path, m.read_only, m.sub_path) for m in definition.volume_mounts
+    ]

@@ -53,6 +53,15 @@ class Capabilities:
     max_containers: int = 8
 
 
+@dataclass(frozen=True)
+class VolumeBind:
+    """A host directory (a volume's overlay, mounted on the host) to show at target in the container."""
+
+    source: str
+    target: str
+    read_only: bool = False
+
+
 @dataclass
 class ContainerSpec:
     task_id: str
@@ -68,6 +77,7 @@ class ContainerSpec:
     # An Image.run_function container: what its backend's builder asked of it (where its writes go, or that
     # it is committed). Only the runtime of that backend reads it; None for every other container.
     image_build: object | None = None
+    volumes: list[VolumeBind] = field(default_factory=list)
 
 
 # Where an exec'd command's stdout/stderr go: kept for readers, dropped, or (stderr only) merged into stdout.
@@ -138,6 +148,11 @@ class Runtime(Protocol):
         ...
 
     def running(self) -> list[str]: ...
+    async def namespace_pid(self, task_id: str) -> int | None:
+        """A host pid in the container's mount namespace (where a volume reload swaps its overlay); None
+        where there is none (the container ended, or the runtime has no such thing)."""
+        ...
+
     async def shutdown(self) -> None: ...
 
 

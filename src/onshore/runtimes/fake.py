@@ -99,6 +99,9 @@ class FakeRuntime:
     def running(self) -> list[str]:
         return list(self._running)
 
+    async def namespace_pid(self, task_id: str) -> int | None:
+        return None  # nothing to mount in
+
     async def shutdown(self) -> None:
         for task_id in list(self._running):
             await self.stop(task_id, 0)

@@ -103,10 +103,14 @@ class BlobService:
     def check(self, verb: str, blob_id: str, sig: str, expires: str) -> None:
         """A URL's blob id, signature and expiry; InvalidArgument or PermissionDenied with the reason."""
         parse_blob_id(blob_id)
+        self.check_signed(verb, blob_id, sig, expires)
+
+    def check_signed(self, verb: str, name: str, sig: str, expires: str) -> None:
+        """A signed URL's signature and expiry (for a blob, or another resource `name`); PermissionDenied."""
         if not _EXPIRY_RE.fullmatch(expires):
             raise PermissionDenied("Blob URL without a valid expiry: ask the server for a new URL")
         # Compared as bytes: compare_digest refuses str with characters outside ASCII (a crafted URL).
-        if not hmac.compare_digest(self._sig(verb, blob_id, int(expires)).encode(), (sig or "").encode()):
+        if not hmac.compare_digest(self._sig(verb, name, int(expires)).encode(), (sig or "").encode()):
             raise PermissionDenied("Bad or missing blob URL signature")
         now = self._clock.now()
         if now > int(expires):
@@ -117,10 +121,13 @@ class BlobService:
                 "ask the server for a new one"
             )
 
-    def url(self, verb: str, blob_id: str, suffix: str = "") -> str:
+    def signed_query(self, verb: str, name: str) -> str:
+        """The query string ("exp=...&sig=...") that signs a URL of resource `name` for verb."""
         expires = int(self._clock.now()) + URL_SECONDS[verb]
-        sig = self._sig(verb, blob_id, expires)
-        return f"{self.public_url}/blobs/{blob_id}{suffix}?exp={expires}&sig={sig}"
+        return f"exp={expires}&sig={self._sig(verb, name, expires)}"
+
+    def url(self, verb: str, blob_id: str, suffix: str = "") -> str:
+        return f"{self.public_url}/blobs/{blob_id}{suffix}?{self.signed_query(verb, blob_id)}"
 
     # ---------------------------------------------------------------- protocol
     def create(self, content_length: int) -> tuple[str, str | None, tuple[int, list[str], str] | None]:

@@ -9,13 +9,14 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from onshore import ids
 from onshore.background import Background
-from onshore.errors import Unauthenticated
+from onshore.errors import Conflict, Unauthenticated
 from onshore.events import Events
-from onshore.models import ImageConfig
-from onshore.runtimes.base import FD_INFO, ContainerSpec, Runtime
+from onshore.models import ImageConfig, VolumeMountRef
+from onshore.runtimes.base import FD_INFO, ContainerSpec, Runtime, VolumeBind
 from onshore.services.call_state import STATUS_FAILURE
 from onshore.services.calls import CallService
 from onshore.services.clock import Clock
@@ -71,6 +72,14 @@ class LaunchPlan:
     image: ImageConfig | None = None
     memory_limit_mb: int = 0
     cpu_limit: float = 0.0
+    volumes: list[VolumeMountRef] = field(default_factory=list)
+
+
+class VolumeAttacher(Protocol):
+    """Mounts a container's volumes on the host before it starts, and removes them when it ends."""
+
+    async def attach(self, task_id: str, refs: list[VolumeMountRef]) -> list[VolumeBind]: ...
+    async def detach(self, task_id: str) -> None: ...
 
 
 MAX_START_FAILURES = 3
@@ -101,8 +110,10 @@ class ContainerService:
         stop_grace: float = 5.0,
         background: Background | None = None,
         events: Events | None = None,
+        volumes: VolumeAttacher | None = None,
     ) -> None:
         self._runtime = runtime
+        self._volumes = volumes
         self._background = background or Background("containers")
         self._calls = calls
         self._logs = logs
@@ -157,6 +168,11 @@ class ContainerService:
             env = dict(plan.env)
             env["MODAL_SERVER_URL"] = self._server_url
             env["MODAL_OVERRIDE_HEADERS"] = f"{TASK_ID_HEADER}:{task_id},{TASK_SECRET_HEADER}:{task.secret}"
+            binds: list[VolumeBind] = []
+            if plan.volumes:
+                if self._volumes is None:
+                    raise Conflict("This server cannot mount volumes into containers")
+                binds = await self._volumes.attach(task_id, plan.volumes)
             spec = ContainerSpec(
                 task_id=task_id,
                 app_id=app_id,
@@ -169,10 +185,13 @@ class ContainerService:
                 memory_limit_mb=plan.memory_limit_mb,
                 cpu_limit=plan.cpu_limit,
                 image_build=task.image_build,
+                volumes=binds,
             )
             task.pid = await self._runtime.start(spec)
         except Exception as exc:
             self.tasks.pop(task_id, None)
+            if self._volumes is not None:
+                await self._volumes.detach(task_id)
             message = f"Container for {function_id} could not start: {exc}"
             log.warning(message)
             self._logs.append(app_id, task_id, function_id, FD_INFO, message + "\n")

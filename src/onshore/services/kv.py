@@ -30,7 +30,7 @@ MAX_VALUE_BYTES = 1024 * 1024  # one key, value or queue item, serialized
 MAX_WAIT_SECONDS = 55.0
 _NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
-NOUN = {"dict": "Dict", "queue": "Queue"}
+NOUN = {"dict": "Dict", "queue": "Queue", "volume": "Volume"}
 
 
 class KvService:
@@ -81,6 +81,21 @@ class KvService:
         self._store.delete_kv_object(object_id)
         for key in [k for k in self._waiters if k[0] == object_id]:
             self._waiters.pop(key).notify()
+
+    def save(self, obj: KvObject) -> None:
+        self._store.put_kv_object(obj)
+
+    def rename(self, kind: str, object_id: str, name: str) -> None:
+        obj = self.get(kind, object_id)
+        noun = NOUN[kind]
+        if not _NAME_RE.match(name):
+            raise InvalidArgument(f"Invalid {noun} name {name!r}: use 1-64 letters, digits, '.', '-' and '_'")
+        if obj.ephemeral:
+            raise InvalidArgument(f"An ephemeral {noun} has no name to change")
+        if self._store.find_kv_object(kind, name, obj.environment) is not None:
+            raise AlreadyExists(f"{noun} '{name}' already exists in environment '{obj.environment}'")
+        obj.name = name
+        self._store.put_kv_object(obj)
 
     def heartbeat(self, kind: str, object_id: str) -> None:
         obj = self.get(kind, object_id)

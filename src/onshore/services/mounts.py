@@ -40,11 +40,11 @@ class MountService:
         self._clock = clock
         self._client_mounts: dict[str, Mount] = {}
 
-    def _file_path(self, sha256_hex: str) -> Path:
+    def file_path(self, sha256_hex: str) -> Path:
         return self._files / _check_sha(sha256_hex)[:2] / sha256_hex
 
     def _has(self, sha256_hex: str) -> bool:
-        return is_regular(self._file_path(sha256_hex))
+        return is_regular(self.file_path(sha256_hex))
 
     def missing(self, hashes: list[str]) -> list[str]:
         for h in hashes:
@@ -68,7 +68,7 @@ class MountService:
 
     def _store_file(self, sha256_hex: str, write: Callable[[int], None]) -> None:
         """Write a content-addressed file owner-only, atomically: a failure (a full disk) leaves nothing."""
-        path = self._file_path(sha256_hex)
+        path = self.file_path(sha256_hex)
         if self._has(sha256_hex):
             return
         try:
@@ -91,7 +91,7 @@ class MountService:
     def _copy_out(self, sha256_hex: str, dest: Path, mode: int) -> None:
         """Copy a stored file to dest (never following a link planted in the file store)."""
         with (
-            open_regular(self._file_path(sha256_hex), f"Mount file {sha256_hex}") as src,
+            open_regular(self.file_path(sha256_hex), f"Mount file {sha256_hex}") as src,
             dest.open("wb") as out,
         ):
             shutil.copyfileobj(src, out, 4 * 1024 * 1024)

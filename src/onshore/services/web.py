@@ -18,7 +18,10 @@ from onshore.models import App, AppState
 MAX_LABEL = 63
 _LABEL_RE = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
 # First path segments the HTTP port serves itself: no label may take them.
-RESERVED_LABELS = frozenset({"blobs", "healthz", "apps", "login", "logout", "static", "api", "_onshore"})
+RESERVED_LABELS = frozenset(
+    {"blobs", "healthz", "apps", "login", "logout", "static", "api", "_onshore"}
+    | {"volume-blocks", "volume-objects"}
+)
 
 # WebhookType numbers (kept here so services stay free of protobuf).
 WEBHOOK_FUNCTION = 1

@@ -17,6 +17,7 @@ from onshore.models import (
     Secret,
     StoredInput,
     Token,
+    VolumeEntry,
 )
 
 
@@ -102,8 +103,27 @@ class KvStore(Protocol):
     def queue_expire(self, now: float) -> int: ...
 
 
+class VolumeStore(Protocol):
+    """Volumes' committed trees (their identities are KvStore objects of kind "volume")."""
+
+    def volume_tree(self, volume_id: str, under: str = "") -> list[VolumeEntry]: ...
+    def volume_entry(self, volume_id: str, path: str) -> VolumeEntry | None: ...
+    def volume_version(self, volume_id: str) -> int: ...
+    def volume_apply(self, volume_id: str, changes: list[tuple[str, VolumeEntry]]) -> int: ...
+    def volume_objects(self) -> set[str]: ...
+
+
 class Store(
-    AppStore, FunctionStore, SecretStore, TokenStore, MountStore, ImageStore, CallStore, KvStore, Protocol
+    AppStore,
+    FunctionStore,
+    SecretStore,
+    TokenStore,
+    MountStore,
+    ImageStore,
+    CallStore,
+    KvStore,
+    VolumeStore,
+    Protocol,
 ):
     """Everything the composition root hands out; each service receives only the narrow part it needs."""
 

@@ -27,6 +27,7 @@ from onshore.models import (
 )
 from onshore.store.codec import decode, encode
 from onshore.store.sqlite_kv import KvTables
+from onshore.store.sqlite_volumes import VolumeTables
 
 T = TypeVar("T")
 
@@ -84,7 +85,7 @@ def _upsert_sql(table: str, columns: tuple[str, ...], keys: int) -> str:
 _BUG_MARKERS = ("no such table", "no such column", "syntax error", "has no column")
 
 
-class SqliteStore(KvTables):
+class SqliteStore(KvTables, VolumeTables):
     """Implements every store protocol on one SQLite file."""
 
     def __init__(self, path: Path | str, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> None:

@@ -2,43 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
-import sqlite3
-import threading
-from collections.abc import Iterator
-from typing import Any, TypeVar
-
 from onshore.models import KvObject
 from onshore.store.codec import decode, encode
+from onshore.store.sqlite_base import Tables
 
-T = TypeVar("T")
 
-
-class KvTables:
-    """Mixed into SqliteStore: it provides the connection, its lock and the error guard."""
-
-    _conn: sqlite3.Connection
-    _lock: threading.Lock
-
-    def _guard(self) -> contextlib.AbstractContextManager[None]:
-        raise NotImplementedError
-
-    @contextlib.contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction: all of it, or none."""
-        with self._lock, self._guard():
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._conn
-                self._conn.execute("COMMIT")
-            except BaseException:
-                if self._conn.in_transaction:
-                    self._conn.execute("ROLLBACK")
-                raise
-
-    def _rows(self, sql: str, args: tuple[Any, ...] = ()) -> list[Any]:
-        with self._lock, self._guard():
-            return self._conn.execute(sql, args).fetchall()
+class KvTables(Tables):
+    """Mixed into SqliteStore, which provides the connection, its lock and the error guard."""
 
     # -- identities
     def put_kv_object(self, obj: KvObject) -> None:
@@ -71,6 +41,8 @@ class KvTables:
             conn.execute("DELETE FROM dict_entries WHERE dict_id = ?", (object_id,))
             conn.execute("DELETE FROM queue_items WHERE queue_id = ?", (object_id,))
             conn.execute("DELETE FROM queue_partitions WHERE queue_id = ?", (object_id,))
+            conn.execute("DELETE FROM volume_entries WHERE volume_id = ?", (object_id,))
+            conn.execute("DELETE FROM volume_commits WHERE volume_id = ?", (object_id,))
 
     # -- dict entries
     def dict_get(self, dict_id: str, key: bytes) -> bytes | None:

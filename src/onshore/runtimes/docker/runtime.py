@@ -182,6 +182,9 @@ class DockerRuntime:
             limits_reason="",
             blob_socket=blobs is not None,
             max_containers=max_containers,
+            # Volumes are overlays the server mounts on this host for the engine to bind: root's to do, with
+            # the engine on this machine.
+            volumes=os.geteuid() == 0,
         )
         self._engine = engine
         self._state_dir = state_dir
@@ -299,6 +302,7 @@ class DockerRuntime:
         args_path.write_bytes(spec.container_args)
         env = dict(spec.env)
         binds = [(pkg, PKG_TARGET, True), (str(args_path), ARGS_TARGET, True), *self._server_binds(env)]
+        binds += [(v.source, v.target, v.read_only) for v in spec.volumes]
         # The code dir stands for /root: each of its entries is bound there, so what the image itself has
         # under /root stays visible.
         code_dir = Path(spec.code_dir)
@@ -486,6 +490,16 @@ class DockerRuntime:
 
     def running(self) -> list[str]:
         return list(self._containers)
+
+    async def namespace_pid(self, task_id: str) -> int | None:
+        entry = self._containers.get(task_id)
+        if entry is None:
+            return None
+        try:
+            state = await self._engine.inspect(entry.cid)
+        except DockerError:
+            return None
+        return state.pid if state.running and state.pid else None
 
     async def shutdown(self) -> None:
         """Stop every container (SIGINT, then SIGKILL after a short grace) and remove it."""

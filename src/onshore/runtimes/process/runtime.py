@@ -34,7 +34,7 @@ from onshore.runtimes.process.affinity import CorePinning
 from onshore.runtimes.process.cgroups import Cgroup, Cgroups
 from onshore.runtimes.process.container_fs import BuildUpper, ContainerLayout, merge_layers
 from onshore.runtimes.process.procs import Proc
-from onshore.runtimes.process.sandbox import SandboxSpec, Support, sandbox_target
+from onshore.runtimes.process.sandbox import Bind, SandboxSpec, Support, init_pid, sandbox_target
 from onshore.runtimes.process.spare import IMAGE_SPARE_KINDS, SPARE_ATTEMPTS, SPARE_PROGRAM
 from onshore.runtimes.pyenv import ClientEnvironments, client_package_dir, installed_client_version
 
@@ -94,6 +94,8 @@ class ProcessRuntime:
         self._sandbox = sandbox or Support("none", "not probed")
         self._hidden = hidden or []
         self.capabilities = Capabilities(max_containers=max_containers, shares_host_cpus=True)
+        # Volumes are overlays the server mounts on the host and swaps inside a container: root's to do.
+        self.capabilities.volumes = self._sandbox.mechanism == "root" and os.geteuid() == 0
         # Hard memory/CPU limits need cgroups the server can write to.
         self._cgroups = cgroups
         if cgroups is not None:
@@ -205,7 +207,7 @@ class ProcessRuntime:
         self, spec: ContainerSpec, image: ImageConfig, python: str, pkg: Path | None
     ) -> tuple[str, ...]:
         """What a spare for this container must share with it; () when spares cannot serve it."""
-        if spec.image_build is not None or spec.memory_limit_mb or spec.cpu_limit:
+        if spec.image_build is not None or spec.memory_limit_mb or spec.cpu_limit or spec.volumes:
             return ()
         if _mounts_outside_root(spec):
             return ()  # a spare's layers are fixed when it starts; these files need a layer of their own
@@ -332,6 +334,7 @@ class ProcessRuntime:
         box = layout.spec(env, cgroup.procs_files if cgroup is not None else [])
         if isinstance(spec.image_build, BuildUpper):  # Image.run_function: its writes become an image layer
             box.upper = spec.image_build.path
+        box.binds += [Bind(Path(v.source), v.target, writable=not v.read_only) for v in spec.volumes]
         try:
             argv = [python, "-m", "modal._container_entrypoint"]
             scratch = self._state_dir / "sandboxes" / spec.task_id
@@ -371,6 +374,10 @@ class ProcessRuntime:
             raise Conflict(
                 "This image places files in the container's filesystem, which needs Linux namespaces, "
                 f"and this host has none: {self._sandbox.reason}"
+            )
+        if spec.volumes:
+            raise Conflict(
+                f"Volumes are mounted in Linux namespaces, and this host has none: {self._sandbox.reason}"
             )
         outside = _mounts_outside_root(spec)
         if outside:
@@ -483,6 +490,12 @@ class ProcessRuntime:
 
     def running(self) -> list[str]:
         return list(self._procs)
+
+    async def namespace_pid(self, task_id: str) -> int | None:
+        entry = self._procs.get(task_id)
+        if entry is None or entry.process.returncode is not None or entry.scratch is None:
+            return None
+        return await asyncio.to_thread(init_pid, entry.process.pid) or None
 
     async def shutdown(self) -> None:
         self._closed = True

@@ -481,12 +481,8 @@ def probe(mechanism: Mechanism | None = None) -> Support:
     return Support("none", "; ".join(reasons))
 
 
-def sandbox_target(spawned: int, user_namespace: bool, env: dict[str, str], cwd: str) -> ExecTarget:
-    """How to run a command in a sandboxed container: enter the namespaces and root of its init process."""
-    nsenter = shutil.which("nsenter")
-    if nsenter is None:
-        raise Conflict("`modal container exec` into an isolated container needs nsenter (util-linux)")
-    init = 0
+def init_pid(spawned: int) -> int:
+    """The pid of a sandbox's init (the child of the spawned launcher, inside the namespaces); 0 if none."""
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
@@ -494,8 +490,16 @@ def sandbox_target(spawned: int, user_namespace: bool, env: dict[str, str], cwd:
             except OSError:
                 continue
             if int(raw[raw.rindex(")") + 2 :].split()[1]) == spawned:
-                init = int(entry)
-                break
+                return int(entry)
+    return 0
+
+
+def sandbox_target(spawned: int, user_namespace: bool, env: dict[str, str], cwd: str) -> ExecTarget:
+    """How to run a command in a sandboxed container: enter the namespaces and root of its init process."""
+    nsenter = shutil.which("nsenter")
+    if nsenter is None:
+        raise Conflict("`modal container exec` into an isolated container needs nsenter (util-linux)")
+    init = init_pid(spawned)
     if not init:
         raise NotFound("The container's sandbox has no running init process")
     flags = ["--mount", "--pid", "--root", "--wd"]

@@ -1,0 +1,153 @@
+"""Overlay mounts for volumes on this machine: mount one on the host, and swap one inside a container.
+
+A container sees a volume through an overlay: its committed snapshot as the read-only lower dir, the
+container's own writes in an upper dir. The first overlay is mounted on the host and bound into the
+container when it starts. A reload replaces it in the container's mount namespace: a helper process (setns
+needs a single-threaded process) builds the new overlay with the new mount API while still in the host's
+namespace, where the server's paths resolve, then enters the container's namespace, unmounts the old one
+there (failing with EBUSY while a file in it is open or a process has its cwd in it: the kernel's own check)
+and moves the new one into place. Needs root.
+
+Run as a program: `python -m onshore.runtimes.overlay PID TARGET LOWER UPPER WORK [attach]`, UPPER and
+WORK "" for a read-only overlay; exit status 0 (done), 3 (busy) or 4 (failed, the reason on stderr).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import os
+import sys
+
+EXIT_BUSY = 3
+EXIT_FAILED = 4
+
+_SYS_OPEN_TREE, _SYS_MOVE_MOUNT, _SYS_FSOPEN, _SYS_FSCONFIG, _SYS_FSMOUNT = 428, 429, 430, 431, 432
+_FSCONFIG_SET_STRING, _FSCONFIG_CMD_CREATE = 1, 6
+_MOVE_MOUNT_F_EMPTY_PATH = 0x4
+_MOUNT_ATTR_RDONLY = 0x1
+_CLONE_NEWNS = 0x00020000
+_MNT_DETACH = 2
+_AT_FDCWD = -100
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+class MountError(Exception):
+    """A mount or unmount failed; busy: because the mount is in use (open files, a cwd in it)."""
+
+    def __init__(self, message: str, busy: bool = False) -> None:
+        super().__init__(message)
+        self.busy = busy
+
+
+def _check(result: int, what: str) -> int:
+    if result < 0:
+        err = ctypes.get_errno()
+        raise MountError(f"{what}: {os.strerror(err)}", busy=err == 16)  # EBUSY
+    return result
+
+
+def _escape(path: str) -> str:
+    return path.replace("\\", "\\\\").replace(":", "\\:").replace(",", "\\,")
+
+
+def overlay_options(lower: str, upper: str, work: str) -> str:
+    options = [f"lowerdir={_escape(lower)}"]
+    if upper:
+        options += [f"upperdir={_escape(upper)}", f"workdir={_escape(work)}"]
+    return ",".join(options + ["index=off", "metacopy=off", "redirect_dir=off"])
+
+
+def mount_overlay(point: str, lower: str, upper: str = "", work: str = "") -> None:
+    """Mount an overlay at point on the host ("" upper: read-only)."""
+    flags = 0 if upper else 1  # MS_RDONLY
+    data = overlay_options(lower, upper, work).encode()
+    _check(_libc.mount(b"overlay", point.encode(), b"overlay", flags, data), f"mount an overlay at {point}")
+
+
+def unmount(point: str) -> None:
+    """Detach a host mount (lazily: what still uses it keeps it until done); nothing mounted is fine."""
+    if _libc.umount2(point.encode(), _MNT_DETACH) < 0 and ctypes.get_errno() not in (22, 2):  # EINVAL, ENOENT
+        _check(-1, f"unmount {point}")
+
+
+def is_mount_point(path: str) -> bool:
+    try:
+        return os.stat(path).st_dev != os.stat(os.path.dirname(path.rstrip("/")) or "/").st_dev
+    except OSError:
+        return False
+
+
+async def swap(pid: int, target: str, lower: str, upper: str, work: str, attach: bool = False) -> None:
+    """Put a new overlay at target in the mount namespace of pid, replacing the one there (attach: there is
+    none yet). MountError(busy=True) when the old one is in use; it then stays as it was."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "onshore.runtimes.overlay",
+        str(pid),
+        target,
+        lower,
+        upper,
+        work,
+        *(["attach"] if attach else []),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await proc.communicate()
+    if proc.returncode == EXIT_BUSY:
+        raise MountError(err.decode(errors="replace").strip(), busy=True)
+    if proc.returncode != 0:
+        raise MountError(
+            err.decode(errors="replace").strip() or f"the remount helper exited {proc.returncode}"
+        )
+
+
+def _fsconfig(fd: int, key: str, value: str) -> None:
+    _check(_libc.syscall(_SYS_FSCONFIG, fd, _FSCONFIG_SET_STRING, key.encode(), value.encode(), 0), key)
+
+
+def _helper(argv: list[str]) -> int:
+    pid, target, lower, upper, work = argv[:5]
+    attach = argv[5:] == ["attach"]
+    fs = _check(_libc.syscall(_SYS_FSOPEN, b"overlay", 1), "fsopen overlay")
+    _fsconfig(fs, "lowerdir", lower)
+    if upper:
+        _fsconfig(fs, "upperdir", upper)
+        _fsconfig(fs, "workdir", work)
+    for key, value in (("index", "off"), ("metacopy", "off"), ("redirect_dir", "off")):
+        _fsconfig(fs, key, value)
+    _check(_libc.syscall(_SYS_FSCONFIG, fs, _FSCONFIG_CMD_CREATE, None, None, 0), "create the overlay")
+    attrs = 0 if upper else _MOUNT_ATTR_RDONLY
+    mnt = _check(_libc.syscall(_SYS_FSMOUNT, fs, 1, attrs), "fsmount")
+    ns = os.open(f"/proc/{int(pid)}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+    root = os.open(f"/proc/{int(pid)}/root", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    _check(_libc.setns(ns, _CLONE_NEWNS), "enter the container's mount namespace")
+    os.fchdir(root)  # the container's root, as its processes see it
+    os.chroot(".")
+    if attach:
+        os.makedirs(target, exist_ok=True)
+    else:
+        _check(_libc.umount2(target.encode(), 0), f"unmount {target}")
+    _check(
+        _libc.syscall(_SYS_MOVE_MOUNT, mnt, b"", _AT_FDCWD, target.encode(), _MOVE_MOUNT_F_EMPTY_PATH),
+        f"mount the new overlay at {target}",
+    )
+    return 0
+
+
+def main() -> int:
+    try:
+        return _helper(sys.argv[1:])
+    except MountError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_BUSY if exc.busy else EXIT_FAILED
+    except (OSError, ValueError, IndexError) as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,292 @@
+"""Volume contents on disk: content-addressed objects, uploaded blocks, and read-only snapshot trees.
+
+An object is a file's content, named by its sha256 and never changed once stored (written to a temporary
+name, synced, then renamed: a crash leaves either the whole object or none). A snapshot is one commit of a
+volume laid out as a directory tree whose files are hard links to objects: it costs a link per file, not a
+copy, and containers see it through an overlay, so their writes never reach it. Objects of a mode other
+than 0644 get a copy of their own (a hard link shares its permission bits).
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import re
+import shutil
+import stat
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from onshore.config import private_dir
+from onshore.errors import InvalidArgument, NotFound
+from onshore.models import VolumeEntry
+from onshore.services.blobs import create_private, storage_error
+
+_SHA_RE = re.compile(r"[0-9a-f]{64}")
+_CHUNK = 4 * 1024 * 1024
+DEFAULT_MODE = 0o644
+
+
+def check_sha(value: str) -> str:
+    if not _SHA_RE.fullmatch(value):
+        raise InvalidArgument(f"Not a sha256 hex digest: {value[:80]!r}")
+    return value
+
+
+class VolumeObjects:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        for sub in ("objects", "blocks", "snapshots", "mounts"):
+            private_dir(root / sub)
+
+    # ---------------------------------------------------------------- objects
+    def path(self, sha: str, mode: int = DEFAULT_MODE) -> Path:
+        base = self.root / "objects" / check_sha(sha)[:2] / sha
+        mode &= 0o7777
+        return base if mode == DEFAULT_MODE else base.with_name(f"{sha}.{mode:o}")
+
+    def has(self, sha: str) -> bool:
+        return self.path(sha).is_file()
+
+    def _store(self, write: Callable[[int], str], expected: str = "") -> str:
+        """Store an object written by write(fd), which returns its sha256: atomically, synced to disk.
+        ResourceExhausted on a full disk."""
+        folder = self.root / "objects"
+        try:
+            fd, tmp = create_private(folder, "object")
+        except OSError as exc:
+            raise storage_error("store a volume file", folder, exc) from None
+        try:
+            try:
+                sha = write(fd)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            if expected and sha != expected:
+                raise InvalidArgument(f"File content does not match its sha256 {expected}")
+            dest = self.path(sha)
+            if not dest.is_file():
+                dest.parent.mkdir(exist_ok=True)
+                os.chmod(tmp, DEFAULT_MODE)
+                os.replace(tmp, dest)
+            return sha
+        except OSError as exc:
+            raise storage_error("store a volume file", folder, exc) from None
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def put_file(self, source: Path) -> tuple[str, int]:
+        """Store a copy of a host file (a container's changed file): (sha256, size). The copy is what gets
+        hashed, so a file still being written is stored as it was read, never torn."""
+        size = 0
+
+        def write(fd: int) -> str:
+            nonlocal size
+            sha = hashlib.sha256()
+            with open(source, "rb", buffering=0) as src:
+                while chunk := src.read(_CHUNK):
+                    sha.update(chunk)
+                    size += len(chunk)
+                    _write_all(fd, chunk)
+            return sha.hexdigest()
+
+        return self._store(write), size
+
+    def put_bytes(self, chunks: Iterable[bytes], expected: str = "") -> tuple[str, int]:
+        size = 0
+
+        def write(fd: int) -> str:
+            nonlocal size
+            sha = hashlib.sha256()
+            for chunk in chunks:
+                sha.update(chunk)
+                size += len(chunk)
+                _write_all(fd, chunk)
+            return sha.hexdigest()
+
+        return self._store(write, expected), size
+
+    def adopt(self, source: Path, sha: str) -> None:
+        """Take a stored file whose content is known to hash to sha (a mount file): a hard link where it
+        can be one, else a copy."""
+        dest = self.path(sha)
+        if dest.is_file():
+            return
+        try:
+            dest.parent.mkdir(exist_ok=True)
+            tmp = dest.with_name(f".{sha}.{os.getpid()}.link")
+            tmp.unlink(missing_ok=True)
+            try:
+                os.link(source, tmp)
+            except OSError:
+                shutil.copyfile(source, tmp)
+            os.chmod(tmp, DEFAULT_MODE)
+            os.replace(tmp, dest)
+        except FileNotFoundError:
+            raise NotFound(f"Uploaded file {sha} not found") from None
+        except OSError as exc:
+            raise storage_error("store a volume file", dest.parent, exc) from None
+
+    def variant(self, sha: str, mode: int) -> Path:
+        """The object with these permission bits, made (a copy) when first asked for."""
+        path = self.path(sha, mode)
+        if path.is_file():
+            return path
+        base = self.path(sha)
+        if not base.is_file():
+            raise NotFound(f"Volume file content {sha} is missing from {base.parent}")
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.copy")
+        try:
+            shutil.copyfile(base, tmp)
+            os.chmod(tmp, mode & 0o7777)
+            os.replace(tmp, path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise storage_error("store a volume file", path.parent, exc) from None
+        return path
+
+    def read(self, sha: str, start: int, length: int) -> Iterable[bytes]:
+        path = self.path(sha)
+        try:
+            src = open(path, "rb", buffering=0)
+        except FileNotFoundError:
+            raise NotFound(f"Volume file content {sha} is missing") from None
+        with src:
+            src.seek(start)
+            left = length
+            while left > 0 and (chunk := src.read(min(_CHUNK, left))):
+                left -= len(chunk)
+                yield chunk
+
+    def remove_unused(self, used: set[str]) -> int:
+        """Delete objects (and their variants) no volume names; the number removed."""
+        gone = 0
+        for folder in (self.root / "objects").iterdir():
+            if not folder.is_dir():
+                continue
+            for item in folder.iterdir():
+                if item.name.split(".", 1)[0] not in used and not item.name.startswith("."):
+                    item.unlink(missing_ok=True)
+                    gone += 1
+        return gone
+
+    # ---------------------------------------------------------------- blocks (VolumeFS v2 uploads)
+    def block_path(self, sha: str) -> Path:
+        return self.root / "blocks" / check_sha(sha)
+
+    def has_block(self, sha: str) -> bool:
+        return self.block_path(sha).is_file() or self.has(sha)
+
+    def put_block(self, sha: str, chunks: Iterable[bytes], limit: int) -> None:
+        """Store one uploaded block, checking its content against its sha256."""
+        folder = self.root / "blocks"
+        dest = self.block_path(sha)
+        try:
+            fd, tmp = create_private(folder, "block")
+        except OSError as exc:
+            raise storage_error("store a volume block", folder, exc) from None
+        try:
+            digest, size = hashlib.sha256(), 0
+            try:
+                for chunk in chunks:
+                    size += len(chunk)
+                    if size > limit:
+                        raise InvalidArgument(f"A volume block is at most {limit} bytes")
+                    digest.update(chunk)
+                    _write_all(fd, chunk)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            if digest.hexdigest() != sha:
+                raise InvalidArgument(f"Block content does not match its sha256 {sha}")
+            os.replace(tmp, dest)
+        except OSError as exc:
+            raise storage_error("store a volume block", folder, exc) from None
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def block_chunks(self, sha: str) -> Iterable[bytes]:
+        """A block's bytes: an uploaded block, or (the whole of) an object with that hash."""
+        path = self.block_path(sha)
+        if not path.is_file():
+            path = self.path(sha)
+        with open(path, "rb", buffering=0) as src:
+            while chunk := src.read(_CHUNK):
+                yield chunk
+
+    def drop_blocks(self, shas: Iterable[str]) -> None:
+        for sha in shas:
+            self.block_path(sha).unlink(missing_ok=True)
+
+    # ---------------------------------------------------------------- snapshots
+    def snapshot(self, volume_id: str, version: int, entries: list[VolumeEntry]) -> Path:
+        """The tree of one commit (made once, then shared by every container that mounts it)."""
+        dest = self.root / "snapshots" / volume_id / str(version)
+        if dest.is_dir():
+            return dest
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{version}.{os.getpid()}.{os.urandom(4).hex()}")
+        try:
+            tmp.mkdir(mode=0o755)
+            for entry in entries:
+                target = tmp / entry.path
+                if entry.kind == "dir":
+                    target.mkdir(mode=entry.mode & 0o7777 or 0o755, exist_ok=True)
+                    os.chmod(target, entry.mode & 0o7777 or 0o755)
+                elif entry.kind == "symlink":
+                    os.symlink(entry.object, target)
+                else:
+                    self._link(entry, target)
+            os.rename(tmp, dest)
+        except FileExistsError:
+            if not dest.is_dir():
+                raise
+        except OSError as exc:
+            raise storage_error(f"lay out volume {volume_id}", dest.parent, exc) from None
+        finally:
+            if tmp.exists():
+                remove_tree(tmp)
+        return dest
+
+    def _link(self, entry: VolumeEntry, target: Path) -> None:
+        source = self.variant(entry.object, entry.mode)
+        try:
+            os.link(source, target)
+        except OSError as exc:
+            if exc.errno != errno.EMLINK:  # an inode has at most so many links: copy past that
+                raise
+            shutil.copy2(source, target)
+
+    def remove_snapshots(self, volume_id: str, keep: set[int]) -> None:
+        folder = self.root / "snapshots" / volume_id
+        if not folder.is_dir():
+            return
+        for item in folder.iterdir():
+            if not (item.name.isdigit() and int(item.name) in keep):
+                remove_tree(item)
+
+
+def _write_all(fd: int, chunk: bytes) -> None:
+    view = memoryview(chunk)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def remove_tree(path: Path) -> None:
+    """Remove a tree, including the mode-0 directories an overlay's work dir leaves behind."""
+
+    def retry(func: Callable[..., object], failed: str, _exc: object) -> None:
+        parent = os.path.dirname(failed)
+        try:
+            os.chmod(parent, stat.S_IRWXU)
+            if os.path.isdir(failed) and not os.path.islink(failed):
+                os.chmod(failed, stat.S_IRWXU)
+            func(failed)
+        except OSError:
+            pass
+
+    if path.is_symlink() or path.is_file():
+        path.unlink(missing_ok=True)
+    elif path.exists():
+        shutil.rmtree(path, onerror=retry)
