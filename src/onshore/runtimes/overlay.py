@@ -8,8 +8,8 @@ namespace, where the server's paths resolve, then enters the container's namespa
 there (failing with EBUSY while a file in it is open or a process has its cwd in it: the kernel's own check)
 and moves the new one into place. Needs root.
 
-Run as a program: `python -m onshore.runtimes.overlay PID TARGET LOWER UPPER WORK [attach]`, UPPER and
-WORK "" for a read-only overlay; exit status 0 (done), 3 (busy) or 4 (failed, the reason on stderr).
+Run as a program: `python -m onshore.runtimes.overlay PID TARGET LOWERS UPPER WORK [attach]`, LOWERS one
+per line, UPPER and WORK "" for a read-only overlay; exit status 0 (done), 3 (busy) or 4 (failed, the reason on stderr).
 """
 
 from __future__ import annotations
@@ -52,17 +52,22 @@ def _escape(path: str) -> str:
     return path.replace("\\", "\\\\").replace(":", "\\:").replace(",", "\\,")
 
 
-def overlay_options(lower: str, upper: str, work: str) -> str:
-    options = [f"lowerdir={_escape(lower)}"]
+def _lowerdir(lowers: list[str]) -> str:
+    return ":".join(_escape(p) for p in lowers)
+
+
+def overlay_options(lowers: list[str], upper: str, work: str) -> str:
+    options = [f"lowerdir={_lowerdir(lowers)}"]
     if upper:
         options += [f"upperdir={_escape(upper)}", f"workdir={_escape(work)}"]
     return ",".join(options + ["index=off", "metacopy=off", "redirect_dir=off"])
 
 
-def mount_overlay(point: str, lower: str, upper: str = "", work: str = "") -> None:
-    """Mount an overlay at point on the host ("" upper: read-only)."""
+def mount_overlay(point: str, lowers: list[str], upper: str = "", work: str = "") -> None:
+    """Mount an overlay at point on the host, lower dirs top first ("" upper: read-only, which takes two lower
+    dirs at least)."""
     flags = 0 if upper else 1  # MS_RDONLY
-    data = overlay_options(lower, upper, work).encode()
+    data = overlay_options(lowers, upper, work).encode()
     _check(_libc.mount(b"overlay", point.encode(), b"overlay", flags, data), f"mount an overlay at {point}")
 
 
@@ -79,7 +84,7 @@ def is_mount_point(path: str) -> bool:
         return False
 
 
-async def swap(pid: int, target: str, lower: str, upper: str, work: str, attach: bool = False) -> None:
+async def swap(pid: int, target: str, lowers: list[str], upper: str, work: str, attach: bool = False) -> None:
     """Put a new overlay at target in the mount namespace of pid, replacing the one there (attach: there is
     none yet). MountError(busy=True) when the old one is in use; it then stays as it was."""
     proc = await asyncio.create_subprocess_exec(
@@ -88,7 +93,7 @@ async def swap(pid: int, target: str, lower: str, upper: str, work: str, attach:
         "onshore.runtimes.overlay",
         str(pid),
         target,
-        lower,
+        "\n".join(lowers),
         upper,
         work,
         *(["attach"] if attach else []),
@@ -113,7 +118,7 @@ def _helper(argv: list[str]) -> int:
     pid, target, lower, upper, work = argv[:5]
     attach = argv[5:] == ["attach"]
     fs = _check(_libc.syscall(_SYS_FSOPEN, b"overlay", 1), "fsopen overlay")
-    _fsconfig(fs, "lowerdir", lower)
+    _fsconfig(fs, "lowerdir", _lowerdir(lower.split("\n")))
     if upper:
         _fsconfig(fs, "upperdir", upper)
         _fsconfig(fs, "workdir", work)

@@ -157,21 +157,24 @@ class VolumeMounts:
         if not self._root.is_dir():
             return
         for task_dir in self._root.iterdir():
+            if task_dir.name.startswith("."):
+                continue
             for point in task_dir.glob("*/point"):
                 with contextlib.suppress(overlay.MountError):
                     overlay.unmount(str(point))
             remove_tree(task_dir)
 
-    async def _lower(self, cv: ContainerVolume) -> str:
+    async def _lower(self, cv: ContainerVolume) -> list[str]:
         version, tree = await asyncio.to_thread(self._volumes.snapshot, cv.ref.volume_id)
         cv.version = version
         sub = clean_path(cv.ref.sub_path, "sub_path")
         lower = tree / sub if sub else tree
+        empty = self._root / ".empty"
+        empty.mkdir(exist_ok=True)
         if not lower.is_dir():  # a sub_path the volume does not have yet: it starts empty
-            empty = cv.folder / "empty"
-            empty.mkdir(parents=True, exist_ok=True)
-            return str(empty)
-        return str(lower)
+            lower = empty
+        # A read-only overlay (no upper dir) takes two lower dirs at least: an empty one goes under it.
+        return [str(lower), str(empty)] if cv.ref.read_only else [str(lower)]
 
     def _fresh_dirs(self, cv: ContainerVolume) -> tuple[str, str]:
         if cv.ref.read_only:
