@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -50,7 +51,8 @@ for version in (1, 2):
     if version == 2:
         vol.copy_files(["x"], "y", recursive=True)
     vol.remove_file("big.bin")
-    for what, call in (("rm", lambda: vol.remove_file("nope")), ("read", lambda: list(vol.read_file("nope")))):
+    missing = (("rm", lambda: vol.remove_file("nope")), ("read", lambda: list(vol.read_file("nope"))))
+    for what, call in missing:
         try:
             call()
         except FileNotFoundError:
@@ -80,7 +82,11 @@ def test_file_api_v1_and_v2(server: ServerProcess, tmp_path: Path) -> None:
     big = 256 * (4 * 1024 * 20 + 3)
     for v in ("v1", "v2"):
         assert out[f"{v}_exists"] and out[f"{v}_big"] and out[f"{v}_hello"] == "forced"
-        assert out[f"{v}_tree"] == [["big.bin", "FILE", big], ["x", "DIRECTORY", 0], ["x/hello.txt", "FILE", 6]]
+        assert out[f"{v}_tree"] == [
+            ["big.bin", "FILE", big],
+            ["x", "DIRECTORY", 0],
+            ["x/hello.txt", "FILE", 6],
+        ]
         assert out[f"{v}_top"] == ["big.bin", "x"]
         assert out[f"{v}_rm_missing"] and out[f"{v}_read_missing"]
         assert "non-empty directory" in out[f"{v}_rm_dir"]
@@ -275,3 +281,117 @@ def test_volumes_survive_a_restart(tmp_path: Path, restartable: list[ServerProce
     restartable.append(second)
     got = run_modal(second, "volume", "get", "onshore-test-durable", "/d/f.txt", "-")
     assert got.returncode == 0 and got.stdout.startswith("kept✓"), got.output
+
+
+RUN_FUNCTION_APP = """
+import json
+
+import modal
+
+vol = modal.Volume.from_name("onshore-test-build-vol", create_if_missing=True)
+
+
+def build_step() -> None:
+    import os
+    import shutil
+
+    os.makedirs("/opt/weights", exist_ok=True)
+    shutil.copy("/vol/weights.txt", "/opt/weights/weights.txt")
+    with open("/vol/built.txt", "w") as f:
+        f.write("written by the build")
+    vol.commit()
+
+
+image = modal.Image.debian_slim().run_function(build_step, volumes={"/vol": vol})
+app = modal.App("onshore-test-build-volume", image=image)
+
+
+@app.function()
+def check() -> list:
+    import os
+
+    return [open("/opt/weights/weights.txt").read(), os.path.exists("/vol")]
+
+
+@app.local_entrypoint()
+def main() -> None:
+    print("RESULT image", json.dumps(check.remote()))
+"""
+
+
+@needs_root
+def test_image_run_function_mounts_a_volume(server: ServerProcess, tmp_path: Path) -> None:
+    (tmp_path / "w.txt").write_text("w=42")
+    for args in (
+        ("create", "onshore-test-build-vol"),
+        ("put", "-f", "onshore-test-build-vol", "w.txt", "/weights.txt"),
+    ):
+        run_modal(server, "volume", *args, cwd=tmp_path)
+    result = run_modal(server, "run", str(write_app(tmp_path, "build_app.py", RUN_FUNCTION_APP)), timeout=300)
+    assert result.returncode == 0, result.output
+    # The build read the volume into the image (the volume itself is not part of the image), and committed.
+    assert results(result)["image"] == ["w=42", False]
+    listing = run_modal(server, "volume", "ls", "onshore-test-build-vol")
+    assert listing.stdout.split() == ["built.txt", "weights.txt"], listing.output
+
+
+DISK_FULL_APP = """
+import json
+
+import modal
+
+app = modal.App("onshore-test-disk-full")
+vol = modal.Volume.from_name("onshore-test-full-vol", create_if_missing=True)
+
+
+@app.function(volumes={"/data": vol})
+def fill() -> list:
+    out = []
+    with open("/data/small.txt", "w") as f:
+        f.write("fits")
+    vol.commit()
+    out.append("small committed")
+    with open("/data/big.bin", "wb") as f:
+        f.write(b"x" * 30 * 1024 * 1024)  # fits in the upper dir; its copy into the volume's store does not
+    try:
+        vol.commit()
+        out.append("big committed")
+    except modal.exception.ResourceExhaustedError as exc:
+        out.append(str(exc))
+    return out
+
+
+@app.local_entrypoint()
+def main() -> None:
+    print("RESULT fill", json.dumps(fill.remote()))
+"""
+
+
+@pytest.fixture
+def small_volume_disk(tmp_path: Path) -> Iterator[Path]:
+    """A data dir whose volumes folder is a 48 MiB tmpfs."""
+    folder = tmp_path / "data" / "volumes"
+    folder.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(folder)], check=True)
+    try:
+        yield tmp_path / "data"
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+@needs_root
+def test_a_full_disk_fails_the_commit_and_keeps_the_last_one(
+    small_volume_disk: Path, tmp_path: Path, restartable: list[ServerProcess]
+) -> None:
+    server = ServerProcess(small_volume_disk).start()
+    restartable.append(server)
+    result = run_modal(server, "run", str(write_app(tmp_path, "full_app.py", DISK_FULL_APP)), timeout=240)
+    assert result.returncode == 0, result.output
+    small, failed = results(result)["fill"]
+    assert small == "small committed"
+    assert "No space left on device" in failed and "volume file" in failed, failed
+    listing = run_modal(server, "volume", "ls", "onshore-test-full-vol")
+    assert listing.stdout.split() == ["small.txt"], listing.output
+    # Nothing half-written is left in the store.
+    objects = small_volume_disk / "volumes" / "objects"
+    assert not [p for p in objects.iterdir() if p.name.endswith(".upload")]

@@ -62,6 +62,11 @@ print("RESULT state", json.dumps({{"latest": latest, "files": files, "whole": wh
 """
 
 
+def _wait_commit(server: ServerProcess, before: int) -> None:
+    """Wait until the server has logged a commit beyond the `before` it had logged."""
+    assert wait_for(lambda: server.log_text().count(": commit ") > before, 60), server.log_text()[-3000:]
+
+
 def _check(server: ServerProcess, tmp_path: Path) -> int:
     """Assert the volume is at one of its commits; its latest.txt number."""
     done = run_python(server, write_app(tmp_path, "check.py", CHECK), timeout=120)
@@ -92,7 +97,7 @@ def test_server_killed_mid_commit_leaves_the_last_commit(tmp_path: Path) -> None
         for _ in range(5):
             commits = server.log_text().count(": commit ")
             _spawn(server, tmp_path)
-            assert wait_for(lambda: server.log_text().count(": commit ") > commits, 60)
+            _wait_commit(server, commits)
             time.sleep(rng.uniform(0.2, 2.0))
             server.stop(signal.SIGKILL)
             server = ServerProcess(server.data_dir).start()
@@ -104,7 +109,9 @@ def test_server_killed_mid_commit_leaves_the_last_commit(tmp_path: Path) -> None
         server.stop()
 
 
-def test_container_killed_mid_commit_leaves_the_last_commit(fresh_server: ServerProcess, tmp_path: Path) -> None:
+def test_container_killed_mid_commit_leaves_the_last_commit(
+    fresh_server: ServerProcess, tmp_path: Path
+) -> None:
     rng = random.Random(11)
     server = fresh_server.start()
     _deploy(server, tmp_path)
@@ -114,14 +121,14 @@ def test_container_killed_mid_commit_leaves_the_last_commit(fresh_server: Server
         _spawn(server, tmp_path)
         found = server.wait_new_container(before, 60)
         assert found is not None, server.log_text()[-3000:]
-        commits = server.log_text().count(": commit ")
-        assert wait_for(lambda: server.log_text().count(": commit ") > commits, 60)
+        _wait_commit(server, server.log_text().count(": commit "))
         time.sleep(rng.uniform(0.1, 1.5))
         try:
             os.kill(found[1], signal.SIGKILL)
         except ProcessLookupError:
             pass
-        assert wait_for(lambda: f"container {found[0]} was killed" in server.log_text(), 30), found
+        killed = f"container {found[0]} was killed"
+        assert wait_for(lambda: killed in server.log_text(), 30), found  # noqa: B023 (used at once)
         now = _check(server, tmp_path)
         assert now >= latest, (now, latest)
         latest = now

@@ -182,7 +182,10 @@ class ImageService:
         if request.gpu:
             return "Building images on a GPU (gpu= on an image layer) is not supported yet."
         if request.volume_mounts:
-            return "Volumes mounted during image builds are not supported yet."
+            return (
+                "Volumes in Image.run_commands(..., volumes=...) builds are not supported yet "
+                "(Image.run_function(..., volumes=...) mounts them)."
+            )
         if request.registry_auth:
             return "Private registries (registry secrets) are not supported yet."
         return ""
