@@ -232,7 +232,13 @@ class OnshoreServer:
             background=self.background,
         )
         self.janitor = Janitor(
-            self.apps, self.blobs, self.calls, clock, config.app_heartbeat_timeout, kv=self.kv
+            self.apps,
+            self.blobs,
+            self.calls,
+            clock,
+            config.app_heartbeat_timeout,
+            kv=self.kv,
+            volumes=self.volumes,
         )
 
         events.demand_changed.connect(self.autoscaler.demand_changed)

@@ -156,3 +156,19 @@ def test_a_commit_reads_an_upper_dir(volumes: VolumeService, tmp_path: Path) -> 
     # Under a sub_path mount, the same upper dir lands below it.
     prefixed, _ = scan_upper(upper, "sub/dir", {}, volumes)
     assert {e.path for _, e in prefixed} >= {"sub/dir/keep.txt", "sub/dir/new/file.txt"}
+
+
+def test_collect_removes_what_no_volume_needs(volumes: VolumeService) -> None:
+    import time
+
+    keep = volumes.get_or_create("keep", "", CREATE_IF_MISSING, 0).object_id
+    drop = volumes.get_or_create("drop", "", CREATE_IF_MISSING, 0).object_id
+    _put(volumes, keep, "k.txt", b"kept")
+    _put(volumes, drop, "d.txt", b"dropped")
+    _, tree = volumes.snapshot(drop)
+    dropped = volumes.file(drop, "d.txt").object
+    volumes.delete(drop)
+    assert volumes.collect(time.time()) >= 0 and volumes.objects.has(dropped)  # too recent to tell
+    assert volumes.collect(time.time() + 2 * 24 * 3600) >= 1
+    assert not volumes.objects.has(dropped) and not tree.exists()
+    assert volumes.objects.has(volumes.file(keep, "k.txt").object)

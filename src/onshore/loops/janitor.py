@@ -1,5 +1,6 @@
 """The janitor: stops apps whose clients stopped heartbeating, forgets abandoned calls, deletes old blobs,
-ephemeral Dicts and Queues nobody heartbeats, and queue partitions past their TTL."""
+ephemeral Dicts, Queues and Volumes nobody heartbeats, queue partitions past their TTL, and volume files no
+volume needs."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from onshore.services.blobs import BlobService
 from onshore.services.calls import CallService
 from onshore.services.clock import Clock
 from onshore.services.kv import KvService
+from onshore.services.volumes import VolumeService
 
 log = logging.getLogger("onshore.janitor")
 
@@ -35,6 +37,7 @@ class Janitor(Loop):
         blob_every: float = 600,
         kv: KvService | None = None,
         kv_every: float = 60.0,
+        volumes: VolumeService | None = None,
     ) -> None:
         super().__init__(tick)
         self._apps = apps
@@ -47,6 +50,7 @@ class Janitor(Loop):
         self._kv = kv
         self._kv_every = kv_every
         self._next_kv_gc = 0.0
+        self._volumes = volumes
 
     async def run_once(self) -> None:
         expired = self._apps.expired(self._timeout)
@@ -60,6 +64,10 @@ class Janitor(Loop):
             removed = await asyncio.to_thread(self._blobs.collect_garbage, self._clock.now())
             if removed:
                 log.info("deleted %d expired blobs", removed)
+            if self._volumes is not None:
+                removed = await asyncio.to_thread(self._volumes.collect, self._clock.now())
+                if removed:
+                    log.info("deleted %d volume files and snapshots no volume needs", removed)
         if self._kv is not None and self._clock.monotonic() >= self._next_kv_gc:
             self._next_kv_gc = self._clock.monotonic() + self._kv_every
             gone = self._kv.expire()

@@ -9,7 +9,8 @@ there (failing with EBUSY while a file in it is open or a process has its cwd in
 and moves the new one into place. Needs root.
 
 Run as a program: `python -m onshore.runtimes.overlay PID TARGET LOWERS UPPER WORK [attach]`, LOWERS one
-per line, UPPER and WORK "" for a read-only overlay; exit status 0 (done), 3 (busy) or 4 (failed, the reason on stderr).
+per line, UPPER and WORK "" for a read-only overlay; exit status 0 (done), 3 (busy) or 4 (failed, the
+reason on stderr).
 """
 
 from __future__ import annotations

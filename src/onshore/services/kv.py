@@ -72,6 +72,9 @@ class KvService:
             raise NotFound(f"{NOUN[kind]} {object_id or '(no id)'} not found")
         return obj
 
+    def list_all(self, kind: str) -> list[KvObject]:
+        return self._store.list_kv_objects(kind)
+
     def list_named(self, kind: str, environment: str) -> list[KvObject]:
         env = environment or "main"
         return [o for o in self._store.list_kv_objects(kind) if o.name and o.environment == env]

@@ -9,12 +9,14 @@ than 0644 get a copy of their own (a hard link shares its permission bits).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import os
 import re
 import shutil
 import stat
+import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -37,6 +39,9 @@ def check_sha(value: str) -> str:
 class VolumeObjects:
     def __init__(self, root: Path) -> None:
         self.root = root
+        # Taken around "is the object there? then mark it used" and around the collector's "unused? then
+        # delete", so an object is never deleted between a commit finding it and naming it.
+        self._claim = threading.Lock()
         for sub in ("objects", "blocks", "snapshots", "mounts"):
             private_dir(root / sub)
 
@@ -48,6 +53,14 @@ class VolumeObjects:
 
     def has(self, sha: str) -> bool:
         return self.path(sha).is_file()
+
+    def claim(self, sha: str) -> bool:
+        """Whether the object is stored, marking it used so the collector spares it."""
+        with self._claim:
+            if not self.path(sha).is_file():
+                return False
+            os.utime(self.path(sha))
+            return True
 
     def _store(self, write: Callable[[int], str], expected: str = "") -> str:
         """Store an object written by write(fd), which returns its sha256: atomically, synced to disk.
@@ -66,10 +79,13 @@ class VolumeObjects:
             if expected and sha != expected:
                 raise InvalidArgument(f"File content does not match its sha256 {expected}")
             dest = self.path(sha)
-            if not dest.is_file():
-                dest.parent.mkdir(exist_ok=True)
-                os.chmod(tmp, DEFAULT_MODE)
-                os.replace(tmp, dest)
+            with self._claim:
+                if dest.is_file():
+                    os.utime(dest)  # in use again: the collector spares what was touched lately
+                else:
+                    dest.parent.mkdir(exist_ok=True)
+                    os.chmod(tmp, DEFAULT_MODE)
+                    os.replace(tmp, dest)
             return sha
         except OSError as exc:
             raise storage_error("store a volume file", folder, exc) from None
@@ -111,8 +127,10 @@ class VolumeObjects:
         """Take a stored file whose content is known to hash to sha (a mount file): a hard link where it
         can be one, else a copy."""
         dest = self.path(sha)
-        if dest.is_file():
-            return
+        with self._claim:
+            if dest.is_file():
+                os.utime(dest)
+                return
         try:
             dest.parent.mkdir(exist_ok=True)
             tmp = dest.with_name(f".{sha}.{os.getpid()}.link")
@@ -159,16 +177,42 @@ class VolumeObjects:
                 left -= len(chunk)
                 yield chunk
 
-    def remove_unused(self, used: set[str]) -> int:
-        """Delete objects (and their variants) no volume names; the number removed."""
+    def remove_unused(self, used: set[str], before: float) -> int:
+        """Delete objects (and their variants) no volume names, last stored or reused before `before` (a
+        commit stores its objects before it names them); the number removed."""
         gone = 0
         for folder in (self.root / "objects").iterdir():
             if not folder.is_dir():
                 continue
             for item in folder.iterdir():
-                if item.name.split(".", 1)[0] not in used and not item.name.startswith("."):
-                    item.unlink(missing_ok=True)
-                    gone += 1
+                sha = item.name.split(".", 1)[0]
+                if sha in used or item.name.startswith("."):
+                    continue
+                with self._claim:
+                    try:
+                        fresh = self.path(sha).stat().st_mtime >= before  # variants go with their object
+                    except FileNotFoundError:
+                        fresh = False
+                    if not fresh:
+                        item.unlink(missing_ok=True)
+                        gone += 1
+        return gone
+
+    def remove_stale(self, live_volumes: set[str], before: float) -> int:
+        """Delete the snapshots of volumes that are gone, and uploaded blocks and temporary files older than
+        `before`; the number removed."""
+        gone = 0
+        for folder in (self.root / "snapshots").iterdir():
+            if folder.name not in live_volumes:
+                remove_tree(folder)
+                gone += 1
+        for folder in (self.root / "blocks", self.root / "objects"):
+            for item in folder.iterdir():
+                if item.is_file() and (folder.name == "blocks" or item.name.startswith(".")):
+                    with contextlib.suppress(FileNotFoundError):
+                        if item.stat().st_mtime < before:
+                            item.unlink()
+                            gone += 1
         return gone
 
     # ---------------------------------------------------------------- blocks (VolumeFS v2 uploads)

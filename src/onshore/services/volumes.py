@@ -69,6 +69,13 @@ class VolumeService:
     def rename(self, volume_id: str, name: str) -> None:
         self._kv.rename("volume", volume_id, name)
 
+    def collect(self, now: float) -> int:
+        """Remove what no volume needs any more: snapshots of deleted volumes, contents no commit names
+        (an hour after they were last stored), abandoned uploads (after a day). The number removed."""
+        live = {o.object_id for o in self._kv.list_all("volume")}
+        removed = self.objects.remove_stale(live, now - 24 * 3600)
+        return removed + self.objects.remove_unused(self._store.volume_objects(), now - 3600)
+
     def heartbeat(self, volume_id: str) -> None:
         self._kv.heartbeat("volume", volume_id)
 
