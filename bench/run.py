@@ -18,6 +18,7 @@ from typing import Any
 
 import images
 import kv
+import volumes
 import web
 from harness import (
     REPO,
@@ -53,6 +54,7 @@ class Sizes:
     web_cold_samples: int
     kv_ops: int
     kv_round_trips: int
+    volume_bytes: int
     docker_host: str = ""  # a Docker engine for the docker runtime's figures (--docker-host); "" skips them
 
 
@@ -68,6 +70,7 @@ FULL = Sizes(
     web_cold_samples=8,
     kv_ops=1000,
     kv_round_trips=300,
+    volume_bytes=1024**3,
 )
 QUICK = Sizes(
     warm_calls=150,
@@ -81,6 +84,7 @@ QUICK = Sizes(
     web_cold_samples=2,
     kv_ops=200,
     kv_round_trips=50,
+    volume_bytes=64 * 1024**2,
 )
 
 
@@ -230,6 +234,7 @@ BENCHMARKS: dict[str, Callable[[Sizes], dict[str, Any]]] = {
     "image_cold_start": lambda sizes: images.bench_image_cold_start(sizes.cold_samples, sizes.docker_host),
     "web_gateway": lambda sizes: web.bench_web_gateway(sizes.web_requests, sizes.web_cold_samples),
     "dict_queue": lambda sizes: kv.bench_dict_queue(sizes.kv_ops, sizes.kv_round_trips),
+    "volumes": lambda sizes: volumes.bench_volumes(sizes.volume_bytes),
 }
 
 

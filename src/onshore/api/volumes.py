@@ -18,7 +18,7 @@ from onshore.services.blobs import BlobService
 from onshore.services.mounts import MountService
 from onshore.services.volume_mounts import VolumeMounts
 from onshore.services.volume_objects import check_sha
-from onshore.services.volumes import BLOCK_SIZE, VolumeService
+from onshore.services.volumes import BLOCK_SIZE, VolumeService, file_key
 
 _KINDS = {
     "file": api_pb2.FileEntry.FileType.FILE,
@@ -140,6 +140,9 @@ class VolumeHandlers:
             blocks = [check_sha(b.contents_sha256.hex()) for b in f.blocks]
             if f.size > len(blocks) * BLOCK_SIZE or (blocks and f.size <= (len(blocks) - 1) * BLOCK_SIZE):
                 raise InvalidArgument(f"{f.path}: {len(blocks)} blocks cannot hold {f.size} bytes")
+            if self._volumes.objects.claim(file_key(blocks, f.size)):
+                plans.append((f, blocks))
+                continue  # stored already: no block of it is needed
             for j in self._volumes.missing_blocks(blocks):
                 resp.missing_blocks.add(
                     file_index=i, block_index=j, put_url=block_url(self._blobs, blocks[j])

@@ -33,7 +33,7 @@ def volume_routes(blobs: BlobService, objects: VolumeObjects) -> list[Route]:
             declared = request.headers.get("content-length", "")
             if declared.isdigit() and int(declared) > BLOCK_SIZE:
                 raise InvalidArgument(f"A volume block is at most {BLOCK_SIZE} bytes")
-            body = await request.body()
+            body = await request.body()  # at most one block (8 MiB)
             await asyncio.to_thread(objects.put_block, sha, [body], BLOCK_SIZE)
         except OnshoreError as exc:
             return error_response(exc)

@@ -8,15 +8,12 @@ import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
 
 from onshore import ids
 from onshore.config import private_dir
 from onshore.errors import InvalidArgument, NotFound, quoted
 from onshore.models import Mount, MountFile
 from onshore.services.blobs import (
-    MAX_BLOB_BYTES,
-    copy_stream,
     create_private,
     is_regular,
     open_regular,
@@ -56,15 +53,30 @@ class MountService:
             raise InvalidArgument(f"File content does not match its sha256 {sha256_hex}")
         self._store_file(sha256_hex, lambda fd: _write_all(fd, data))
 
-    def put_file_from(self, sha256_hex: str, source: BinaryIO) -> None:
-        """Store a file read from source (an uploaded blob), checking its content against its sha256."""
-
-        def write(fd: int) -> None:
-            _, digest, _ = copy_stream(source.read, fd, MAX_BLOB_BYTES, f"Mount file {sha256_hex}")
-            if digest != sha256_hex:
-                raise InvalidArgument(f"File content does not match its sha256 {sha256_hex}")
-
-        self._store_file(_check_sha(sha256_hex), write)
+    def put_file_linked(self, sha256_hex: str, source: Path) -> None:
+        """Store an uploaded blob's file by linking it (it is checked against its sha256 first): no second
+        copy of a large upload. A copy where a link cannot be made."""
+        path = self.file_path(_check_sha(sha256_hex))
+        if self._has(sha256_hex):
+            return
+        digest = hashlib.sha256()
+        with open_regular(source, f"Mount file {sha256_hex}") as src:
+            while chunk := src.read(4 * 1024 * 1024):
+                digest.update(chunk)
+        if digest.hexdigest() != sha256_hex:
+            raise InvalidArgument(f"File content does not match its sha256 {sha256_hex}")
+        try:
+            path.parent.mkdir(exist_ok=True)
+            os.chmod(path.parent, 0o700)
+            tmp = path.with_name(f".{sha256_hex}.{os.getpid()}.{os.urandom(4).hex()}.link")
+            try:
+                os.link(source, tmp)
+            except OSError:
+                shutil.copyfile(source, tmp)
+            os.chmod(tmp, 0o600)
+            os.replace(tmp, path)
+        except OSError as exc:
+            raise storage_error(f"store mount file {sha256_hex}", self._files, exc) from None
 
     def _store_file(self, sha256_hex: str, write: Callable[[int], None]) -> None:
         """Write a content-addressed file owner-only, atomically: a failure (a full disk) leaves nothing."""
