@@ -74,7 +74,7 @@ def deployed_function_id(server: ServerProcess, tmp_path_factory: pytest.TempPat
     ("rpc", "request_type"),
     [
         ("SandboxCreate", api_pb2.SandboxCreateRequest),
-        ("VolumeGetOrCreate", api_pb2.VolumeGetOrCreateRequest),
+        ("SharedVolumeGetOrCreate", api_pb2.SharedVolumeGetOrCreateRequest),
     ],
 )
 async def test_unimplemented_rpc_names_itself(

@@ -46,15 +46,15 @@ def test_custom_domains_are_refused_before_the_image_builds(server: ServerProces
     assert "sleep 120" not in server.log_text(), server.log_text()
 
 
-VOLUME_APP = """
+NFS_APP = """
 import modal
 
 image = modal.Image.debian_slim().run_commands("sleep 121")
-app = modal.App("onshore-test-early-refusal-volume", image=image)
-volume = modal.Volume.from_name("onshore-test-early-refusal", create_if_missing=True)
+app = modal.App("onshore-test-early-refusal-nfs", image=image)
+nfs = modal.NetworkFileSystem.from_name("onshore-test-early-refusal", create_if_missing=True)
 
 
-@app.function(volumes={"/data": volume})
+@app.function(network_file_systems={"/data": nfs})
 def f() -> int:
     return 1
 
@@ -65,14 +65,14 @@ def main() -> None:
 """
 
 
-def test_a_refused_volume_leaves_no_build_running(server: ServerProcess, tmp_path: Path) -> None:
-    """The client hears of the volume at once and gives up; the server does not build for an app that failed
-    (it builds nothing once the app stopped, and abandons a build the app started)."""
-    app = write_app(tmp_path, "volume_app.py", VOLUME_APP)
+def test_a_refused_network_file_system_leaves_no_build_running(server: ServerProcess, tmp_path: Path) -> None:
+    """The client hears of the network file system at once and gives up; the server does not build for an app
+    that failed (it builds nothing once the app stopped, and abandons a build the app started)."""
+    app = write_app(tmp_path, "nfs_app.py", NFS_APP)
     started = time.monotonic()
     result = run_modal(server, "run", str(app), timeout=60)
     assert result.returncode != 0 and time.monotonic() - started < 30, result.output
-    assert "volume" in result.output[result.output.find("Error") :].lower(), result.output
+    assert "network file system" in result.output[result.output.find("Error") :].lower(), result.output
 
     time.sleep(1.0)  # the client has exited: every request it made has reached the server
 

@@ -121,7 +121,7 @@ def test_timeout_raises_function_timeout_error(server: ServerProcess) -> None:
     [
         ("runtime_refuse_registry.py", re.compile(r"Base image .mambaorg/micromamba", re.IGNORECASE)),
         ("runtime_refuse_gpu.py", re.compile(r"GPU", re.IGNORECASE)),
-        ("runtime_refuse_volume.py", re.compile(r"volume", re.IGNORECASE)),
+        ("runtime_refuse_nfs.py", re.compile(r"network file system", re.IGNORECASE)),
     ],
 )
 def test_unbuilt_features_are_refused(server: ServerProcess, app_file: str, feature: re.Pattern[str]) -> None:

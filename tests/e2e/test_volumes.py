@@ -209,6 +209,17 @@ def read_only() -> dict:
     return {"write": wrote, "seen": sorted(os.listdir("/ro"))}
 
 
+@app.cls(volumes={"/weights": vol})
+class Model:
+    @modal.enter()
+    def load(self) -> None:
+        self.note = open("/weights/hello.txt").read()
+
+    @modal.method()
+    def predict(self) -> str:
+        return self.note
+
+
 @app.function(volumes={"/data": vol})
 def look() -> dict:
     files = {}
@@ -230,6 +241,7 @@ def main(step: str) -> None:
         print("RESULT change", json.dumps(change_without_commit.remote()))
     else:
         print("RESULT ro", json.dumps(read_only.remote()))
+        print("RESULT cls", json.dumps(Model().predict.remote()))
         print("RESULT final", json.dumps(look.remote()))
 """
 
@@ -254,6 +266,7 @@ def test_containers_commit_and_reload(server: ServerProcess, tmp_path: Path) -> 
     assert second.returncode == 0, second.output
     out = results(second)
     assert out["ro"]["write"] == "Read-only file system" and "at-exit.txt" in out["ro"]["seen"]
+    assert out["cls"] == "hi there"  # a class's @enter read it from its mount
     final = out["final"]
     assert "own-a.txt" not in final and final["at-exit.txt"] == "committed as the container ended"
     assert final["nested/link"] == "committed as the container ended"  # the symlink, followed

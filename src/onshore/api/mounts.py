@@ -7,7 +7,7 @@ import asyncio
 from modal_proto import api_pb2
 
 from onshore.api.base import Principal
-from onshore.errors import InvalidArgument, NotFound, Unimplemented
+from onshore.errors import InvalidArgument, Unimplemented
 from onshore.models import MountFile
 from onshore.services.blobs import BlobService, parse_blob_id
 from onshore.services.mounts import CLIENT_MOUNT_PREFIX, MAX_INLINE_FILE_BYTES, MountService
@@ -37,9 +37,10 @@ class MountHandlers:
         if which == "data_blob_id":
             blob_id = parse_blob_id(req.data_blob_id)
             self._mounts.missing([req.sha256_hex])  # checks the hash before the blob is opened
-            if not self._blobs.exists(blob_id):
-                raise NotFound(f"Blob {blob_id} not found")
-            await asyncio.to_thread(self._mounts.put_file_linked, req.sha256_hex, self._blobs.path(blob_id))
+            # The blob's file is checked (NotFound; Conflict for a link or a FIFO) as it is read.
+            await asyncio.to_thread(
+                self._mounts.put_file_linked, req.sha256_hex, self._blobs.path(blob_id), f"Blob {blob_id}"
+            )
             self._blobs.delete(blob_id)  # its content now lives in the file store
         elif which == "data":
             if len(req.data) > MAX_INLINE_FILE_BYTES:

@@ -53,14 +53,14 @@ class MountService:
             raise InvalidArgument(f"File content does not match its sha256 {sha256_hex}")
         self._store_file(sha256_hex, lambda fd: _write_all(fd, data))
 
-    def put_file_linked(self, sha256_hex: str, source: Path) -> None:
+    def put_file_linked(self, sha256_hex: str, source: Path, name: str) -> None:
         """Store an uploaded blob's file by linking it (it is checked against its sha256 first): no second
         copy of a large upload. A copy where a link cannot be made."""
         path = self.file_path(_check_sha(sha256_hex))
         if self._has(sha256_hex):
             return
         digest = hashlib.sha256()
-        with open_regular(source, f"Mount file {sha256_hex}") as src:
+        with open_regular(source, name) as src:
             while chunk := src.read(4 * 1024 * 1024):
                 digest.update(chunk)
         if digest.hexdigest() != sha256_hex:
