@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
+import hashlib
+import os
 
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
@@ -10,7 +11,7 @@ from starlette.routing import Route
 
 from onshore.errors import InvalidArgument, OnshoreError
 from onshore.http.blobs import error_response
-from onshore.services.blobs import BlobService
+from onshore.services.blobs import BlobService, storage_error
 from onshore.services.volume_objects import VolumeObjects, check_sha
 from onshore.services.volumes import BLOCK_SIZE
 
@@ -33,12 +34,31 @@ def volume_routes(blobs: BlobService, objects: VolumeObjects) -> list[Route]:
             declared = request.headers.get("content-length", "")
             if declared.isdigit() and int(declared) > BLOCK_SIZE:
                 raise InvalidArgument(f"A volume block is at most {BLOCK_SIZE} bytes")
-            body = await request.body()  # at most one block (8 MiB)
-            await asyncio.to_thread(objects.put_block, sha, [body], BLOCK_SIZE)
+            fd, tmp = objects.open_block()
+            try:
+                digest, size = hashlib.sha256(), 0
+                try:
+                    # Written as it arrives (page cache writes of the chunks uvicorn hands over), never held
+                    # whole in memory.
+                    async for chunk in request.stream():
+                        size += len(chunk)
+                        if size > BLOCK_SIZE:
+                            raise InvalidArgument(f"A volume block is at most {BLOCK_SIZE} bytes")
+                        digest.update(chunk)
+                        view = memoryview(chunk)
+                        while view:
+                            view = view[os.write(fd, view) :]
+                finally:
+                    os.close(fd)
+                objects.finish_block(sha, tmp, digest.hexdigest())
+            finally:
+                tmp.unlink(missing_ok=True)
         except OnshoreError as exc:
             return error_response(exc)
         except ClientDisconnect:
             return Response(status_code=400)
+        except OSError as exc:
+            return error_response(storage_error("store a volume block", objects.root / "blocks", exc))
         return Response(b"stored", status_code=200)
 
     async def get_object(request: Request) -> Response:

@@ -222,30 +222,23 @@ class VolumeObjects:
     def has_block(self, sha: str) -> bool:
         return self.block_path(sha).is_file() or self.has(sha)
 
-    def put_block(self, sha: str, chunks: Iterable[bytes], limit: int) -> None:
-        """Store one uploaded block, checking its content against its sha256."""
+    def open_block(self) -> tuple[int, Path]:
+        """A new temporary file for an uploaded block: (fd, path); finish_block names it."""
         folder = self.root / "blocks"
-        dest = self.block_path(sha)
         try:
-            fd, tmp = create_private(folder, "block")
+            return create_private(folder, "block")
         except OSError as exc:
             raise storage_error("store a volume block", folder, exc) from None
+
+    def finish_block(self, sha: str, tmp: Path, digest: str) -> None:
+        """Keep an uploaded block (not synced: blocks are temporary, the file made of them is), if its
+        content hashed to its name; the temporary file goes either way."""
         try:
-            digest, size = hashlib.sha256(), 0
-            try:
-                for chunk in chunks:
-                    size += len(chunk)
-                    if size > limit:
-                        raise InvalidArgument(f"A volume block is at most {limit} bytes")
-                    digest.update(chunk)
-                    _write_all(fd, chunk)
-            finally:
-                os.close(fd)  # not synced: blocks are temporary, the file made of them is
-            if digest.hexdigest() != sha:
+            if digest != check_sha(sha):
                 raise InvalidArgument(f"Block content does not match its sha256 {sha}")
-            os.replace(tmp, dest)
+            os.replace(tmp, self.block_path(sha))
         except OSError as exc:
-            raise storage_error("store a volume block", folder, exc) from None
+            raise storage_error("store a volume block", tmp.parent, exc) from None
         finally:
             tmp.unlink(missing_ok=True)
 
