@@ -21,6 +21,12 @@ EXPECTED = {
     ],
     "spawn_and_poll.py": ["result: 499999500000", "fetched again by id: 499999500000"],
     "use_secrets.py": ["SERVICE_TOKEN is set (16 characters)"],
+    "volume_notes.py": [
+        "reader sees: first note",
+        "same reader, no reload: first note",
+        "after reload: second note",
+        "files in the volume: ['note.txt']",
+    ],
 }
 
 
