@@ -26,6 +26,9 @@ import modal
 
 out = {}
 big = bytes(range(256)) * (4 * 1024 * 20 + 3)  # 20 MiB and a bit: three v2 blocks, a blob for v1
+# Blocks that end in zero bytes, and one all zeros: the v2 client leaves trailing zeros out of its uploads.
+block = 8 * 1024 * 1024
+zeros = b"z" * 1000 + bytes(block - 1000) + bytes(block) + b"tail" + bytes(100)
 for version in (1, 2):
     name = f"onshore-test-api-v{version}"
     try:
@@ -36,6 +39,9 @@ for version in (1, 2):
     with vol.batch_upload() as batch:
         batch.put_file(io.BytesIO(b"hello"), "/x/hello.txt")
         batch.put_file(io.BytesIO(big), "/big.bin")
+        batch.put_file(io.BytesIO(zeros), "/zeros.bin")
+    out[f"v{version}_zeros"] = b"".join(vol.read_file("zeros.bin")) == zeros
+    vol.remove_file("zeros.bin")
     try:
         with vol.batch_upload() as batch:
             batch.put_file(io.BytesIO(b"again"), "/x/hello.txt")
@@ -82,6 +88,7 @@ def test_file_api_v1_and_v2(server: ServerProcess, tmp_path: Path) -> None:
     big = 256 * (4 * 1024 * 20 + 3)
     for v in ("v1", "v2"):
         assert out[f"{v}_exists"] and out[f"{v}_big"] and out[f"{v}_hello"] == "forced"
+        assert out[f"{v}_zeros"]
         assert out[f"{v}_tree"] == [
             ["big.bin", "FILE", big],
             ["x", "DIRECTORY", 0],
@@ -209,6 +216,14 @@ def read_only() -> dict:
     return {"write": wrote, "seen": sorted(os.listdir("/ro"))}
 
 
+@app.function(volumes={"/home/ada": vol.with_mount_options(sub_path="/users/ada")})
+def in_sub_path() -> list:
+    with open("/home/ada/profile.txt", "w") as f:
+        f.write("ada")
+    vol.commit()
+    return sorted(os.listdir("/home/ada"))
+
+
 @app.cls(volumes={"/weights": vol})
 class Model:
     @modal.enter()
@@ -242,6 +257,7 @@ def main(step: str) -> None:
     else:
         print("RESULT ro", json.dumps(read_only.remote()))
         print("RESULT cls", json.dumps(Model().predict.remote()))
+        print("RESULT sub", json.dumps(in_sub_path.remote()))
         print("RESULT final", json.dumps(look.remote()))
 """
 
@@ -267,11 +283,14 @@ def test_containers_commit_and_reload(server: ServerProcess, tmp_path: Path) -> 
     out = results(second)
     assert out["ro"]["write"] == "Read-only file system" and "at-exit.txt" in out["ro"]["seen"]
     assert out["cls"] == "hi there"  # a class's @enter read it from its mount
+    assert out["sub"] == ["profile.txt"]  # only that directory of the volume, created for the mount
     final = out["final"]
     assert "own-a.txt" not in final and final["at-exit.txt"] == "committed as the container ended"
     assert final["nested/link"] == "committed as the container ended"  # the symlink, followed
     listing = run_modal(server, "volume", "ls", "onshore-test-containers-vol", "/nested")
     assert listing.stdout.split() == ["nested/dir", "nested/link"], listing.output
+    listing = run_modal(server, "volume", "ls", "onshore-test-containers-vol", "/users/ada")
+    assert listing.stdout.split() == ["users/ada/profile.txt"], listing.output
 
 
 @pytest.fixture

@@ -64,6 +64,16 @@ def test_uploads_make_parents_and_refuse_overwrites(volumes: VolumeService) -> N
     with pytest.raises(InvalidArgument, match="is a directory"):
         asyncio.run(volumes.put_files(vid, [VolumeEntry("a/b", "file", 0o644, size, 0.0, sha)], True))
     assert volumes.version(vid) == 1  # refused uploads change nothing
+    with pytest.raises(InvalidArgument, match="is a file"):  # a file, and a file below it, in one batch
+        both = [
+            VolumeEntry("f", "file", 0o644, size, 0.0, sha),
+            VolumeEntry("f/g", "file", 0o644, size, 0.0, sha),
+        ]
+        asyncio.run(volumes.put_files(vid, both, True))
+    with pytest.raises(InvalidArgument, match="is a file"):  # below a file the volume has
+        asyncio.run(volumes.put_files(vid, [VolumeEntry("a/b/c.txt/d", "file", 0o644, size, 0.0, sha)], True))
+    asyncio.run(volumes.put_files(vid, [VolumeEntry("suid", "file", 0o4755, size, 0.0, sha)], True))
+    assert volumes.file(vid, "suid").mode == 0o755  # no setuid bit from an upload
     with pytest.raises(InvalidArgument, match=r"\.\."):
         clean_path("a/../../etc")
 
@@ -153,9 +163,13 @@ def test_a_commit_reads_an_upper_dir(volumes: VolumeService, tmp_path: Path) -> 
     (upper / "keep.txt").write_bytes(b"changed again")
     again, _ = scan_upper(upper, "", seen, volumes)
     assert [(op, e.path) for op, e in again] == [("delete", "keep.txt"), ("put", "keep.txt")]
+    # A file the container made, committed, then deleted (the overlay leaves no whiteout for it): deleted.
+    (upper / "new" / "file.txt").unlink()
+    gone, _ = scan_upper(upper, "", seen, volumes)
+    assert ("delete", "new/file.txt") in [(op, e.path) for op, e in gone]
     # Under a sub_path mount, the same upper dir lands below it.
     prefixed, _ = scan_upper(upper, "sub/dir", {}, volumes)
-    assert {e.path for _, e in prefixed} >= {"sub/dir/keep.txt", "sub/dir/new/file.txt"}
+    assert {e.path for _, e in prefixed} >= {"sub/dir/keep.txt", "sub/dir/old/fresh.txt"}
 
 
 def test_collect_removes_what_no_volume_needs(volumes: VolumeService) -> None:

@@ -155,8 +155,8 @@ class VolumeHandlers:
         for f, blocks in plans:
             sha = await asyncio.to_thread(self._volumes.assemble, blocks, f.size)
             entries.append(VolumeEntry(f.path, "file", (f.mode & 0o7777) or 0o644, f.size, now, sha))
+        # The blocks stay until the janitor's next pass after an hour: another upload may be counting on them.
         await self._volumes.put_files(req.volume_id, entries, not req.disallow_overwrite_existing_files)
-        self._volumes.objects.drop_blocks({b for _, blocks in plans for b in blocks})
         return resp
 
     async def VolumeGetFile2(

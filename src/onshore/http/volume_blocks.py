@@ -9,7 +9,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from onshore.errors import InvalidArgument, OnshoreError
+from onshore.errors import InvalidArgument, NotFound, OnshoreError
 from onshore.http.blobs import error_response
 from onshore.services.blobs import BlobService, storage_error
 from onshore.services.volume_objects import VolumeObjects, check_sha
@@ -70,11 +70,12 @@ def volume_routes(blobs: BlobService, objects: VolumeObjects) -> list[Route]:
                 raise InvalidArgument("A volume download URL needs start= and len=")
             name = f"object:{sha}:{start}:{length}"
             blobs.check_signed("get", name, params.get("sig", ""), params.get("exp", ""))
-            if not objects.has(sha):
-                raise InvalidArgument(f"Volume file content {sha} is not stored")
+            try:
+                size = objects.path(sha).stat().st_size
+            except FileNotFoundError:
+                raise NotFound(f"Volume file content {sha} is not stored") from None
         except OnshoreError as exc:
             return error_response(exc)
-        size = objects.path(sha).stat().st_size
         begin = min(int(start), size)
         count = max(0, min(int(length), size - begin))
         return StreamingResponse(

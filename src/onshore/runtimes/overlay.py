@@ -26,7 +26,8 @@ EXIT_FAILED = 4
 _SYS_OPEN_TREE, _SYS_MOVE_MOUNT, _SYS_FSOPEN, _SYS_FSCONFIG, _SYS_FSMOUNT = 428, 429, 430, 431, 432
 _FSCONFIG_SET_STRING, _FSCONFIG_CMD_CREATE = 1, 6
 _MOVE_MOUNT_F_EMPTY_PATH = 0x4
-_MOUNT_ATTR_RDONLY = 0x1
+_MOUNT_ATTR_RDONLY, _MOUNT_ATTR_NOSUID, _MOUNT_ATTR_NODEV = 0x1, 0x2, 0x4
+_MS_RDONLY, _MS_NOSUID, _MS_NODEV = 1, 2, 4
 _CLONE_NEWNS = 0x00020000
 _MNT_DETACH = 2
 _AT_FDCWD = -100
@@ -67,7 +68,8 @@ def overlay_options(lowers: list[str], upper: str, work: str) -> str:
 def mount_overlay(point: str, lowers: list[str], upper: str = "", work: str = "") -> None:
     """Mount an overlay at point on the host, lower dirs top first ("" upper: read-only, which takes two lower
     dirs at least)."""
-    flags = 0 if upper else 1  # MS_RDONLY
+    # No setuid binaries or device nodes from a volume: whoever wrote them, they stay plain files.
+    flags = _MS_NOSUID | _MS_NODEV | (0 if upper else _MS_RDONLY)
     data = overlay_options(lowers, upper, work).encode()
     _check(_libc.mount(b"overlay", point.encode(), b"overlay", flags, data), f"mount an overlay at {point}")
 
@@ -126,7 +128,7 @@ def _helper(argv: list[str]) -> int:
     for key, value in (("index", "off"), ("metacopy", "off"), ("redirect_dir", "off")):
         _fsconfig(fs, key, value)
     _check(_libc.syscall(_SYS_FSCONFIG, fs, _FSCONFIG_CMD_CREATE, None, None, 0), "create the overlay")
-    attrs = 0 if upper else _MOUNT_ATTR_RDONLY
+    attrs = _MOUNT_ATTR_NOSUID | _MOUNT_ATTR_NODEV | (0 if upper else _MOUNT_ATTR_RDONLY)
     mnt = _check(_libc.syscall(_SYS_FSMOUNT, fs, 1, attrs), "fsmount")
     ns = os.open(f"/proc/{int(pid)}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
     root = os.open(f"/proc/{int(pid)}/root", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)

@@ -86,25 +86,25 @@ class VolumeObjects:
                     dest.parent.mkdir(exist_ok=True)
                     os.chmod(tmp, DEFAULT_MODE)
                     os.replace(tmp, dest)
+                    _sync_dir(dest.parent)  # the name too survives a power loss, not only the bytes
             return sha
         except OSError as exc:
             raise storage_error("store a volume file", folder, exc) from None
         finally:
             tmp.unlink(missing_ok=True)
 
-    def put_file(self, source: Path) -> tuple[str, int]:
-        """Store a copy of a host file (a container's changed file): (sha256, size). The copy is what gets
+    def put_fd(self, source: int) -> tuple[str, int]:
+        """Store a copy of an open file (a container's changed file): (sha256, size). The copy is what gets
         hashed, so a file still being written is stored as it was read, never torn."""
         size = 0
 
         def write(fd: int) -> str:
             nonlocal size
             sha = hashlib.sha256()
-            with open(source, "rb", buffering=0) as src:
-                while chunk := src.read(_CHUNK):
-                    sha.update(chunk)
-                    size += len(chunk)
-                    _write_all(fd, chunk)
+            while chunk := os.read(source, _CHUNK):
+                sha.update(chunk)
+                size += len(chunk)
+                _write_all(fd, chunk)
             return sha.hexdigest()
 
         return self._store(write), size
@@ -133,8 +133,7 @@ class VolumeObjects:
                 return
         try:
             dest.parent.mkdir(exist_ok=True)
-            tmp = dest.with_name(f".{sha}.{os.getpid()}.link")
-            tmp.unlink(missing_ok=True)
+            tmp = dest.with_name(f".{sha}.{os.getpid()}.{os.urandom(4).hex()}.link")
             try:
                 os.link(source, tmp)
             except OSError:
@@ -154,7 +153,7 @@ class VolumeObjects:
         base = self.path(sha)
         if not base.is_file():
             raise NotFound(f"Volume file content {sha} is missing from {base.parent}")
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.copy")
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.copy")
         try:
             shutil.copyfile(base, tmp)
             os.chmod(tmp, mode & 0o7777)
@@ -242,9 +241,10 @@ class VolumeObjects:
         finally:
             tmp.unlink(missing_ok=True)
 
-    def put_concat(self, key: str, blocks: list[str], size: int) -> None:
-        """Store the object `key` made of uploaded blocks in order (copied in the kernel, not read through
-        Python); InvalidArgument if they do not add up to `size` bytes."""
+    def put_concat(self, key: str, blocks: list[str], size: int, block_size: int) -> None:
+        """Store the object `key` made of uploaded blocks: block i at offset i * block_size (the client
+        leaves out a block's trailing zero bytes, which the gaps then hold), the whole `size` bytes long.
+        Copied in the kernel, never read through Python."""
         folder = self.root / "objects"
         try:
             fd, tmp = create_private(folder, "object")
@@ -252,28 +252,31 @@ class VolumeObjects:
             raise storage_error("store a volume file", folder, exc) from None
         try:
             try:
-                for sha in blocks:
+                for index, sha in enumerate(blocks):
                     path = self.block_path(sha)
                     if not path.is_file():
                         path = self.path(sha)
                     with open(path, "rb") as src:
                         left = os.fstat(src.fileno()).st_size
+                        if left > block_size:
+                            raise InvalidArgument(f"Block {index} is longer than {block_size} bytes")
+                        offset = index * block_size
                         while left > 0:
-                            copied = os.copy_file_range(src.fileno(), fd, left)
+                            copied = os.copy_file_range(src.fileno(), fd, left, offset_dst=offset)
                             if copied == 0:
                                 break
                             left -= copied
-                total = os.fstat(fd).st_size
+                            offset += copied
+                os.ftruncate(fd, size)
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            if total != size:
-                raise InvalidArgument(f"The file's blocks hold {total} bytes, not the {size} it declares")
             dest = self.path(key)
             with self._claim:
                 dest.parent.mkdir(exist_ok=True)
                 os.chmod(tmp, DEFAULT_MODE)
                 os.replace(tmp, dest)
+            _sync_dir(dest.parent)
         except FileNotFoundError as exc:
             raise NotFound(f"An uploaded block is missing ({exc.filename}): upload the file again") from None
         except OSError as exc:
@@ -289,10 +292,6 @@ class VolumeObjects:
         with open(path, "rb", buffering=0) as src:
             while chunk := src.read(_CHUNK):
                 yield chunk
-
-    def drop_blocks(self, shas: Iterable[str]) -> None:
-        for sha in shas:
-            self.block_path(sha).unlink(missing_ok=True)
 
     # ---------------------------------------------------------------- snapshots
     def snapshot(self, volume_id: str, version: int, entries: list[VolumeEntry]) -> Path:
@@ -314,10 +313,9 @@ class VolumeObjects:
                 else:
                     self._link(entry, target)
             os.rename(tmp, dest)
-        except FileExistsError:
-            if not dest.is_dir():
-                raise
         except OSError as exc:
+            if exc.errno in (errno.EEXIST, errno.ENOTEMPTY) and dest.is_dir():
+                return dest  # another thread laid out the same commit first
             raise storage_error(f"lay out volume {volume_id}", dest.parent, exc) from None
         finally:
             if tmp.exists():
@@ -334,12 +332,21 @@ class VolumeObjects:
             shutil.copy2(source, target)
 
     def remove_snapshots(self, volume_id: str, keep: set[int]) -> None:
+        """Remove the volume's snapshots but those of the commits in keep (and those still being laid out)."""
         folder = self.root / "snapshots" / volume_id
         if not folder.is_dir():
             return
         for item in folder.iterdir():
-            if not (item.name.isdigit() and int(item.name) in keep):
+            if item.name.isdigit() and int(item.name) not in keep:
                 remove_tree(item)
+
+
+def _sync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _write_all(fd: int, chunk: bytes) -> None:

@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from onshore.errors import AlreadyExists, Conflict, InvalidArgument, NotFound
+from onshore.errors import AlreadyExists, InvalidArgument, NotFound
 from onshore.models import KvObject, VolumeEntry
 from onshore.services.kv import KvService
 from onshore.services.volume_objects import VolumeObjects, check_sha
@@ -58,6 +58,8 @@ class VolumeService:
         self._kv = kv
         self.objects = objects
         self._locks: dict[str, asyncio.Lock] = collections.defaultdict(asyncio.Lock)
+        # The snapshots containers mount or are about to: (volume, commit) -> how many; kept while held.
+        self._pins: collections.Counter[tuple[str, int]] = collections.Counter()
 
     # ---------------------------------------------------------------- identity
     def get_or_create(self, name: str, environment: str, creation: int, version: int) -> KvObject:
@@ -75,7 +77,8 @@ class VolumeService:
 
     def delete(self, volume_id: str) -> None:
         self._kv.delete("volume", volume_id)  # its tree goes in the same transaction
-        self.objects.remove_snapshots(volume_id, keep=set())
+        # Containers that mount it keep what they see until they end (the janitor removes the rest then).
+        self.objects.remove_snapshots(volume_id, keep=self.pinned(volume_id))
 
     def rename(self, volume_id: str, name: str) -> None:
         self._kv.rename("volume", volume_id, name)
@@ -83,8 +86,8 @@ class VolumeService:
     def collect(self, now: float) -> int:
         """Remove what no volume needs any more: snapshots of deleted volumes, contents no commit names
         (an hour after they were last stored), abandoned uploads (after a day). The number removed."""
-        live = {o.object_id for o in self._kv.list_all("volume")}
-        removed = self.objects.remove_stale(live, now - 24 * 3600)
+        live = {o.object_id for o in self._kv.list_all("volume")} | {v for v, _ in self._pins}
+        removed = self.objects.remove_stale(live, now - 3600)
         return removed + self.objects.remove_unused(self._store.volume_objects(), now - 3600)
 
     def heartbeat(self, volume_id: str) -> None:
@@ -131,16 +134,32 @@ class VolumeService:
     def _follow(self, volume_id: str, link: VolumeEntry, depth: int = 0) -> VolumeEntry:
         if depth > 8:
             raise NotFound(f"Too many levels of symbolic links at {link.path!r}")
-        target = clean_path(posixpath.join(posixpath.dirname(link.path), link.object))
-        found = self._store.volume_entry(volume_id, target) if target else None
+        target = posixpath.normpath(posixpath.join(posixpath.dirname(link.path), link.object))
+        if target.startswith("/") or target == ".." or target.startswith("../"):
+            raise NotFound(f"File {link.path!r} is a symbolic link to {link.object!r}, outside the volume")
+        found = self._store.volume_entry(volume_id, target) if target not in ("", ".") else None
         if found is None or found.kind == "dir":
             raise NotFound(f"File {link.path!r} is a symbolic link to {link.object!r}, which is not a file")
         return self._follow(volume_id, found, depth + 1) if found.kind == "symlink" else found
 
     def snapshot(self, volume_id: str) -> tuple[int, Path]:
         """The volume's latest commit as a directory tree: (commit number, tree)."""
-        version = self._store.volume_version(volume_id)
-        return version, self.objects.snapshot(volume_id, version, self._store.volume_tree(volume_id))
+        version, entries = self._store.volume_commit_tree(volume_id)
+        return version, self.objects.snapshot(volume_id, version, entries)
+
+    def commit_tree(self, volume_id: str) -> tuple[int, list[VolumeEntry]]:
+        return self._store.volume_commit_tree(volume_id)
+
+    def pin(self, volume_id: str, version: int) -> None:
+        self._pins[(volume_id, version)] += 1
+
+    def unpin(self, volume_id: str, version: int) -> None:
+        self._pins[(volume_id, version)] -= 1
+        if self._pins[(volume_id, version)] <= 0:
+            del self._pins[(volume_id, version)]
+
+    def pinned(self, volume_id: str) -> set[int]:
+        return {v for vid, v in self._pins if vid == volume_id}
 
     # ---------------------------------------------------------------- changing
     def apply(self, volume_id: str, changes: list[Change]) -> int:
@@ -170,11 +189,19 @@ class VolumeService:
         overwriting is not allowed, InvalidArgument where a directory is."""
         self._check_writable(volume_id)
         changes: list[Change] = []
+        entries = list(files)
+        for entry in entries:
+            entry.path = clean_path(entry.path, "file path")
+            entry.mode &= 0o777  # no setuid, setgid or sticky bits from an upload
+            if not entry.path:
+                raise InvalidArgument("A file needs a path inside the volume")
+        batch = {e.path for e in entries}
         async with self.lock(volume_id):
-            for entry in files:
-                entry.path = clean_path(entry.path, "file path")
-                if not entry.path:
-                    raise InvalidArgument("A file needs a path inside the volume")
+            for entry in entries:
+                for parent in _parents(entry.path):
+                    have = self._store.volume_entry(volume_id, parent)
+                    if parent in batch or (have is not None and have.kind != "dir"):
+                        raise InvalidArgument(f"{parent!r} is a file: {entry.path!r} cannot be put below it")
                 have = self._store.volume_entry(volume_id, entry.path)
                 if have is not None and have.kind == "dir":
                     raise InvalidArgument(f"{entry.path!r} is a directory: a file cannot replace it")
@@ -256,9 +283,5 @@ class VolumeService:
         """The object of a file uploaded as blocks (made from them unless already stored); its name."""
         key = file_key(blocks, size)
         if not self.objects.claim(key):
-            self.objects.put_concat(key, blocks, size)
+            self.objects.put_concat(key, blocks, size, BLOCK_SIZE)
         return key
-
-    def require_not_read_only(self, read_only: bool, volume_id: str) -> None:
-        if read_only:
-            raise Conflict(f"Volume {volume_id} is mounted read-only here")

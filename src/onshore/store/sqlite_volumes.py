@@ -45,6 +45,17 @@ class VolumeTables(Tables):
         rows = self._rows("SELECT version FROM volume_commits WHERE volume_id = ?", (volume_id,))
         return int(rows[0][0]) if rows else 0
 
+    def volume_commit_tree(self, volume_id: str) -> tuple[int, list[VolumeEntry]]:
+        """The number of the volume's last commit and its tree, read together (no commit in between)."""
+        with self._lock, self._guard():
+            rows = self._conn.execute(
+                "SELECT version FROM volume_commits WHERE volume_id = ?", (volume_id,)
+            ).fetchall()
+            entries = self._conn.execute(
+                f"SELECT {_COLUMNS} FROM volume_entries WHERE volume_id = ? ORDER BY path", (volume_id,)
+            ).fetchall()
+        return (int(rows[0][0]) if rows else 0), [_entry(r) for r in entries]
+
     def volume_apply(self, volume_id: str, changes: list[tuple[str, VolumeEntry]]) -> int:
         """Apply changes in order, in one transaction: ("delete", e) removes e.path and everything below it
         ("" : everything), ("put", e) writes e. Returns the volume's new commit number."""
