@@ -140,6 +140,7 @@ class VolumeObjects:
                 shutil.copyfile(source, tmp)
             os.chmod(tmp, DEFAULT_MODE)
             os.replace(tmp, dest)
+            _sync_dir(dest.parent)
         except FileNotFoundError:
             raise NotFound(f"Uploaded file {sha} not found") from None
         except OSError as exc:
