@@ -427,3 +427,38 @@ def test_a_full_disk_fails_the_commit_and_keeps_the_last_one(
     # Nothing half-written is left in the store.
     objects = small_volume_disk / "volumes" / "objects"
     assert not [p for p in objects.iterdir() if p.name.endswith(".upload")]
+
+
+SPARE_APP = """
+import modal
+
+app = modal.App("onshore-test-volume-spare")
+vol = modal.Volume.from_name("onshore-test-spare-vol", create_if_missing=True)
+
+
+@app.function(volumes={"/data": vol})
+def write() -> str:
+    open("/data/from-spare.txt", "w").write("spare")
+    vol.commit()
+    return open("/data/from-spare.txt").read()
+
+
+@app.local_entrypoint()
+def main() -> None:
+    print("RESULT wrote", '"' + write.remote() + '"')
+"""
+
+
+@needs_root
+def test_a_spare_process_takes_a_container_with_volumes(fresh_server: ServerProcess, tmp_path: Path) -> None:
+    """A spare's sandbox exists before its container's volumes are known: they are mounted into it at
+    hand-over, so a function with volumes still starts warm."""
+    server = fresh_server.start()
+    result = run_modal(server, "run", str(write_app(tmp_path, "spare_app.py", SPARE_APP)), timeout=120)
+    assert result.returncode == 0, result.output
+    assert results(result)["wrote"] == "spare"
+    log = server.log_text()
+    task = next(iter(server.container_pids()))
+    assert f"container {task} starts from a spare process" in log, log[-3000:]
+    listing = run_modal(server, "volume", "ls", "onshore-test-spare-vol")
+    assert listing.stdout.split() == ["from-spare.txt"], listing.output

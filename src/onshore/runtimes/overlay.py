@@ -8,9 +8,12 @@ namespace, where the server's paths resolve, then enters the container's namespa
 there (failing with EBUSY while a file in it is open or a process has its cwd in it: the kernel's own check)
 and moves the new one into place. Needs root.
 
-Run as a program: `python -m onshore.runtimes.overlay PID TARGET LOWERS UPPER WORK [attach]`, LOWERS one
-per line, UPPER and WORK "" for a read-only overlay; exit status 0 (done), 3 (busy) or 4 (failed, the
-reason on stderr).
+The same helper also shows a mount of the host at a path of a running container (a spare process that
+becomes a container with volumes: its namespace was made before its mounts were known).
+
+Run as a program: `python -m onshore.runtimes.overlay swap PID TARGET LOWERS UPPER WORK` (LOWERS one per
+line, UPPER and WORK "" for a read-only overlay) or `... bind PID TARGET SOURCE`; exit status 0 (done), 3
+(busy) or 4 (failed, the reason on stderr).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ EXIT_FAILED = 4
 _SYS_OPEN_TREE, _SYS_MOVE_MOUNT, _SYS_FSOPEN, _SYS_FSCONFIG, _SYS_FSMOUNT = 428, 429, 430, 431, 432
 _FSCONFIG_SET_STRING, _FSCONFIG_CMD_CREATE = 1, 6
 _MOVE_MOUNT_F_EMPTY_PATH = 0x4
+_OPEN_TREE_CLONE = 1
 _MOUNT_ATTR_RDONLY, _MOUNT_ATTR_NOSUID, _MOUNT_ATTR_NODEV = 0x1, 0x2, 0x4
 _MS_RDONLY, _MS_NOSUID, _MS_NODEV = 1, 2, 4
 _CLONE_NEWNS = 0x00020000
@@ -87,19 +91,23 @@ def is_mount_point(path: str) -> bool:
         return False
 
 
-async def swap(pid: int, target: str, lowers: list[str], upper: str, work: str, attach: bool = False) -> None:
-    """Put a new overlay at target in the mount namespace of pid, replacing the one there (attach: there is
-    none yet). MountError(busy=True) when the old one is in use; it then stays as it was."""
+async def swap(pid: int, target: str, lowers: list[str], upper: str, work: str) -> None:
+    """Put a new overlay at target in the mount namespace of pid, replacing the one there.
+    MountError(busy=True) when the old one is in use; it then stays as it was."""
+    await _run_helper("swap", str(pid), target, "\n".join(lowers), upper, work)
+
+
+async def bind_into(pid: int, source: str, target: str) -> None:
+    """Show the host's mount at source at target (made if missing) in the mount namespace of pid."""
+    await _run_helper("bind", str(pid), target, source)
+
+
+async def _run_helper(*args: str) -> None:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "onshore.runtimes.overlay",
-        str(pid),
-        target,
-        "\n".join(lowers),
-        upper,
-        work,
-        *(["attach"] if attach else []),
+        *args,
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
@@ -108,18 +116,15 @@ async def swap(pid: int, target: str, lowers: list[str], upper: str, work: str, 
     if proc.returncode == EXIT_BUSY:
         raise MountError(err.decode(errors="replace").strip(), busy=True)
     if proc.returncode != 0:
-        raise MountError(
-            err.decode(errors="replace").strip() or f"the remount helper exited {proc.returncode}"
-        )
+        raise MountError(err.decode(errors="replace").strip() or f"the mount helper exited {proc.returncode}")
 
 
 def _fsconfig(fd: int, key: str, value: str) -> None:
     _check(_libc.syscall(_SYS_FSCONFIG, fd, _FSCONFIG_SET_STRING, key.encode(), value.encode(), 0), key)
 
 
-def _helper(argv: list[str]) -> int:
-    pid, target, lower, upper, work = argv[:5]
-    attach = argv[5:] == ["attach"]
+def _new_overlay(lower: str, upper: str, work: str) -> int:
+    """A detached overlay mount (made in this process's namespace, where the server's paths resolve)."""
     fs = _check(_libc.syscall(_SYS_FSOPEN, b"overlay", 1), "fsopen overlay")
     _fsconfig(fs, "lowerdir", _lowerdir(lower.split("\n")))
     if upper:
@@ -129,19 +134,36 @@ def _helper(argv: list[str]) -> int:
         _fsconfig(fs, key, value)
     _check(_libc.syscall(_SYS_FSCONFIG, fs, _FSCONFIG_CMD_CREATE, None, None, 0), "create the overlay")
     attrs = _MOUNT_ATTR_NOSUID | _MOUNT_ATTR_NODEV | (0 if upper else _MOUNT_ATTR_RDONLY)
-    mnt = _check(_libc.syscall(_SYS_FSMOUNT, fs, 1, attrs), "fsmount")
+    return _check(_libc.syscall(_SYS_FSMOUNT, fs, 1, attrs), "fsmount")
+
+
+def _enter(pid: str) -> None:
+    """Enter the mount namespace and the root of pid, as its processes see them."""
     ns = os.open(f"/proc/{int(pid)}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
     root = os.open(f"/proc/{int(pid)}/root", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     _check(_libc.setns(ns, _CLONE_NEWNS), "enter the container's mount namespace")
-    os.fchdir(root)  # the container's root, as its processes see it
+    os.fchdir(root)
     os.chroot(".")
-    if attach:
+
+
+def _helper(argv: list[str]) -> int:
+    verb, pid, target = argv[:3]
+    if verb == "swap":
+        mnt = _new_overlay(*argv[3:6])
+        _enter(pid)
+        _check(_libc.umount2(target.encode(), 0), f"unmount {target}")
+    elif verb == "bind":
+        mnt = _check(
+            _libc.syscall(_SYS_OPEN_TREE, _AT_FDCWD, argv[3].encode(), _OPEN_TREE_CLONE | os.O_CLOEXEC),
+            f"clone the mount at {argv[3]}",
+        )
+        _enter(pid)
         os.makedirs(target, exist_ok=True)
     else:
-        _check(_libc.umount2(target.encode(), 0), f"unmount {target}")
+        raise ValueError(f"unknown verb {verb!r}")
     _check(
         _libc.syscall(_SYS_MOVE_MOUNT, mnt, b"", _AT_FDCWD, target.encode(), _MOVE_MOUNT_F_EMPTY_PATH),
-        f"mount the new overlay at {target}",
+        f"mount at {target}",
     )
     return 0
 

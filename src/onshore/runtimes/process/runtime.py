@@ -22,6 +22,7 @@ from onshore.errors import Conflict, NotFound
 from onshore.events import ExitSink, LogSink
 from onshore.images.pythons import ClientPackages
 from onshore.models import ImageConfig
+from onshore.runtimes import overlay
 from onshore.runtimes.base import (
     Capabilities,
     ContainerSpec,
@@ -207,7 +208,7 @@ class ProcessRuntime:
         self, spec: ContainerSpec, image: ImageConfig, python: str, pkg: Path | None
     ) -> tuple[str, ...]:
         """What a spare for this container must share with it; () when spares cannot serve it."""
-        if spec.image_build is not None or spec.memory_limit_mb or spec.cpu_limit or spec.volumes:
+        if spec.image_build is not None or spec.memory_limit_mb or spec.cpu_limit:
             return ()
         if _mounts_outside_root(spec):
             return ()  # a spare's layers are fixed when it starts; these files need a layer of their own
@@ -322,6 +323,18 @@ class ProcessRuntime:
         spare = self._take_image_spare(key) if key else None
         self._keep_image_spare(key, image, python, pkg)
         if spare is not None:
+            try:
+                await self._attach_volumes(spare, spec)
+            except overlay.MountError as exc:
+                # e.g. a mount point in a host directory, which a spare shows read-only: a full start makes it
+                log.info(
+                    "container %s: a spare cannot take its volumes (%s); starting it afresh",
+                    spec.task_id,
+                    exc,
+                )
+                self._background.spawn(self._stop_entry(spare, 0), "stop a spare that could not take volumes")
+                spare = None
+        if spare is not None:
             log.info("container %s starts from a spare process of its image", spec.task_id)
             await self._hand_over_image_spare(spare, spec)
             return spare
@@ -345,6 +358,17 @@ class ProcessRuntime:
             raise
         entry.cgroup, entry.memory_limit_mb = cgroup, spec.memory_limit_mb
         return entry
+
+    async def _attach_volumes(self, entry: Proc, spec: ContainerSpec) -> None:
+        """Show a container's volumes in a spare about to become it (its sandbox was made before they were
+        known): each host mount, cloned into the spare's mount namespace before its code runs."""
+        if not spec.volumes:
+            return
+        init = await asyncio.to_thread(init_pid, entry.process.pid)
+        if not init:
+            raise Conflict("The spare process's sandbox has no init process to mount volumes in")
+        for volume in spec.volumes:
+            await overlay.bind_into(init, volume.source, volume.target)
 
     async def _image_python(self, spec: ContainerSpec) -> tuple[str, dict[str, str]]:
         """The interpreter a container runs and the environment its image adds."""
