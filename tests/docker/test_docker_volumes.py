@@ -21,8 +21,21 @@ import os
 
 import modal
 
-app = modal.App("onshore-docker-volumes", image=modal.Image.debian_slim())
 vol = modal.Volume.from_name("onshore-docker-vol", create_if_missing=True)
+
+
+def bake() -> None:
+    # An Image.run_function build with the volume mounted: what it copies out becomes part of the image.
+    import shutil
+
+    with open("/mnt/vol/seed.txt", "w") as f:
+        f.write("seeded by the build")
+    vol.commit()
+    shutil.copy("/mnt/vol/seed.txt", "/opt/seed.txt")
+
+
+image = modal.Image.debian_slim().run_function(bake, volumes={"/mnt/vol": vol})
+app = modal.App("onshore-docker-volumes", image=image)
 
 
 @app.function(volumes={"/mnt/vol": vol})
@@ -45,6 +58,7 @@ def read() -> dict:
             out["busy"] = str(exc)
     vol.reload()
     out["note"] = open("/mnt/vol/note.txt").read()
+    out["baked"] = open("/opt/seed.txt").read()
     return out
 
 
@@ -63,5 +77,6 @@ def test_volume_in_docker_containers(dockerd: Dockerd, base_image: str, tmp_path
         assert out["docker"] is True
         assert "there are open files preventing the operation" in out["read"]["busy"]
         assert out["read"]["note"] == "from docker"
+        assert out["read"]["baked"] == "seeded by the build"
         listing = run_modal(server, "volume", "ls", "onshore-docker-vol")
-        assert listing.stdout.split() == ["at-exit.txt", "held.txt", "note.txt"], listing.output
+        assert listing.stdout.split() == ["at-exit.txt", "held.txt", "note.txt", "seed.txt"], listing.output
