@@ -182,7 +182,7 @@ def test_collect_removes_what_no_volume_needs(volumes: VolumeService) -> None:
     _, tree = volumes.snapshot(drop)
     dropped = volumes.file(drop, "d.txt").object
     volumes.delete(drop)
-    assert volumes.collect(time.time()) >= 0 and volumes.objects.has(dropped)  # too recent to tell
-    assert volumes.collect(time.time() + 2 * 24 * 3600) >= 1
+    assert volumes.collect(time.time(), set()) >= 0 and volumes.objects.has(dropped)  # too recent to tell
+    assert volumes.collect(time.time() + 2 * 24 * 3600, set()) >= 1
     assert not volumes.objects.has(dropped) and not tree.exists()
     assert volumes.objects.has(volumes.file(keep, "k.txt").object)

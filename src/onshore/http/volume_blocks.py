@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 
@@ -14,6 +15,8 @@ from onshore.http.blobs import error_response
 from onshore.services.blobs import BlobService, storage_error
 from onshore.services.volume_objects import VolumeObjects, check_sha
 from onshore.services.volumes import BLOCK_SIZE
+
+_WRITE_BATCH = 1024 * 1024
 
 
 def block_url(blobs: BlobService, sha: str) -> str:
@@ -37,17 +40,28 @@ def volume_routes(blobs: BlobService, objects: VolumeObjects) -> list[Route]:
             fd, tmp = objects.open_block()
             try:
                 digest, size = hashlib.sha256(), 0
-                try:
-                    # Written as it arrives (page cache writes of the chunks uvicorn hands over), never held
-                    # whole in memory.
-                    async for chunk in request.stream():
-                        size += len(chunk)
-                        if size > BLOCK_SIZE:
-                            raise InvalidArgument(f"A volume block is at most {BLOCK_SIZE} bytes")
+
+                def write(chunks: list[bytes]) -> None:
+                    for chunk in chunks:
                         digest.update(chunk)
                         view = memoryview(chunk)
                         while view:
                             view = view[os.write(fd, view) :]
+
+                try:
+                    # Hashed and written as it arrives, a MiB at a time off the event loop; never held whole.
+                    pending: list[bytes] = []
+                    held = 0
+                    async for chunk in request.stream():
+                        size += len(chunk)
+                        if size > BLOCK_SIZE:
+                            raise InvalidArgument(f"A volume block is at most {BLOCK_SIZE} bytes")
+                        pending.append(chunk)
+                        held += len(chunk)
+                        if held >= _WRITE_BATCH:
+                            await asyncio.to_thread(write, pending)
+                            pending, held = [], 0
+                    await asyncio.to_thread(write, pending)
                 finally:
                     os.close(fd)
                 objects.finish_block(sha, tmp, digest.hexdigest())

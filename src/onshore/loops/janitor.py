@@ -65,7 +65,8 @@ class Janitor(Loop):
             if removed:
                 log.info("deleted %d expired blobs", removed)
             if self._volumes is not None:
-                removed = await asyncio.to_thread(self._volumes.collect, self._clock.now())
+                mounted = self._volumes.mounted_volumes()  # read here, on the loop that changes it
+                removed = await asyncio.to_thread(self._volumes.collect, self._clock.now(), mounted)
                 if removed:
                     log.info("deleted %d volume files and snapshots no volume needs", removed)
         if self._kv is not None and self._clock.monotonic() >= self._next_kv_gc:

@@ -103,9 +103,15 @@ def _enter(pid: str) -> None:
 
 def _helper(argv: list[str]) -> int:
     verb, pid, target = argv[:3]
+    previous = -1
     if verb == "swap":
         mnt = _new_overlay(*argv[3:6])
         _enter(pid)
+        # A copy of the mount there, to put back should the new one fail to go in after the old one left.
+        previous = _check(
+            _libc.syscall(_SYS_OPEN_TREE, _AT_FDCWD, target.encode(), _OPEN_TREE_CLONE | os.O_CLOEXEC),
+            f"clone the mount at {target}",
+        )
         _check(_libc.umount2(target.encode(), 0), f"unmount {target}")
     elif verb == "bind":
         mnt = _check(
@@ -116,11 +122,19 @@ def _helper(argv: list[str]) -> int:
         os.makedirs(target, exist_ok=True)
     else:
         raise ValueError(f"unknown verb {verb!r}")
-    _check(
-        _libc.syscall(_SYS_MOVE_MOUNT, mnt, b"", _AT_FDCWD, target.encode(), _MOVE_MOUNT_F_EMPTY_PATH),
-        f"mount at {target}",
-    )
+    try:
+        _check(_move(mnt, target), f"mount at {target}")
+    except MountError:
+        if previous >= 0:
+            _move(previous, target)  # the container keeps the view it had
+        raise
     return 0
+
+
+def _move(mount_fd: int, target: str) -> int:
+    return int(
+        _libc.syscall(_SYS_MOVE_MOUNT, mount_fd, b"", _AT_FDCWD, target.encode(), _MOVE_MOUNT_F_EMPTY_PATH)
+    )
 
 
 def main() -> int:

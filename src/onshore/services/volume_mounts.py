@@ -34,6 +34,7 @@ from onshore.services.volumes import Change, VolumeService, clean_path
 log = logging.getLogger("onshore.volumes")
 
 OPEN_FILES = "there are open files preventing the operation"
+MAX_DEPTH = 200  # directory levels a commit reads (deeper: refused, never a crash of the scan)
 _OPAQUE = ("trusted.overlay.opaque", "user.overlay.opaque")
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
@@ -54,6 +55,8 @@ class ContainerVolume:
     applied: dict[str, Signature] = field(default_factory=dict)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     gone: bool = False  # the container ended: nothing more to commit or swap
+    # Upper dirs of overlays swapped out whose last writes could not be committed yet: (generation, applied).
+    stale: list[tuple[int, dict[str, Signature]]] = field(default_factory=list)
 
     @property
     def point(self) -> Path:
@@ -97,7 +100,11 @@ def scan_upper(
     def vol_path(sub: str) -> str:
         return "/".join(p for p in (prefix, sub) if p)
 
-    def walk(dir_fd: int, rel: str) -> None:
+    def walk(dir_fd: int, rel: str, depth: int) -> None:
+        if depth > MAX_DEPTH:
+            raise InvalidArgument(
+                f"A volume keeps at most {MAX_DEPTH} levels of directories: {rel[:200]!r}..."
+            )
         with os.scandir(dir_fd) as it:
             names = sorted(_utf8(e.name, rel) for e in it)
         for name in names:
@@ -125,10 +132,12 @@ def scan_upper(
                     seen[sub] = sig
                     if applied.get(sub) != sig:
                         entry = VolumeEntry(path, "dir", mode & 0o1777, 0, st.st_mtime)
-                        if sig[2] and applied.get(sub, ())[2:3] != (True,):  # replaced the dir beneath
+                        before = applied.get(sub)
+                        was_opaque = before is not None and before[0] == "dir" and before[2] is True
+                        if sig[2] and not was_opaque:  # replaced the dir beneath
                             changes.append(("delete", entry))
                         changes.append(("put", entry))
-                    walk(fd, sub)
+                    walk(fd, sub, depth + 1)
                 finally:
                     os.close(fd)
             elif stat.S_ISREG(st.st_mode):
@@ -167,10 +176,12 @@ def scan_upper(
     try:
         root = os.open(upper, _DIR_FLAGS)
     except FileNotFoundError:
+        if applied:  # committed from it before: it cannot just have gone
+            raise Unavailable(f"The container's volume writes ({upper}) are gone") from None
         root = -1
     if root >= 0:
         try:
-            walk(root, "")
+            walk(root, "", 0)
         finally:
             os.close(root)
     # Committed before and gone from the upper dir since (a file the container made, then deleted or
@@ -253,6 +264,7 @@ class VolumeMounts:
         if not sub:
             return
         async with self._volumes.lock(ref.volume_id):
+            # (A read-only mount of a missing sub_path shows it empty, writing nothing.)
             parts = sub.split("/")
             for i in range(1, len(parts) + 1):
                 found = self._volumes.entry(ref.volume_id, "/".join(parts[:i]))
@@ -262,13 +274,14 @@ class VolumeMounts:
                     raise InvalidArgument(f"sub_path {sub!r}: the volume's {found.path!r} is not a directory")
             else:
                 return
-            self._volumes.apply(ref.volume_id, [("put", VolumeEntry(sub, "dir", 0o755, 0, time.time()))])
+            if not ref.read_only:
+                self._volumes.apply(ref.volume_id, [("put", VolumeEntry(sub, "dir", 0o755, 0, time.time()))])
 
     async def _lower(self, cv: ContainerVolume) -> list[str]:
         """The lower dirs of a fresh overlay of the volume's latest commit; the container's volume now shows
         (and pins) that commit."""
         volume_id = cv.ref.volume_id
-        version, entries = self._volumes.commit_tree(volume_id)
+        version, entries = await asyncio.to_thread(self._volumes.commit_tree, volume_id)
         self._volumes.pin(volume_id, version)
         try:
             tree = await asyncio.to_thread(self._volumes.objects.snapshot, volume_id, version, entries)
@@ -337,7 +350,9 @@ class VolumeMounts:
                     raise Conflict(f"The container {task_id} has ended: its volume {volume_id} is unmounted")
                 version = await self._commit(cv)
                 try:
-                    await self._swap(cv)
+                    if await self._swap(cv):
+                        # It wrote during the commit, and that is committed now: show it that commit too.
+                        await self._swap(cv)
                 except overlay.MountError as exc:
                     if reload and exc.busy:
                         raise Conflict(f"Volume {volume_id} cannot be reloaded: {OPEN_FILES}") from None
@@ -350,6 +365,12 @@ class VolumeMounts:
         volume_id = cv.ref.volume_id
         if cv.ref.read_only:
             return self._volumes.version(volume_id)
+        if upper is None:
+            for generation, applied in list(cv.stale):  # older writes first: the newer ones win
+                old = ContainerVolume(cv.task_id, cv.ref, cv.folder, generation, cv.version, applied)
+                await self._commit(old, cv.upper(generation))
+                cv.stale.remove((generation, applied))
+                await asyncio.to_thread(remove_tree, cv.folder / f"g{generation}")
         prefix = clean_path(cv.ref.sub_path, "sub_path")
         try:
             changes, seen = await asyncio.to_thread(
@@ -372,12 +393,13 @@ class VolumeMounts:
             )
         return version
 
-    async def _swap(self, cv: ContainerVolume) -> None:
+    async def _swap(self, cv: ContainerVolume) -> bool:
         """Give the container a fresh overlay of the latest commit, if it is newer than the one it sees or its
-        upper dir holds committed changes; then commit what it wrote to the old overlay in the meantime."""
+        upper dir holds committed changes; then commit what it wrote to the old overlay in the meantime.
+        Whether that made a commit (which the container does not see yet)."""
         latest = self._volumes.version(cv.ref.volume_id)
         if latest == cv.version and not cv.applied:
-            return
+            return False
         pid = await self._runtime.namespace_pid(cv.task_id)
         if pid is None:
             raise overlay.MountError("the container has no mount namespace to reload in")
@@ -397,15 +419,29 @@ class VolumeMounts:
                 self._volumes.unpin(cv.ref.volume_id, old_version)
             cv.generation, cv.version = old, old_version
             raise
-        # The old overlay is unmounted in the container: nothing writes to its upper dir any more.
+        # The old overlay is unmounted in the container: nothing writes to its upper dir any more. What it got
+        # since the scan is committed now (or, if that fails, with the container's next commit).
         leftover = ContainerVolume(cv.task_id, cv.ref, cv.folder, old, cv.version, cv.applied)
         cv.applied = {}
+        before = self._volumes.version(cv.ref.volume_id)
+        committed = True
         try:
             await self._commit(leftover, cv.upper(old))
+        except Exception as exc:
+            log.warning(
+                "volume %s: what %s wrote during a commit waits for its next one: %s",
+                cv.ref.volume_id,
+                cv.task_id,
+                exc,
+            )
+            cv.stale.append((old, leftover.applied))
+            committed = False
         finally:
             self._volumes.unpin(cv.ref.volume_id, old_version)
             if old == 0:
                 with contextlib.suppress(overlay.MountError):
                     await asyncio.to_thread(overlay.unmount, str(cv.point))
-            await asyncio.to_thread(remove_tree, cv.folder / f"g{old}")
+            if committed:
+                await asyncio.to_thread(remove_tree, cv.folder / f"g{old}")
             self._drop_unused_snapshots({cv.ref.volume_id})
+        return committed and self._volumes.version(cv.ref.volume_id) != before

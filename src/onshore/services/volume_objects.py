@@ -198,18 +198,18 @@ class VolumeObjects:
                         gone += 1
         return gone
 
-    def remove_stale(self, live_volumes: set[str], before: float) -> int:
-        """Delete the snapshots of volumes that are gone, and uploaded blocks and temporary files older than
-        `before`; the number removed."""
+    def remove_stale(self, keep_volume: Callable[[str], bool], before: float) -> int:
+        """Delete the snapshots of volumes keep_volume says are gone (asked for each one just before), and
+        uploaded blocks and temporary files older than `before`; the number removed."""
         gone = 0
         for folder in (self.root / "snapshots").iterdir():
-            if folder.name not in live_volumes:
+            if not keep_volume(folder.name):
                 remove_tree(folder)
                 gone += 1
         for folder in (self.root / "blocks", self.root / "objects"):
             for item in folder.iterdir():
                 if item.is_file() and (folder.name == "blocks" or item.name.startswith(".")):
-                    with contextlib.suppress(FileNotFoundError):
+                    with self._claim, contextlib.suppress(FileNotFoundError):
                         if item.stat().st_mtime < before:
                             item.unlink()
                             gone += 1
@@ -220,7 +220,14 @@ class VolumeObjects:
         return self.root / "blocks" / check_sha(sha)
 
     def has_block(self, sha: str) -> bool:
-        return self.block_path(sha).is_file() or self.has(sha)
+        """Whether a block is stored (an uploaded block, or an object with that hash), marking it used so the
+        collector spares it until the upload that counts on it is done."""
+        with self._claim:
+            path = self.block_path(sha)
+            if path.is_file():
+                os.utime(path)
+                return True
+        return self.claim(sha)
 
     def open_block(self) -> tuple[int, Path]:
         """A new temporary file for an uploaded block: (fd, path); finish_block names it."""

@@ -83,11 +83,15 @@ class VolumeService:
     def rename(self, volume_id: str, name: str) -> None:
         self._kv.rename("volume", volume_id, name)
 
-    def collect(self, now: float) -> int:
-        """Remove what no volume needs any more: snapshots of deleted volumes, contents no commit names
-        (an hour after they were last stored), abandoned uploads (after a day). The number removed."""
-        live = {o.object_id for o in self._kv.list_all("volume")} | {v for v, _ in self._pins}
-        removed = self.objects.remove_stale(live, now - 3600)
+    def collect(self, now: float, mounted: set[str]) -> int:
+        """Remove what no volume needs any more: snapshots of deleted volumes that no container mounts
+        (`mounted`, read on the event loop), contents no commit names and abandoned uploads (an hour after
+        their last use). The number removed. Runs in a thread."""
+
+        def keep(volume_id: str) -> bool:
+            return volume_id in mounted or self._store_has(volume_id)
+
+        removed = self.objects.remove_stale(keep, now - 3600)
         return removed + self.objects.remove_unused(self._store.volume_objects(), now - 3600)
 
     def heartbeat(self, volume_id: str) -> None:
@@ -157,6 +161,16 @@ class VolumeService:
         self._pins[(volume_id, version)] -= 1
         if self._pins[(volume_id, version)] <= 0:
             del self._pins[(volume_id, version)]
+
+    def _store_has(self, volume_id: str) -> bool:
+        try:
+            self.get(volume_id)
+        except NotFound:
+            return False
+        return True
+
+    def mounted_volumes(self) -> set[str]:
+        return {v for v, _ in self._pins}
 
     def pinned(self, volume_id: str) -> set[int]:
         return {v for vid, v in self._pins if vid == volume_id}

@@ -325,7 +325,7 @@ class ProcessRuntime:
         if spare is not None:
             try:
                 await self._attach_volumes(spare, spec)
-            except overlay.MountError as exc:
+            except (overlay.MountError, Conflict) as exc:
                 # e.g. a mount point in a host directory, which a spare shows read-only: a full start makes it
                 log.info(
                     "container %s: a spare cannot take its volumes (%s); starting it afresh",
@@ -334,6 +334,9 @@ class ProcessRuntime:
                 )
                 self._background.spawn(self._stop_entry(spare, 0), "stop a spare that could not take volumes")
                 spare = None
+            except BaseException:  # cancelled, or a failure of its own: the spare goes, the error stays
+                self._background.spawn(self._stop_entry(spare, 0), "stop a spare that could not take volumes")
+                raise
         if spare is not None:
             log.info("container %s starts from a spare process of its image", spec.task_id)
             await self._hand_over_image_spare(spare, spec)
