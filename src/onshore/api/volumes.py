@@ -42,6 +42,12 @@ def _file_entry(entry: VolumeEntry) -> api_pb2.FileEntry:
     )
 
 
+def _range(entry: VolumeEntry, start: int, length: int) -> tuple[int, int]:
+    """The bytes [start, end) of a file a read asks for (length 0: to its end), within the file."""
+    begin = min(start, entry.size)
+    return begin, entry.size if not length else min(entry.size, begin + length)
+
+
 class VolumeHandlers:
     def __init__(
         self, volumes: VolumeService, mounts: VolumeMounts, files: MountService, blobs: BlobService
@@ -163,8 +169,7 @@ class VolumeHandlers:
         self, req: api_pb2.VolumeGetFile2Request, who: Principal
     ) -> api_pb2.VolumeGetFile2Response:
         entry = self._volumes.file(req.volume_id, req.path)
-        start = min(req.start, entry.size)
-        end = entry.size if not req.len else min(entry.size, start + req.len)
+        start, end = _range(entry, req.start, req.len)
         resp = api_pb2.VolumeGetFile2Response(size=entry.size, start=start, len=end - start)
         pos = start
         while pos < end:
@@ -177,8 +182,7 @@ class VolumeHandlers:
         self, req: api_pb2.VolumeGetFileRequest, who: Principal
     ) -> api_pb2.VolumeGetFileResponse:
         entry = self._volumes.file(req.volume_id, req.path)
-        start = min(req.start, entry.size)
-        end = entry.size if not req.len else min(entry.size, start + req.len)
+        start, end = _range(entry, req.start, req.len)
         if end - start > 64 * 1024 * 1024:
             raise InvalidArgument("VolumeGetFile reads at most 64 MiB at once; read the file in ranges")
         data = b"".join(self._volumes.objects.read(entry.object, start, end - start))

@@ -62,14 +62,18 @@ class VolumeObjects:
             os.utime(self.path(sha))
             return True
 
+    def _new_object_file(self) -> tuple[int, Path]:
+        folder = self.root / "objects"
+        try:
+            return create_private(folder, "object")
+        except OSError as exc:
+            raise storage_error("store a volume file", folder, exc) from None
+
     def _store(self, write: Callable[[int], str], expected: str = "") -> str:
         """Store an object written by write(fd), which returns its sha256: atomically, synced to disk.
         ResourceExhausted on a full disk."""
         folder = self.root / "objects"
-        try:
-            fd, tmp = create_private(folder, "object")
-        except OSError as exc:
-            raise storage_error("store a volume file", folder, exc) from None
+        fd, tmp = self._new_object_file()
         try:
             try:
                 sha = write(fd)
@@ -254,10 +258,7 @@ class VolumeObjects:
         leaves out a block's trailing zero bytes, which the gaps then hold), the whole `size` bytes long.
         Copied in the kernel, never read through Python."""
         folder = self.root / "objects"
-        try:
-            fd, tmp = create_private(folder, "object")
-        except OSError as exc:
-            raise storage_error("store a volume file", folder, exc) from None
+        fd, tmp = self._new_object_file()
         try:
             try:
                 for index, sha in enumerate(blocks):
