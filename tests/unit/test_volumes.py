@@ -25,8 +25,24 @@ def volumes(tmp_path: Path) -> VolumeService:
     return VolumeService(store, KvService(store, FakeClock()), VolumeObjects(tmp_path / "volumes"))
 
 
+def _store(volumes: VolumeService, data: bytes) -> tuple[str, int]:
+    """Store data as an object, as a commit stores a container's file."""
+    read, write = os.pipe()
+    os.write(write, data)
+    os.close(write)
+    try:
+        return volumes.objects.put_fd(read)
+    finally:
+        os.close(read)
+
+
+def _snapshot(volumes: VolumeService, volume_id: str) -> tuple[int, Path]:
+    version, entries = volumes.commit_tree(volume_id)
+    return version, volumes.objects.snapshot(volume_id, version, entries)
+
+
 def _put(volumes: VolumeService, volume_id: str, path: str, data: bytes, mode: int = 0o644) -> None:
-    sha, size = volumes.objects.put_bytes([data])
+    sha, size = _store(volumes, data)
     entry = VolumeEntry(path, "file", mode, size, 0.0, sha)
     asyncio.run(volumes.put_files(volume_id, [entry], allow_overwrite=True))
 
@@ -57,7 +73,7 @@ def test_uploads_make_parents_and_refuse_overwrites(volumes: VolumeService) -> N
     _put(volumes, vid, "/a/b/c.txt", b"c")
     assert _paths(volumes, vid) == ["a", "a/b", "a/b/c.txt"]
     assert volumes.version(vid) == 1
-    sha, size = volumes.objects.put_bytes([b"new"])
+    sha, size = _store(volumes, b"new")
     again = VolumeEntry("a/b/c.txt", "file", 0o644, size, 0.0, sha)
     with pytest.raises(AlreadyExists):
         asyncio.run(volumes.put_files(vid, [again], allow_overwrite=False))
@@ -110,14 +126,14 @@ def test_snapshots_are_hard_links_with_their_modes(volumes: VolumeService) -> No
     vid = volumes.get_or_create("v", "", CREATE_IF_MISSING, 0).object_id
     _put(volumes, vid, "plain.txt", b"same")
     _put(volumes, vid, "bin/tool", b"same", mode=0o755)
-    version, tree = volumes.snapshot(vid)
+    version, tree = _snapshot(volumes, vid)
     assert version == 2
     plain, tool = tree / "plain.txt", tree / "bin" / "tool"
     sha = volumes.file(vid, "plain.txt").object
     assert plain.stat().st_ino == volumes.objects.path(sha).stat().st_ino  # a link, not a copy
     assert plain.stat().st_mode & 0o777 == 0o644 and tool.stat().st_mode & 0o777 == 0o755
     assert tool.read_bytes() == b"same"
-    assert volumes.snapshot(vid) == (version, tree)  # made once per commit
+    assert _snapshot(volumes, vid) == (version, tree)  # made once per commit
     volumes.objects.remove_snapshots(vid, keep=set())
     assert not tree.exists()
 
@@ -179,10 +195,12 @@ def test_collect_removes_what_no_volume_needs(volumes: VolumeService) -> None:
     drop = volumes.get_or_create("drop", "", CREATE_IF_MISSING, 0).object_id
     _put(volumes, keep, "k.txt", b"kept")
     _put(volumes, drop, "d.txt", b"dropped")
-    _, tree = volumes.snapshot(drop)
+    _, tree = _snapshot(volumes, drop)
     dropped = volumes.file(drop, "d.txt").object
     volumes.delete(drop)
-    assert volumes.collect(time.time(), set()) >= 0 and volumes.objects.has(dropped)  # too recent to tell
+    assert (
+        volumes.collect(time.time(), set()) >= 0 and volumes.objects.path(dropped).is_file()
+    )  # too recent to tell
     assert volumes.collect(time.time() + 2 * 24 * 3600, set()) >= 1
-    assert not volumes.objects.has(dropped) and not tree.exists()
-    assert volumes.objects.has(volumes.file(keep, "k.txt").object)
+    assert not volumes.objects.path(dropped).is_file() and not tree.exists()
+    assert volumes.objects.path(volumes.file(keep, "k.txt").object).is_file()

@@ -40,8 +40,10 @@ class KvService:
         self._waiters: dict[tuple[str, bytes], Waiters] = collections.defaultdict(Waiters)
 
     # ---------------------------------------------------------------- objects
-    def get_or_create(self, kind: str, name: str, environment: str, creation: int) -> tuple[KvObject, bool]:
-        """The object and whether it was created now."""
+    def get_or_create(
+        self, kind: str, name: str, environment: str, creation: int, fs_version: int = 0
+    ) -> tuple[KvObject, bool]:
+        """The object and whether it was created now (a volume's with this VolumeFS version)."""
         environment = environment or "main"
         noun = NOUN[kind]
         if creation == CREATE_EPHEMERAL:
@@ -49,7 +51,13 @@ class KvService:
                 raise InvalidArgument(f"An ephemeral {noun} has no name (got {name!r})")
             now = self._clock.now()
             obj = KvObject(
-                ids.new_id(kind), kind, now, environment=environment, ephemeral=True, last_heartbeat=now
+                ids.new_id(kind),
+                kind,
+                now,
+                environment=environment,
+                ephemeral=True,
+                last_heartbeat=now,
+                fs_version=fs_version,
             )
             self._store.put_kv_object(obj)
             return obj, True
@@ -62,7 +70,14 @@ class KvService:
             return found, False
         if creation not in (CREATE_IF_MISSING, CREATE_FAIL_IF_EXISTS):
             raise NotFound(f"{noun} '{name}' not found in environment '{environment}'")
-        obj = KvObject(ids.new_id(kind), kind, self._clock.now(), name=name, environment=environment)
+        obj = KvObject(
+            ids.new_id(kind),
+            kind,
+            self._clock.now(),
+            name=name,
+            environment=environment,
+            fs_version=fs_version,
+        )
         self._store.put_kv_object(obj)
         return obj, True
 
@@ -71,9 +86,6 @@ class KvService:
         if obj is None or obj.kind != kind:
             raise NotFound(f"{NOUN[kind]} {object_id or '(no id)'} not found")
         return obj
-
-    def list_all(self, kind: str) -> list[KvObject]:
-        return self._store.list_kv_objects(kind)
 
     def list_named(self, kind: str, environment: str) -> list[KvObject]:
         env = environment or "main"
@@ -84,9 +96,6 @@ class KvService:
         self._store.delete_kv_object(object_id)
         for key in [k for k in self._waiters if k[0] == object_id]:
             self._waiters.pop(key).notify()
-
-    def save(self, obj: KvObject) -> None:
-        self._store.put_kv_object(obj)
 
     def rename(self, kind: str, object_id: str, name: str) -> None:
         obj = self.get(kind, object_id)

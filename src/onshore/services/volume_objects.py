@@ -51,9 +51,6 @@ class VolumeObjects:
         mode &= 0o7777
         return base if mode == DEFAULT_MODE else base.with_name(f"{sha}.{mode:o}")
 
-    def has(self, sha: str) -> bool:
-        return self.path(sha).is_file()
-
     def claim(self, sha: str) -> bool:
         """Whether the object is stored, marking it used so the collector spares it."""
         with self._claim:
@@ -62,18 +59,18 @@ class VolumeObjects:
             os.utime(self.path(sha))
             return True
 
-    def _new_object_file(self) -> tuple[int, Path]:
-        folder = self.root / "objects"
+    def _new_file(self, folder: str, what: str) -> tuple[int, Path]:
+        """A new owner-only temporary file in objects/ or blocks/: (fd, path)."""
         try:
-            return create_private(folder, "object")
+            return create_private(self.root / folder, folder)
         except OSError as exc:
-            raise storage_error("store a volume file", folder, exc) from None
+            raise storage_error(f"store a volume {what}", self.root / folder, exc) from None
 
     def _store(self, write: Callable[[int], str], expected: str = "") -> str:
         """Store an object written by write(fd), which returns its sha256: atomically, synced to disk.
         ResourceExhausted on a full disk."""
         folder = self.root / "objects"
-        fd, tmp = self._new_object_file()
+        fd, tmp = self._new_file("objects", "file")
         try:
             try:
                 sha = write(fd)
@@ -112,20 +109,6 @@ class VolumeObjects:
             return sha.hexdigest()
 
         return self._store(write), size
-
-    def put_bytes(self, chunks: Iterable[bytes], expected: str = "") -> tuple[str, int]:
-        size = 0
-
-        def write(fd: int) -> str:
-            nonlocal size
-            sha = hashlib.sha256()
-            for chunk in chunks:
-                sha.update(chunk)
-                size += len(chunk)
-                _write_all(fd, chunk)
-            return sha.hexdigest()
-
-        return self._store(write, expected), size
 
     def adopt(self, source: Path, sha: str) -> None:
         """Take a stored file whose content is known to hash to sha (a mount file): a hard link where it
@@ -235,11 +218,7 @@ class VolumeObjects:
 
     def open_block(self) -> tuple[int, Path]:
         """A new temporary file for an uploaded block: (fd, path); finish_block names it."""
-        folder = self.root / "blocks"
-        try:
-            return create_private(folder, "block")
-        except OSError as exc:
-            raise storage_error("store a volume block", folder, exc) from None
+        return self._new_file("blocks", "block")
 
     def finish_block(self, sha: str, tmp: Path, digest: str) -> None:
         """Keep an uploaded block (not synced: blocks are temporary, the file made of them is), if its
@@ -258,7 +237,7 @@ class VolumeObjects:
         leaves out a block's trailing zero bytes, which the gaps then hold), the whole `size` bytes long.
         Copied in the kernel, never read through Python."""
         folder = self.root / "objects"
-        fd, tmp = self._new_object_file()
+        fd, tmp = self._new_file("objects", "file")
         try:
             try:
                 for index, sha in enumerate(blocks):
@@ -292,15 +271,6 @@ class VolumeObjects:
             raise storage_error("store a volume file", folder, exc) from None
         finally:
             tmp.unlink(missing_ok=True)
-
-    def block_chunks(self, sha: str) -> Iterable[bytes]:
-        """A block's bytes: an uploaded block, or (the whole of) an object with that hash."""
-        path = self.block_path(sha)
-        if not path.is_file():
-            path = self.path(sha)
-        with open(path, "rb", buffering=0) as src:
-            while chunk := src.read(_CHUNK):
-                yield chunk
 
     # ---------------------------------------------------------------- snapshots
     def snapshot(self, volume_id: str, version: int, entries: list[VolumeEntry]) -> Path:

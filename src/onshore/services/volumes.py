@@ -14,7 +14,6 @@ import hashlib
 import posixpath
 import time
 from collections.abc import Iterable
-from pathlib import Path
 
 from onshore.errors import AlreadyExists, InvalidArgument, NotFound
 from onshore.models import KvObject, VolumeEntry
@@ -63,11 +62,8 @@ class VolumeService:
 
     # ---------------------------------------------------------------- identity
     def get_or_create(self, name: str, environment: str, creation: int, version: int) -> KvObject:
-        obj, created = self._kv.get_or_create("volume", name, environment, creation)
-        if created:
-            obj.fs_version = version if version in (FS_V1, FS_V2) else FS_V1
-            self._kv.save(obj)
-        return obj
+        fs_version = version if version in (FS_V1, FS_V2) else FS_V1
+        return self._kv.get_or_create("volume", name, environment, creation, fs_version)[0]
 
     def get(self, volume_id: str) -> KvObject:
         return self._kv.get("volume", volume_id)
@@ -146,11 +142,6 @@ class VolumeService:
             raise NotFound(f"File {link.path!r} is a symbolic link to {link.object!r}, which is not a file")
         return self._follow(volume_id, found, depth + 1) if found.kind == "symlink" else found
 
-    def snapshot(self, volume_id: str) -> tuple[int, Path]:
-        """The volume's latest commit as a directory tree: (commit number, tree)."""
-        version, entries = self._store.volume_commit_tree(volume_id)
-        return version, self.objects.snapshot(volume_id, version, entries)
-
     def commit_tree(self, volume_id: str) -> tuple[int, list[VolumeEntry]]:
         return self._store.volume_commit_tree(volume_id)
 
@@ -181,12 +172,15 @@ class VolumeService:
         Callers hold the volume's lock."""
         missing: dict[str, VolumeEntry] = {}
         now = time.time()
+        # Directories the changes put themselves (a commit's scan lists each one) need no check.
+        checked = {e.path for op, e in changes if op == "put" and e.kind == "dir"}
         for op, entry in changes:
             if op != "put":
                 continue
             for parent in _parents(entry.path):
-                if parent in missing:
+                if parent in checked:
                     continue
+                checked.add(parent)
                 have = self._store.volume_entry(volume_id, parent)
                 if have is None or have.kind != "dir":
                     missing[parent] = VolumeEntry(parent, "dir", 0o755, 0, now)
@@ -195,13 +189,10 @@ class VolumeService:
             prelude += [("delete", missing[parent]), ("put", missing[parent])]
         return self._store.volume_apply(volume_id, prelude + changes)
 
-    def _check_writable(self, volume_id: str) -> KvObject:
-        return self.get(volume_id)
-
     async def put_files(self, volume_id: str, files: Iterable[VolumeEntry], allow_overwrite: bool) -> int:
         """Upload files (their objects already stored) in one commit; AlreadyExists where one is there and
         overwriting is not allowed, InvalidArgument where a directory is."""
-        self._check_writable(volume_id)
+        self.get(volume_id)
         changes: list[Change] = []
         entries = list(files)
         for entry in entries:
@@ -210,12 +201,16 @@ class VolumeService:
             if not entry.path:
                 raise InvalidArgument("A file needs a path inside the volume")
         batch = {e.path for e in entries}
+        fine: set[str] = set()  # parents checked already: a directory, or nothing yet
         async with self.lock(volume_id):
             for entry in entries:
                 for parent in _parents(entry.path):
+                    if parent in fine:
+                        continue
                     have = self._store.volume_entry(volume_id, parent)
                     if parent in batch or (have is not None and have.kind != "dir"):
                         raise InvalidArgument(f"{parent!r} is a file: {entry.path!r} cannot be put below it")
+                    fine.add(parent)
                 have = self._store.volume_entry(volume_id, entry.path)
                 if have is not None and have.kind == "dir":
                     raise InvalidArgument(f"{entry.path!r} is a directory: a file cannot replace it")
@@ -227,7 +222,7 @@ class VolumeService:
             return self.apply(volume_id, changes)
 
     async def remove(self, volume_id: str, path: str, recursive: bool) -> None:
-        self._check_writable(volume_id)
+        self.get(volume_id)
         path = clean_path(path)
         async with self.lock(volume_id):
             if not path:
@@ -249,7 +244,7 @@ class VolumeService:
     async def copy(self, volume_id: str, sources: list[str], dest: str, recursive: bool) -> None:
         """Copy within the volume, as cp does: into dest when it is a directory (or several sources are
         given), else to dest itself."""
-        self._check_writable(volume_id)
+        self.get(volume_id)
         dest = clean_path(dest, "destination")
         if not sources:
             raise InvalidArgument("Copy needs at least one source path")
