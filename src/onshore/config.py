@@ -39,6 +39,11 @@ class ServerConfig:
     public_url: str = (
         ""  # the HTTP port as others reach it, for the URLs handed out; "": http://host:http_port
     )
+    # An emulated GPU inventory ("T4:1,H100:2"): placement as with real GPUs, without devices. "": NVML's.
+    gpus: str = ""
+    # A GPU type the server lacks: "closest" runs on the closest one with at least its memory (logged);
+    # "strict" refuses the function instead.
+    gpu_fallback: str = "closest"
     app_heartbeat_timeout: float = 60.0
     container_stop_grace: float = 5.0
 

@@ -73,6 +73,30 @@ class RetryPolicy:
         return min(delay, self.max_delay_ms) / 1000.0
 
 
+# What a container is reserved when its function asks for nothing (Modal's documented defaults).
+DEFAULT_CPU = 0.125
+DEFAULT_MEMORY_MB = 128
+
+
+@dataclass
+class GpuChoice:
+    """One acceptable GPU configuration: `count` GPUs of `type` ("T4", "A100-80GB", "ANY"...)."""
+
+    type: str
+    count: int = 1
+
+
+@dataclass
+class GpuRequest:
+    """A function's GPUs: the first of `choices` that can be placed (gpu=["H100", "A100"] lists two)."""
+
+    choices: list[GpuChoice] = field(default_factory=list)
+
+    def describe(self) -> str:
+        text = ", ".join(f"{c.type}:{c.count}" if c.count != 1 else c.type for c in self.choices)
+        return f"[{text}]" if len(self.choices) > 1 else text
+
+
 @dataclass
 class FunctionSpec:
     """What the control plane needs to know about a function to schedule it."""
@@ -93,6 +117,13 @@ class FunctionSpec:
     is_class: bool = False
     is_generator: bool = False
     object_dependencies: list[str] = field(default_factory=list)
+    cpu: float = DEFAULT_CPU  # cores reserved per container (a request: the limit is cpu_limit)
+    memory_mb: int = DEFAULT_MEMORY_MB  # MiB reserved per container
+    gpu: GpuRequest | None = None
+    startup_timeout_secs: int = 0  # 0: timeout_secs
+    batch_max_size: int = 0
+    batch_wait_ms: int = 0
+    target_concurrent_inputs: int = 0  # 0: max_concurrent_inputs
 
 
 @dataclass

@@ -37,6 +37,7 @@ from onshore.events import Events
 from onshore.http.blobs import blob_app, blob_routes
 from onshore.http.gateway import Gateway
 from onshore.http.pages import Sessions, page_routes
+from onshore.http.status import status_routes
 from onshore.http.volume_blocks import volume_routes
 from onshore.loops.autoscaler import Autoscaler
 from onshore.loops.hostcpu import ScaleOutGate, read_cpu_times
@@ -49,6 +50,8 @@ from onshore.protocol.results import make_result
 from onshore.runtimes import docker as docker_backend
 from onshore.runtimes import process as process_backend
 from onshore.runtimes.base import Backend, BackendConfig, host_resources
+from onshore.runtimes.gpu_inventory import host_gpus
+from onshore.scheduling.placement import Ledger
 from onshore.services.apps import AppService
 from onshore.services.blobs import BlobService
 from onshore.services.call_data import CallData
@@ -139,6 +142,7 @@ class OnshoreServer:
         container_url = f"unix://{socket_path}" if self.socket_path else self.url
         self.http_url = f"http://{config.host}:{self.http_port}"
         if backend is None:
+            gpus, gpu_note = host_gpus(config.gpus)
             if config.runtime not in BACKENDS:
                 raise ValueError(f"Unknown runtime {config.runtime!r}: choose one of {', '.join(BACKENDS)}")
             # What containers and image builds must not see: the server's data (tokens, the database,
@@ -155,6 +159,8 @@ class OnshoreServer:
                     isolation=config.isolation,
                     docker_host=config.docker_host,
                     docker_network=config.docker_network,
+                    gpus=gpus,
+                    gpu_note=gpu_note,
                 )
             )
         self.backend = backend
@@ -199,6 +205,7 @@ class OnshoreServer:
             background=self.background,
             events=events,
             volumes=self.volume_mounts if can.volumes else None,
+            ledger=Ledger(backend.nodes, strict_gpus=config.gpu_fallback == "strict"),
         )
         self.tasks = TaskDirectory(self.containers, self.calls, self.logs, clock, self.background)
         self.invoke = InvokeService(self.apps, self.functions, self.calls)
@@ -251,7 +258,7 @@ class OnshoreServer:
         call_data = CallData(self.calls)
         handlers: list[object] = [
             AppHandlers(self.apps, self.functions, self.containers, self.logs, self.public_http_url),
-            FunctionHandlers(self.apps, self.functions, self.web, can),
+            FunctionHandlers(self.apps, self.functions, self.web, can, self.containers.ledger.never),
             CallHandlers(self.functions, self.calls, call_data, self.invoke),
             ContainerHandlers(
                 self.calls,
@@ -317,6 +324,7 @@ class OnshoreServer:
                 backend.push_async_callback(close)
             for prepare in self.backend.starts:  # e.g. EngineUnavailable when the engine does not answer
                 await prepare()
+            self.containers.ledger.set_nodes(self.backend.nodes)  # known once the backend has started
             created = self.tokens.ensure_initial()
             if created is not None:
                 token, secret = created
@@ -384,6 +392,7 @@ class OnshoreServer:
             routes=blob_routes(self.blobs)
             + volume_routes(self.blobs, self.volumes.objects)
             + page_routes(overview, self.tokens, sessions)
+            + status_routes(overview, self.tokens)
         )
         gateway = Gateway(
             self.web, self.functions, self.invoke, self.calls, self.blobs, self.tokens.proxy_allowed, site

@@ -120,7 +120,6 @@ def test_timeout_raises_function_timeout_error(server: ServerProcess) -> None:
     ("app_file", "feature"),
     [
         ("runtime_refuse_registry.py", re.compile(r"Base image .mambaorg/micromamba", re.IGNORECASE)),
-        ("runtime_refuse_gpu.py", re.compile(r"GPU", re.IGNORECASE)),
         ("runtime_refuse_nfs.py", re.compile(r"network file system", re.IGNORECASE)),
     ],
 )
@@ -133,6 +132,14 @@ def test_unbuilt_features_are_refused(server: ServerProcess, app_file: str, feat
     assert "Error" in result.output and feature.search(error), result.output
     refused = "not" in error and ("support" in error or "implement" in error or "built" in error)
     assert refused or "cannot be used by the process runtime" in error, error
+
+
+def test_a_gpu_function_on_a_server_without_gpus_fails_at_once_saying_so(server: ServerProcess) -> None:
+    result = run_modal(server, "run", str(APPS / "runtime_no_gpus.py"))
+    assert result.returncode != 0, result.output
+    assert "RESULT" not in result.output and "Traceback" not in result.output, result.output
+    assert "Function 'f' cannot run on this server: it asks for" in result.output, result.output
+    assert "GPU ANY per container" in result.output and "no GPUs (" in result.output, result.output
 
 
 def _kill_leftovers(pids: set[int]) -> list[int]:
@@ -217,7 +224,7 @@ def test_idle_containers_make_way_when_the_machine_is_full(tmp_path: Path) -> No
         result = run_modal(server, "run", str(app), timeout=60)
         assert result.returncode == 0, result.output
         assert "RESULT first second first" in result.output
-        assert "its slot is needed by" in server.log_text()
+        assert "its place is needed by" in server.log_text()
     finally:
         server.stop()
 

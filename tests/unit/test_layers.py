@@ -15,6 +15,7 @@ LAYERS: list[set[str]] = [
     {"images"},
     {"runtimes"},  # the runtime interface and what backends share (onshore/runtimes/*.py)
     {"runtimes.process", "runtimes.docker", "store"},  # the backends: siblings that never import each other
+    {"scheduling"},  # resources and placement, over what the runtimes say nodes have
     {"services"},
     {"loops"},
     {"protocol"},

@@ -29,7 +29,7 @@ def test_gpus_and_volumes_refused_where_the_backend_has_none() -> None:
     fn.resources.gpu_config.gpu_type = "H100"
     fn.volume_mounts.add(mount_path="/data", volume_id="vo-1")
     assert refusals(fn, Capabilities()) == [
-        "GPUs (gpu=...) are not scheduled yet; GPU support comes with the scaling feature",
+        "GPUs (gpu=...): this server's runtime does not place containers on GPUs",
         "volumes (volumes={...}) need the server to run as root in Linux namespaces (each container's "
         "volume is an overlay the server mounts); this server does not",
     ]

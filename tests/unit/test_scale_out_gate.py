@@ -143,7 +143,9 @@ class FakeContainers:
     def capacity_total(self) -> int:
         return self.limit
 
-    def reserve(self, function_id: str, app_id: str) -> FakeTask:
+    def try_reserve(self, function_id: str, app_id: str, request: object) -> FakeTask | None:
+        if self.capacity_left() <= 0:
+            return None
         task = FakeTask(f"ta-{len(self.tasks)}", function_id)
         self.tasks.append(task)
         return task

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from modal_proto import api_pb2
 
 from onshore.api.base import Principal
 from onshore.errors import InvalidArgument, PermissionDenied
+from onshore.models import FunctionSpec
 from onshore.protocol.asgi import set_web_urls, web_endpoints
 from onshore.protocol.functions import (
     function_data,
@@ -17,6 +19,7 @@ from onshore.protocol.functions import (
     spec_from_definition,
 )
 from onshore.runtimes.base import Capabilities
+from onshore.scheduling.placement import Request, request_of
 from onshore.services.apps import AppService
 from onshore.services.functions import FunctionService
 from onshore.services.web import WebService
@@ -24,12 +27,25 @@ from onshore.services.web import WebService
 
 class FunctionHandlers:
     def __init__(
-        self, apps: AppService, functions: FunctionService, web: WebService, capabilities: Capabilities
+        self,
+        apps: AppService,
+        functions: FunctionService,
+        web: WebService,
+        capabilities: Capabilities,
+        never: Callable[[Request], str],
     ) -> None:
+        """never: why a container asking for these resources could never be placed ("" if it could)."""
+        self._never = never
         self._apps = apps
         self._functions = functions
         self._web = web
         self._capabilities = capabilities  # what the backend can do: the rest of a definition is refused
+
+    def _check_placeable(self, tag: str, spec: FunctionSpec, how: str = "") -> None:
+        """InvalidArgument when no container of the function could ever be placed on this server."""
+        why = self._never(request_of(spec))
+        if why:
+            raise InvalidArgument(f"Function '{tag}'{how} cannot run on this server: {why}")
 
     def _metadata(self, function_id: str) -> Any:
         fn = self._functions.get(function_id)
@@ -59,14 +75,14 @@ class FunctionHandlers:
     ) -> api_pb2.FunctionCreateResponse:
         # A definition names the secrets its containers receive: only a client's token may write one.
         who.require_client("define functions")
+        fallbacks: list[Any] = []
         if req.HasField("function"):
             definition = req.function
         elif req.HasField("function_data") and req.function_data.ranked_functions:
-            if len(req.function_data.ranked_functions) > 1:
-                raise InvalidArgument(
-                    "GPU fallback lists are not supported yet; GPUs come with the scaling feature"
-                )
-            definition = req.function_data.ranked_functions[0].function
+            # gpu=[...]: one definition per GPU choice, the same but for its resources, in order.
+            ranked = sorted(req.function_data.ranked_functions, key=lambda r: r.rank)
+            definition = ranked[0].function
+            fallbacks = [r.function.resources.gpu_config for r in ranked]
         else:
             raise InvalidArgument("FunctionCreate needs a function definition")
         existing = req.existing_function_id
@@ -84,7 +100,10 @@ class FunctionHandlers:
             planned = self._web.plan(self._apps.get(req.app_id), definition.function_name, endpoints)
             set_web_urls(definition, {e.method_name: self._web.url(label) for e, label in planned})
         raw = bytes(definition.SerializeToString())
-        fn = self._functions.create(req.app_id, existing, raw, spec_from_definition(definition), refused)
+        spec = spec_from_definition(definition, fallbacks)
+        if not refused:
+            self._check_placeable(definition.function_name, spec)
+        fn = self._functions.create(req.app_id, existing, raw, spec, refused)
         self._web.register(fn.function_id, fn.app_id, planned)
         return api_pb2.FunctionCreateResponse(
             function_id=fn.function_id,

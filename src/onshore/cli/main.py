@@ -20,6 +20,7 @@ from onshore.config import (
     ServerConfig,
 )
 from onshore.errors import Unavailable
+from onshore.runtimes.gpu_inventory import emulated_gpus
 
 
 def _data(args: argparse.Namespace) -> DataDir:
@@ -75,7 +76,14 @@ def cmd_server(args: argparse.Namespace) -> int:
         web_domain=args.web_domain,
         public_url=args.public_url or "",
         app_heartbeat_timeout=args.app_heartbeat_timeout,
+        gpus=args.gpus or "",
+        gpu_fallback=args.gpu_fallback,
     )
+    if config.gpus:
+        try:
+            emulated_gpus(config.gpus)
+        except ValueError as exc:
+            raise CliError(str(exc)) from None
 
     async def main() -> None:
         server = OnshoreServer(config)
@@ -181,6 +189,19 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="URL",
         help="the HTTP port's address as other machines reach it, for the web URLs handed out "
         "(default: http://HOST:HTTP_PORT)",
+    )
+    p.add_argument(
+        "--gpus",
+        metavar="TYPE:COUNT,...",
+        help='an emulated GPU inventory, e.g. "T4:1,H100:2": containers are placed on these GPUs and get '
+        "CUDA_VISIBLE_DEVICES as with real ones, without devices (testing; default: the GPUs NVML reports)",
+    )
+    p.add_argument(
+        "--gpu-fallback",
+        choices=("closest", "strict"),
+        default="closest",
+        help="a function asks for a GPU type this server lacks: run it on the closest GPU with at least "
+        "that memory (closest, the default; logged), or refuse it (strict)",
     )
     p.add_argument("--app-heartbeat-timeout", type=float, default=60.0, help=argparse.SUPPRESS)
     p.add_argument("-v", "--verbose", action="store_true")

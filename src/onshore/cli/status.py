@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import urllib.request
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -83,6 +85,44 @@ def render(listing: Listing, show_all: bool) -> list[str]:
     return lines
 
 
+def fetch_resources(http_url: str, token_id: str, token_secret: str) -> list[dict[str, Any]]:
+    """The server's nodes, as GET /_onshore/resources tells them."""
+    request = urllib.request.Request(
+        http_url.rstrip("/") + "/_onshore/resources",
+        headers={"x-modal-token-id": token_id, "x-modal-token-secret": token_secret},
+    )
+    with urllib.request.urlopen(request, timeout=RPC_TIMEOUT) as response:
+        body = json.loads(response.read())
+    nodes = body.get("nodes") if isinstance(body, dict) else None
+    return nodes if isinstance(nodes, list) else []
+
+
+def render_resources(nodes: list[dict[str, Any]]) -> list[str]:
+    lines = ["Resources:"]
+    for index, node in enumerate(nodes):
+        prefix = f"  node {index}: " if len(nodes) > 1 else "  "
+        cpus = f"{node['cpus']:g}" if node["cpus"] else "?"
+        memory = f"{node['memory_mb']}" if node["memory_mb"] else "?"
+        lines.append(
+            f"{prefix}CPU: {node['cpus_reserved']:g} of {cpus} reserved; "
+            f"memory: {node['memory_mb_reserved']} of {memory} MiB reserved"
+        )
+        gpus = node.get("gpus") or []
+        if not gpus:
+            note = f" ({node['gpu_note']})" if node.get("gpu_note") else ""
+            lines.append(f"  GPUs: none{note}")
+            continue
+        free = sum(1 for g in gpus if not g["task_id"])
+        lines.append(f"  GPUs: {free} of {len(gpus)} free")
+        rows: list[tuple[str, ...]] = [("GPU", "MODEL", "MEMORY", "HELD BY")]
+        for g in gpus:
+            model = g["model"] + (" (emulated)" if g["emulated"] else "")
+            held = f"{g['task_id']} ({g['function']})" if g["task_id"] else "free"
+            rows.append((f"#{g['index']}", model, f"{g['memory_mb']} MiB", held))
+        lines += ["  " + line for line in _table(rows)]
+    return lines
+
+
 def cmd_status(data: DataDir, show_all: bool = False) -> int:
     server = find_running(data)
     if server is None:
@@ -103,4 +143,11 @@ def cmd_status(data: DataDir, show_all: bool = False) -> int:
         raise CliError(f"Could not reach the server at {server.url}: {exc}") from None
     for line in render(listing, show_all):
         print(line)
+    if server.http_url:
+        try:
+            nodes = fetch_resources(server.http_url, str(token["token_id"]), str(token["token_secret"]))
+        except (OSError, ValueError) as exc:
+            raise CliError(f"Could not read the server's resources at {server.http_url}: {exc}") from None
+        for line in render_resources(nodes):
+            print(line)
     return 0

@@ -11,9 +11,10 @@ from onshore.background import Background
 from onshore.loops.base import Loop
 from onshore.loops.hostcpu import ScaleOutGate, scale_up_allowance
 from onshore.models import FunctionSpec, FunctionTarget
+from onshore.scheduling.placement import Request, request_of
 from onshore.services.calls import CallService
 from onshore.services.clock import Clock
-from onshore.services.containers import ContainerService, TaskState
+from onshore.services.containers import ContainerService, Task, TaskState
 
 log = logging.getLogger("onshore.autoscaler")
 
@@ -121,18 +122,24 @@ class Autoscaler(Loop):
         sample = self.sample(function_id, target.spec)
         if self._gate is not None and not (sample.queued or sample.running_inputs):
             self._gate.reset(function_id)  # idle: the CPU it used tells nothing about its next burst
+        self._stop_slow_starters(tasks, target.spec)
         desired = desired_containers(sample, target.spec)
         if desired > sample.containers:
             want = self._allowed(function_id, sample.containers, desired - sample.containers, target.spec)
             if want <= 0:
                 return
-            room = self._containers.capacity_left()
-            if room < want and sample.queued:
-                # The machine is full: idle containers of other functions make way for queued work.
-                self._evict_idle(function_id, want - room)
-            for _ in range(min(want, room)):
-                self._spawn(target)
-            if room > 0 and self._gate is not None:
+            request = request_of(target.spec)
+            started = 0
+            while started < want:
+                task = self._containers.try_reserve(function_id, target.app_id, request)
+                if task is None:
+                    break
+                self._launch(task)
+                started += 1
+            if started < want and sample.queued:
+                # No room: idle containers of other functions make way for queued work.
+                self._make_room(function_id, request, want - started)
+            if started and self._gate is not None:
                 self._gate.reset(function_id)
         elif desired < sample.containers:
             now = self._clock.monotonic()
@@ -155,7 +162,17 @@ class Autoscaler(Loop):
             return want
         return scale_up_allowance(current, want, self._cores, spec, headroom)
 
-    def _evict_idle(self, needed_by: str, count: int) -> None:
+    def _stop_slow_starters(self, tasks: list[Task], spec: FunctionSpec) -> None:
+        """A container still starting after the function's startup timeout is stopped (and replaced)."""
+        limit = spec.startup_timeout_secs or spec.timeout_secs
+        now = self._clock.now()
+        for t in tasks:
+            if t.state == TaskState.STARTING and t.pid and now - t.started_at > limit:
+                self._stop(t.task_id, f"it did not start within its startup timeout of {limit}s")
+
+    def _make_room(self, needed_by: str, request: Request, count: int) -> None:
+        """Stop the fewest idle containers of other functions (the longest idle first) that leave room for
+        `count` containers of `needed_by`; none when that is not enough (its inputs wait)."""
         idle = sorted(
             (
                 t
@@ -163,38 +180,80 @@ class Autoscaler(Loop):
                 if t.function_id != needed_by
                 and t.state == TaskState.RUNNING
                 and self._calls.task_busy(t.task_id) == 0
+                and not self._protected(t)
             ),
             key=lambda t: t.last_active,
         )
-        evicted = 0
-        for t in idle:
-            if evicted >= count:
+        trial = self._containers.ledger.copy()
+        slots = self._containers.capacity_left()
+        chosen: list[Task] = []
+        for _ in range(count):
+            while (slots <= 0 or trial.fit(request) is None) and idle:
+                candidate = idle.pop(0)
+                chosen.append(candidate)
+                slots += 1
+                if candidate.allocation is not None:
+                    trial.release(candidate.allocation)
+            placed = trial.fit(request) if slots > 0 else None
+            if placed is None:
                 break
-            owner = self._targets(t.function_id)
-            if (
-                owner is not None
-                and len(self._containers.for_function(t.function_id)) <= owner.spec.min_containers
-            ):
-                continue
-            evicted += 1
-            self._stop(t.task_id, f"idle, and its slot is needed by {needed_by}")
-        if evicted < count and not self._warned_full:
+            trial.reserve(placed)
+            slots -= 1
+        chosen = self._needed(chosen, request, count)
+        for t in chosen:
+            self._stop(t.task_id, f"idle, and its place is needed by {needed_by}")
+        if not chosen and not self._warned_full:
             self._warned_full = True
             log.warning(
-                "all %d container slots are busy; queued inputs wait for a free one (see --max-containers)",
-                self._containers.capacity_total(),
+                "no room for a container of %s (%s): its inputs wait for one to end; %s",
+                needed_by,
+                request.describe(),
+                self._containers.ledger.describe(),
             )
+
+    def _needed(self, chosen: list[Task], request: Request, count: int) -> list[Task]:
+        """Of the containers picked to stop, those that free something the request needs (least first)."""
+        ledger = self._containers.ledger
+
+        def enough(tasks: list[Task]) -> bool:
+            trial = ledger.copy()
+            for t in tasks:
+                if t.allocation is not None:
+                    trial.release(t.allocation)
+            slots = self._containers.capacity_left() + len(tasks)
+            for _ in range(count if tasks else 1):
+                placed = trial.fit(request) if slots > 0 else None
+                if placed is None:
+                    return False
+                trial.reserve(placed)
+                slots -= 1
+            return True
+
+        kept = list(chosen)
+        for t in reversed(chosen):
+            rest = [k for k in kept if k is not t]
+            if rest and enough(rest):
+                kept = rest
+        if kept and not enough(kept):
+            # Not enough for all `count`: stop only what makes room for one, if that much is possible.
+            return self._needed(kept, request, 1) if count > 1 else []
+        return kept
+
+    def _protected(self, task: Task) -> bool:
+        """A container its function's min_containers keeps."""
+        owner = self._targets(task.function_id)
+        return owner is not None and len(self._containers.for_function(task.function_id)) <= (
+            owner.spec.min_containers
+        )
 
     def _stop(self, task_id: str, reason: str) -> None:
         self._background.spawn(self._containers.stop(task_id, reason), f"stop {task_id}")
 
-    def _spawn(self, target: FunctionTarget) -> None:
-        reserved = self._containers.reserve(target.function_id, target.app_id)
-
+    def _launch(self, reserved: Task) -> None:
         async def go() -> None:
             try:
                 await self._containers.launch(reserved)
             except Exception as exc:  # the container service has logged it
                 log.debug("start failed: %s", exc)
 
-        self._background.spawn(go(), f"start a container of {target.function_id}")
+        self._background.spawn(go(), f"start a container of {reserved.function_id}")

@@ -6,14 +6,39 @@ from typing import Any
 
 from modal_proto import api_pb2
 
-from onshore.models import FunctionRecord, FunctionSpec, RetryPolicy
+from onshore.models import (
+    DEFAULT_CPU,
+    DEFAULT_MEMORY_MB,
+    FunctionRecord,
+    FunctionSpec,
+    GpuChoice,
+    GpuRequest,
+    RetryPolicy,
+)
 from onshore.protocol.asgi import web_refusals
 from onshore.runtimes.base import Capabilities
 
 DEFAULT_SCALEDOWN_WINDOW = 60.0
 
 
-def spec_from_definition(fn: Any) -> FunctionSpec:
+def gpu_choice(config: Any) -> GpuChoice | None:
+    """A GPUConfig as a choice (None: no GPU)."""
+    gpu_type = str(config.gpu_type)
+    if not gpu_type and config.type:  # the enum of older clients: GPU_TYPE_A100_80GB...
+        gpu_type = api_pb2.GPUType.Name(config.type).removeprefix("GPU_TYPE_").replace("_", "-")
+    if not gpu_type and not config.count:
+        return None
+    return GpuChoice(gpu_type.upper() or "ANY", max(1, int(config.count)))
+
+
+def gpu_request(configs: list[Any]) -> GpuRequest | None:
+    """The GPUs of a definition: one config, or a fallback list (ranked functions) in order."""
+    choices = [c for c in (gpu_choice(config) for config in configs) if c is not None]
+    return GpuRequest(choices) if choices else None
+
+
+def spec_from_definition(fn: Any, fallbacks: list[Any] | None = None) -> FunctionSpec:
+    """fallbacks: the GPUConfigs of a gpu=[...] list, in order (the definition's own is the first)."""
     auto = fn.autoscaler_settings
     retry = fn.retry_policy
     # The client always fills the whole policy when it sets retries, so 0 there is an explicit zero.
@@ -44,6 +69,13 @@ def spec_from_definition(fn: Any) -> FunctionSpec:
         is_class=bool(fn.is_class),
         is_generator=fn.function_type == api_pb2.Function.FUNCTION_TYPE_GENERATOR,
         object_dependencies=[d.object_id for d in fn.object_dependencies],
+        cpu=fn.resources.milli_cpu / 1000.0 if fn.resources.milli_cpu else DEFAULT_CPU,
+        memory_mb=int(fn.resources.memory_mb) or DEFAULT_MEMORY_MB,
+        gpu=gpu_request(fallbacks or [fn.resources.gpu_config]),
+        startup_timeout_secs=int(fn.startup_timeout_secs),
+        batch_max_size=int(fn.batch_max_size),
+        batch_wait_ms=int(fn.batch_linger_ms),
+        target_concurrent_inputs=int(fn.target_concurrent_inputs),
     )
 
 
@@ -66,9 +98,8 @@ def refusals(fn: Any, can: Capabilities) -> list[str]:
     """Features in a definition that Onshore (or its backend, `can`) does not honour, each named with what is
     missing."""
     out: list[str] = []
-    gpu = fn.resources.gpu_config
-    if (gpu.count or gpu.gpu_type or gpu.type) and not can.gpus:
-        out.append("GPUs (gpu=...) are not scheduled yet; GPU support comes with the scaling feature")
+    if gpu_choice(fn.resources.gpu_config) is not None and not can.gpus:
+        out.append("GPUs (gpu=...): this server's runtime does not place containers on GPUs")
     if fn.volume_mounts and not can.volumes:
         out.append(
             "volumes (volumes={...}) need the server to run as root in Linux namespaces (each container's "
@@ -86,6 +117,8 @@ def refusals(fn: Any, can: Capabilities) -> list[str]:
     out += precreate_refusals(fn)  # web endpoint settings, on the function or on a class's methods
     if fn.HasField("schedule"):
         out.append("schedules (schedule=Cron/Period) are not run yet")
+    if fn.scheduler_placement.regions:
+        out.append("region=/cloud placement: this server is one region of its own")
     if fn.is_server:
         out.append("@modal.server apps are not supported yet")
     if fn._experimental_group_size > 0 or fn.i6pn_enabled:

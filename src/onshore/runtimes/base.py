@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -27,12 +27,28 @@ PKG_TARGET = "/pkg"
 
 
 @dataclass(frozen=True)
+class GpuDevice:
+    """One GPU of a node: its index (as nvidia-smi numbers it), its Modal type and memory."""
+
+    index: int
+    model: str  # a Modal GPU type: "T4", "A100-80GB", "H100"...
+    memory_mb: int
+    uuid: str = ""  # NVML's "GPU-..." id; "" for an emulated GPU
+    emulated: bool = False  # declared with `onshore server --gpus`: no device behind it
+
+    @property
+    def label(self) -> str:
+        return f"{self.model} #{self.index}" + (" (emulated)" if self.emulated else "")
+
+
+@dataclass(frozen=True)
 class Resources:
     """What one node of a backend offers containers (a cluster lists one per node)."""
 
     cpus: float
     memory_mb: int
-    gpus: Mapping[str, int] = field(default_factory=dict)  # GPU type -> how many
+    gpus: tuple[GpuDevice, ...] = ()
+    gpu_note: str = ""  # why it has no GPUs (no NVML...), for `onshore status`
 
 
 @dataclass
@@ -78,6 +94,9 @@ class ContainerSpec:
     # it is committed). Only the runtime of that backend reads it; None for every other container.
     image_build: object | None = None
     volumes: list[VolumeBind] = field(default_factory=list)
+    gpus: list[GpuDevice] = field(
+        default_factory=list
+    )  # the container's own GPUs (CUDA_VISIBLE_DEVICES is set)
 
 
 # Where an exec'd command's stdout/stderr go: kept for readers, dropped, or (stderr only) merged into stdout.
@@ -169,6 +188,8 @@ class BackendConfig:
     isolation: str = "auto"  # "none": no namespaces (onshore server --isolation none)
     docker_host: str = ""  # the docker backend's engine ("": the environment's, e.g. DOCKER_HOST)
     docker_network: str = ""
+    gpus: tuple[GpuDevice, ...] = ()  # this machine's GPUs (read from NVML, or emulated with --gpus)
+    gpu_note: str = ""  # why there are none
 
 
 @dataclass

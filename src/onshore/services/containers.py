@@ -17,6 +17,8 @@ from onshore.errors import Conflict, Unauthenticated
 from onshore.events import Events
 from onshore.models import ImageConfig, VolumeMountRef
 from onshore.runtimes.base import FD_INFO, ContainerSpec, Runtime, VolumeBind
+from onshore.runtimes.gpu_inventory import visible_devices
+from onshore.scheduling.placement import Allocation, Ledger, Request
 from onshore.services.call_state import STATUS_FAILURE
 from onshore.services.calls import CallService
 from onshore.services.clock import Clock
@@ -53,6 +55,7 @@ class Task:
     draining: bool = False  # STOPPING after its current inputs (a graceful stop); a stop() still ends it
     requeue_inputs: bool = False  # inputs in flight when it ends run again elsewhere instead of failing
     image_build: object | None = None  # an Image.run_function container: see ContainerSpec.image_build
+    allocation: Allocation | None = None  # the CPU, memory and GPUs reserved for it (None: not counted)
     ready: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
@@ -111,8 +114,10 @@ class ContainerService:
         background: Background | None = None,
         events: Events | None = None,
         volumes: VolumeAttacher | None = None,
+        ledger: Ledger | None = None,
     ) -> None:
         self._runtime = runtime
+        self.ledger = ledger or Ledger([])
         self._volumes = volumes
         self._background = background or Background("containers")
         self._calls = calls
@@ -154,11 +159,31 @@ class ContainerService:
     def capacity_total(self) -> int:
         return self._runtime.capabilities.max_containers
 
-    def reserve(self, function_id: str, app_id: str) -> Task:
+    def reserve(self, function_id: str, app_id: str, allocation: Allocation | None = None) -> Task:
         """Register a container synchronously, so capacity and reconcile see it before it runs."""
         task = Task(ids.new_id("task"), function_id, app_id, ids.new_secret(), self._clock.now())
         task.last_active = self._clock.monotonic()
+        if allocation is not None:
+            self.ledger.reserve(allocation)
+            task.allocation = allocation
         self.tasks[task.task_id] = task
+        return task
+
+    def try_reserve(self, function_id: str, app_id: str, request: Request) -> Task | None:
+        """A container with what `request` asks reserved for it, or None while there is no room for it
+        (the container count, or a node's CPU, memory or GPUs)."""
+        if self.capacity_left() <= 0:
+            return None
+        allocation = self.ledger.fit(request)
+        if allocation is None:
+            return None
+        return self.reserve(function_id, app_id, allocation)
+
+    def _forget(self, task_id: str) -> Task | None:
+        task = self.tasks.pop(task_id, None)
+        if task is not None and task.allocation is not None:
+            self.ledger.release(task.allocation)
+            task.allocation = None
         return task
 
     async def launch(self, task: Task) -> None:
@@ -173,6 +198,14 @@ class ContainerService:
                 if self._volumes is None:
                     raise Conflict("This server cannot mount volumes into containers")
                 binds = await self._volumes.attach(task_id, plan.volumes)
+            gpus = list(task.allocation.gpus) if task.allocation is not None else []
+            if gpus:
+                env["CUDA_VISIBLE_DEVICES"] = visible_devices(gpus)
+                if task.allocation is not None and task.allocation.substituted:
+                    self._logs.append(
+                        app_id, task_id, function_id, FD_INFO, task.allocation.substituted + "\n"
+                    )
+                    log.info("container %s %s", task_id, task.allocation.substituted)
             spec = ContainerSpec(
                 task_id=task_id,
                 app_id=app_id,
@@ -186,10 +219,11 @@ class ContainerService:
                 cpu_limit=plan.cpu_limit,
                 image_build=task.image_build,
                 volumes=binds,
+                gpus=gpus,
             )
             task.pid = await self._runtime.start(spec)
         except Exception as exc:
-            self.tasks.pop(task_id, None)
+            self._forget(task_id)
             if self._volumes is not None:
                 await self._volumes.detach(task_id)
             message = f"Container for {function_id} could not start: {exc}"
@@ -266,7 +300,7 @@ class ContainerService:
             self._logs.append(task.app_id, task_id, task.function_id, fd, text)
 
     def _on_exit(self, task_id: str, rc: int, detail: str = "") -> None:
-        task = self.tasks.pop(task_id, None)
+        task = self._forget(task_id)
         if task is None:
             return
         expected = task.state == TaskState.STOPPING

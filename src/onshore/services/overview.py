@@ -7,8 +7,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from onshore.models import App, AppState
+from onshore.scheduling.placement import request_of
 from onshore.services.apps import AppService
 from onshore.services.call_state import (
     STATUS_FAILURE,
@@ -131,6 +133,7 @@ class OverviewService:
                         "inputs per container at once": str(spec.max_concurrent_inputs),
                         "retries": str(spec.retry.max_retries),
                         "secrets": str(len(spec.secret_ids)),
+                        "resources": request_of(spec).describe(),
                     },
                     sum(1 for t in live if t.function_id == record.function_id),
                 )
@@ -167,6 +170,46 @@ class OverviewService:
                 )
             )
         return overview
+
+    def resources(self) -> list[dict[str, Any]]:
+        """Each node: what it has, what its containers hold, and which container holds each GPU."""
+        holders = {
+            (t.allocation.node, g.index): t
+            for t in self._containers.tasks.values()
+            if t.allocation is not None
+            for g in t.allocation.gpus
+        }
+        out = []
+        for index, usage in enumerate(self._containers.ledger.reserved()):
+            res = usage.resources
+            gpus = []
+            for g in res.gpus:
+                holder = holders.get((index, g.index))
+                gpus.append(
+                    {
+                        "index": g.index,
+                        "model": g.model,
+                        "memory_mb": g.memory_mb,
+                        "emulated": g.emulated,
+                        "task_id": holder.task_id if holder else "",
+                        "function": self._tag(holder.function_id) if holder else "",
+                    }
+                )
+            out.append(
+                {
+                    "cpus": res.cpus,
+                    "memory_mb": res.memory_mb,
+                    "cpus_reserved": round(usage.cpu, 3),
+                    "memory_mb_reserved": usage.memory_mb,
+                    "gpus": gpus,
+                    "gpu_note": res.gpu_note,
+                }
+            )
+        return out
+
+    def _tag(self, function_id: str) -> str:
+        spec = self._functions.spec(function_id)
+        return spec.tag if spec is not None else function_id
 
     def logs(self, app_id: str, limit: int = 500) -> list[LogEntry]:
         self._apps.get(app_id)

@@ -30,7 +30,9 @@ def build(config: BackendConfig) -> Backend:
             cpus, memory_mb = await engine.resources()
         except DockerError:
             cpus, memory_mb = 0, 0
-        backend.nodes = [Resources(cpus=float(cpus), memory_mb=memory_mb)]
+        # The engine's GPUs are this machine's (NVML, or --gpus): an engine elsewhere gets device requests
+        # for GPUs it may not have.
+        backend.nodes = [Resources(float(cpus), memory_mb, config.gpus, config.gpu_note)]
 
     backend.starts.append(prepare)
     backend.closes += [engine.close, runtime.shutdown]  # closed in reverse: containers, then the engine

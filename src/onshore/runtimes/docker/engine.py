@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import docker
 import docker.errors
 import requests.exceptions
-from docker.types import Mount
+from docker.types import DeviceRequest, Mount
 from docker.utils import kwargs_from_env
 
 from onshore.runtimes.docker.specs import (
@@ -244,6 +244,11 @@ class DockerEngine:
                 init=config.init,
                 network_mode=config.network,
                 shm_size=config.shm_size_bytes,
+                device_requests=[
+                    DeviceRequest(driver="nvidia", device_ids=config.gpu_ids, capabilities=[["gpu"]])
+                ]
+                if config.gpu_ids
+                else None,
             )
             entrypoint: list[str] | None = config.entrypoint
             if entrypoint is not None and not entrypoint:

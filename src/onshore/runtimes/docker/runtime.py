@@ -177,6 +177,7 @@ class DockerRuntime:
         blobs: (the server's blob URL, e.g. http://127.0.0.1:8001; the name of the unix socket next to the
         server's API socket that serves the same), for containers on a network other than the host's."""
         self.capabilities = Capabilities(
+            gpus=True,  # real GPUs through device requests (NVIDIA's container toolkit), emulated ones by env
             registry_images=True,
             memory_limits=True,
             limits_reason="",
@@ -348,6 +349,7 @@ class DockerRuntime:
             init=True,  # docker's init as PID 1: passes SIGINT on, reaps what the function leaves
             memory_limit_bytes=spec.memory_limit_mb * 1024 * 1024 if spec.memory_limit_mb else None,
             nano_cpus=int(spec.cpu_limit * 1e9) if spec.cpu_limit else None,
+            gpu_ids=[g.uuid or str(g.index) for g in spec.gpus if not g.emulated],
             files=files,
         )
         build_env = self._as_build_container(config, spec.task_id) if spec.image_build is not None else None

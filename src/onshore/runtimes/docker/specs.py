@@ -27,6 +27,7 @@ class RunConfig:
     binds: list[tuple[str, str, bool]] = field(default_factory=list)  # (host path, container path, read only)
     memory_limit_bytes: int | None = None  # also the memory+swap limit: no swap beyond it
     nano_cpus: int | None = None  # CPU quota in 1e-9 CPUs
+    gpu_ids: list[str] = field(default_factory=list)  # GPUs (UUIDs) given through NVIDIA's device requests
     labels: dict[str, str] = field(default_factory=dict)
     network: str = "none"  # "none", "host", "bridge" or a network name
     init: bool = True  # run docker's init as PID 1: forwards signals, reaps zombies

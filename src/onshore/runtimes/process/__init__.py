@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from onshore.images.pythons import PythonFinder
-from onshore.runtimes.base import Backend, BackendConfig, host_resources
+from onshore.runtimes.base import Backend, BackendConfig, Resources, host_resources
 from onshore.runtimes.process import sandbox
 from onshore.runtimes.process.builder import ProcessBuilder
 from onshore.runtimes.process.cgroups import CgroupError, Cgroups
@@ -47,4 +47,6 @@ def build(config: BackendConfig) -> Backend:
             cgroups.close()
 
     # Closed in reverse: the containers end before their cgroups go.
-    return Backend(runtime, builder, [host_resources()], closes=[close_cgroups, runtime.shutdown])
+    host = host_resources()
+    node = Resources(host.cpus, host.memory_mb, config.gpus, config.gpu_note)
+    return Backend(runtime, builder, [node], closes=[close_cgroups, runtime.shutdown])

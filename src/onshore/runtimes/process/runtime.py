@@ -29,6 +29,7 @@ from onshore.runtimes.base import (
     ExecProcess,
     ExecSpec,
 )
+from onshore.runtimes.gpu_inventory import device_paths, driver_files
 from onshore.runtimes.host_exec import ExecTarget, start_exec
 from onshore.runtimes.process import procs, sandbox
 from onshore.runtimes.process.affinity import CorePinning
@@ -64,6 +65,16 @@ def _python_on_path(env: dict[str, str], python: str) -> dict[str, str]:
     return env
 
 
+def _gpu_binds(spec: ContainerSpec) -> list[Bind]:
+    """A container's real GPUs in its sandbox: their device nodes (and only theirs), the driver's control
+    nodes, and the host's driver libraries and tools at their own paths."""
+    nodes = device_paths(spec.gpus)
+    if not nodes:
+        return []
+    binds = [Bind(Path(p), p, writable=True) for p in nodes]
+    return binds + [Bind(Path(p), p) for p in driver_files()]
+
+
 def _boxed_env(image: ImageConfig, python: str) -> dict[str, str]:
     """The environment a sandboxed container starts with, before its own (secrets, credentials)."""
     env = {k: os.environ[k] for k in _PASSTHROUGH if k in os.environ}
@@ -94,7 +105,7 @@ class ProcessRuntime:
         # Containers run in Linux namespaces where the host allows it (sandbox.probe()), else as processes.
         self._sandbox = sandbox or Support("none", "not probed")
         self._hidden = hidden or []
-        self.capabilities = Capabilities(max_containers=max_containers, shares_host_cpus=True)
+        self.capabilities = Capabilities(max_containers=max_containers, shares_host_cpus=True, gpus=True)
         # Volumes are overlays the server mounts on the host and swaps inside a container: root's to do.
         self.capabilities.volumes = self._sandbox.mechanism == "root" and os.geteuid() == 0
         # Hard memory/CPU limits need cgroups the server can write to.
@@ -210,6 +221,8 @@ class ProcessRuntime:
         """What a spare for this container must share with it; () when spares cannot serve it."""
         if spec.image_build is not None or spec.memory_limit_mb or spec.cpu_limit:
             return ()
+        if any(not g.emulated for g in spec.gpus):
+            return ()  # a spare's sandbox has no GPU device nodes: they are bound when it is made
         if _mounts_outside_root(spec):
             return ()  # a spare's layers are fixed when it starts; these files need a layer of their own
         url = spec.env.get("MODAL_SERVER_URL", "")
@@ -351,6 +364,7 @@ class ProcessRuntime:
         if isinstance(spec.image_build, BuildUpper):  # Image.run_function: its writes become an image layer
             box.upper = spec.image_build.path
         box.binds += [Bind(Path(v.source), v.target, writable=not v.read_only) for v in spec.volumes]
+        box.binds += _gpu_binds(spec)
         try:
             argv = [python, "-m", "modal._container_entrypoint"]
             scratch = self._state_dir / "sandboxes" / spec.task_id

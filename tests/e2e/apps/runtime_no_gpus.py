@@ -1,4 +1,4 @@
-"""A function that asks for a GPU, which is not scheduled yet."""
+"""A function that asks for a GPU, run on a server that has none."""
 
 import modal
 

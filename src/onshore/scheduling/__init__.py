@@ -1,0 +1,1 @@
+"""Resources and placement: what each node has, and where a container goes."""
