@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -127,6 +128,21 @@ class FunctionSpec:
 
 
 @dataclass
+class AutoscalerOverride:
+    """Function.update_autoscaler(...) at run time: the settings it gave (None: the decorator's stays)."""
+
+    min_containers: int | None = None
+    max_containers: int | None = None
+    buffer_containers: int | None = None
+    scaledown_window: float | None = None
+    target_concurrent_inputs: int | None = None
+
+    def apply(self, spec: FunctionSpec) -> FunctionSpec:
+        changes = {k: v for k, v in vars(self).items() if v is not None}
+        return dataclasses.replace(spec, **changes) if changes else spec
+
+
+@dataclass
 class FunctionTarget:
     """A live function the autoscaler keeps containers for: its id, its app and its settings."""
 
@@ -149,6 +165,10 @@ class FunctionRecord:
     parent_function_id: str = ""
     serialized_params: bytes = b""
     created_at: float = 0.0
+    # A variant made by with_options/with_concurrency/with_batching: the serialized FunctionOptions it was
+    # bound with; its spec is then its own (the parent's definition with these options applied).
+    options: bytes = b""
+    autoscaler: AutoscalerOverride | None = None  # update_autoscaler(); a redeploy clears it
 
 
 @dataclass

@@ -258,7 +258,14 @@ class OnshoreServer:
         call_data = CallData(self.calls)
         handlers: list[object] = [
             AppHandlers(self.apps, self.functions, self.containers, self.logs, self.public_http_url),
-            FunctionHandlers(self.apps, self.functions, self.web, can, self.containers.ledger.never),
+            FunctionHandlers(
+                self.apps,
+                self.functions,
+                self.web,
+                can,
+                self.containers.ledger.never,
+                self.autoscaler.demand_changed,
+            ),
             CallHandlers(self.functions, self.calls, call_data, self.invoke),
             ContainerHandlers(
                 self.calls,

@@ -74,7 +74,7 @@ class CallHandlers:
         call, items = self._invoke.start(
             fn, req.function_call_type, req.function_call_invocation_type, inputs
         )
-        spec = self._functions.definition_of(fn).spec
+        spec = self._functions.spec(fn.function_id) or self._functions.definition_of(fn).spec
         resp = api_pb2.FunctionMapResponse(
             function_call_id=call.function_call_id,
             function_call_jwt=call.jwt,

@@ -8,8 +8,8 @@ from typing import Any
 from modal_proto import api_pb2
 
 from onshore.api.base import Principal
-from onshore.errors import InvalidArgument, PermissionDenied
-from onshore.models import FunctionSpec
+from onshore.errors import Conflict, InvalidArgument, PermissionDenied, Unimplemented
+from onshore.models import AutoscalerOverride, FunctionRecord, FunctionSpec
 from onshore.protocol.asgi import set_web_urls, web_endpoints
 from onshore.protocol.functions import (
     function_data,
@@ -18,6 +18,7 @@ from onshore.protocol.functions import (
     refusals,
     spec_from_definition,
 )
+from onshore.protocol.options import apply_options, option_refusals, options_given
 from onshore.runtimes.base import Capabilities
 from onshore.scheduling.placement import Request, request_of
 from onshore.services.apps import AppService
@@ -33,9 +34,11 @@ class FunctionHandlers:
         web: WebService,
         capabilities: Capabilities,
         never: Callable[[Request], str],
+        on_autoscaler_change: Callable[[str], None] = lambda function_id: None,
     ) -> None:
         """never: why a container asking for these resources could never be placed ("" if it could)."""
         self._never = never
+        self._on_autoscaler_change = on_autoscaler_change  # the autoscaler reconciles the function now
         self._apps = apps
         self._functions = functions
         self._web = web
@@ -117,21 +120,74 @@ class FunctionHandlers:
     ) -> api_pb2.FunctionBindParamsResponse:
         parent = self._functions.get(req.function_id)
         who.require_app(parent.app_id)
+        options_raw, variant = b"", None
         if req.HasField("function_options") and req.function_options.ListFields():
-            options = req.function_options
-            unsupported = [
-                f.name for f, _ in options.ListFields() if f.name not in ("replace_volume_mounts",)
-            ]
-            if unsupported:
-                raise InvalidArgument(
-                    "Cls.with_options(...) is not supported yet (options given: "
-                    + ", ".join(unsupported)
-                    + ")"
-                )
-        bound = self._functions.bind_params(req.function_id, bytes(req.serialized_params))
+            options_raw, variant = self._variant(parent, req.function_options)
+        bound = self._functions.bind_params(
+            req.function_id, bytes(req.serialized_params), options_raw, variant
+        )
         return api_pb2.FunctionBindParamsResponse(
             bound_function_id=bound.function_id, handle_metadata=self._metadata(bound.function_id)
         )
+
+    def _variant(self, parent: FunctionRecord, options: Any) -> tuple[bytes, FunctionSpec]:
+        """The options of a with_options/with_concurrency/with_batching variant, checked, and its spec."""
+        base = self._functions.definition_of(parent)
+        is_class = base.spec.is_class
+        refused = option_refusals(options, is_class)
+        if not base.definition:
+            raise Conflict(f"Function {parent.function_id} has no definition yet to apply options to")
+        definition = apply_options(api_pb2.Function.FromString(base.definition), options)
+        refused += refusals(definition, self._capabilities)
+        method = f"{'Cls' if is_class else 'Function'}.with_options"
+        if refused:
+            raise Unimplemented(
+                f"{method}(...) on '{base.spec.tag}' asks for what Onshore does not support: "
+                + "; ".join(refused)
+            )
+        spec = spec_from_definition(definition)
+        if not (options.resources.gpu_config.count or options.resources.gpu_config.gpu_type):
+            spec.gpu = base.spec.gpu  # a gpu=[...] list of the decorator stays
+        given = ", ".join(options_given(options)) or "options"
+        self._check_placeable(base.spec.tag, spec, f" with {method}({given}...)")
+        return bytes(options.SerializeToString(deterministic=True)), spec
+
+    async def FunctionUpdateSchedulingParams(
+        self, req: api_pb2.FunctionUpdateSchedulingParamsRequest, who: Principal
+    ) -> api_pb2.FunctionUpdateSchedulingParamsResponse:
+        fn = self._functions.get(req.function_id)
+        who.require_app(fn.app_id)
+        settings = req.settings
+        unsupported = [name for name in ("scaleup_window", "scaledown_rate_limit") if settings.HasField(name)]
+        if unsupported:
+            raise Unimplemented(f"update_autoscaler: {', '.join(unsupported)} is not supported")
+        change = AutoscalerOverride(
+            min_containers=settings.min_containers if settings.HasField("min_containers") else None,
+            max_containers=settings.max_containers if settings.HasField("max_containers") else None,
+            buffer_containers=settings.buffer_containers if settings.HasField("buffer_containers") else None,
+            scaledown_window=float(settings.scaledown_window)
+            if settings.HasField("scaledown_window")
+            else None,
+        )
+        if req.warm_pool_size_override:
+            change.min_containers = req.warm_pool_size_override
+        if settings.HasField("target_concurrency_float") or settings.HasField("target_concurrency"):
+            target = settings.target_concurrency_float or float(settings.target_concurrency)
+            change.target_concurrent_inputs = max(1, round(target))
+        for name, value in vars(change).items():
+            if value is not None and value < 0:
+                raise InvalidArgument(f"update_autoscaler: {name} must not be negative (got {value})")
+        spec = self._functions.update_autoscaler(fn.function_id, change)
+        self._on_autoscaler_change(fn.function_id)
+        current = api_pb2.AutoscalerSettings(
+            min_containers=spec.min_containers,
+            max_containers=spec.max_containers,
+            buffer_containers=spec.buffer_containers,
+            scaledown_window=int(spec.scaledown_window),
+        )
+        if spec.target_concurrent_inputs:
+            current.target_concurrency = spec.target_concurrent_inputs
+        return api_pb2.FunctionUpdateSchedulingParamsResponse(current_settings=current)
 
     async def FunctionGet(
         self, req: api_pb2.FunctionGetRequest, who: Principal

@@ -29,7 +29,10 @@ class Sample:
 
 def desired_containers(sample: Sample, spec: FunctionSpec) -> int:
     """How many containers a function should have. Pure: table-tested."""
-    per_container = max(1, spec.max_concurrent_inputs)
+    # @modal.concurrent(max_inputs=, target_inputs=): a container may take max_inputs at once, and the
+    # autoscaler sizes the function for target_inputs each.
+    # @modal.batched(max_batch_size=): a container takes a whole batch at once.
+    per_container = max(1, spec.target_concurrent_inputs or spec.max_concurrent_inputs, spec.batch_max_size)
     needed = math.ceil((sample.queued + sample.running_inputs) / per_container)
     if needed > 0:
         needed += spec.buffer_containers

@@ -8,6 +8,7 @@ from modal_proto import api_pb2
 
 from onshore.models import ImageConfig, VolumeMountRef
 from onshore.protocol.functions import handle_metadata
+from onshore.protocol.options import apply_options
 from onshore.services.apps import AppService
 from onshore.services.containers import LaunchPlan
 from onshore.services.functions import FunctionService
@@ -35,6 +36,8 @@ class Launcher:
         base = self._functions.definition_of(record)
         app = self._apps.get(record.app_id)
         definition = api_pb2.Function.FromString(base.definition)
+        if record.options:  # a with_options/with_concurrency/with_batching variant
+            definition = apply_options(definition, api_pb2.FunctionOptions.FromString(record.options))
         args = api_pb2.ContainerArguments(
             task_id=task_id,
             function_id=function_id,

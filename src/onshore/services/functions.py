@@ -6,7 +6,14 @@ import hashlib
 
 from onshore import ids
 from onshore.errors import InvalidArgument, NotFound, PermissionDenied, Unimplemented
-from onshore.models import LIVE_APP_STATES, ClassRecord, FunctionRecord, FunctionSpec, FunctionTarget
+from onshore.models import (
+    LIVE_APP_STATES,
+    AutoscalerOverride,
+    ClassRecord,
+    FunctionRecord,
+    FunctionSpec,
+    FunctionTarget,
+)
 from onshore.services.apps import AppService
 from onshore.services.clock import Clock
 from onshore.store.base import FunctionStore
@@ -20,6 +27,7 @@ class FunctionService:
         self._cache: dict[str, FunctionRecord] = {}
         self._bound: dict[tuple[str, str], str] = {}
         self.generation: dict[str, int] = {}
+        self._specs: dict[str, FunctionSpec] = {}  # spec() of each function: cleared on every change
         self._image_builders: set[str] = set()
 
     # ---------------------------------------------------------------- lookups
@@ -44,10 +52,35 @@ class FunctionService:
         return fn
 
     def spec(self, function_id: str) -> FunctionSpec | None:
+        """The settings a function's calls and containers follow: its definition's (a variant's own, made
+        with options), with what update_autoscaler() set on top."""
+        cached = self._specs.get(function_id)
+        if cached is not None:
+            return cached
         fn = self.find(function_id)
         if fn is None:
             return None
-        return self.definition_of(fn).spec
+        base = self.definition_of(fn)
+        spec = fn.spec if fn.options else base.spec
+        if base is not fn and not fn.options and base.autoscaler is not None:
+            spec = base.autoscaler.apply(spec)
+        if fn.autoscaler is not None:
+            spec = fn.autoscaler.apply(spec)
+        self._specs[function_id] = spec
+        return spec
+
+    def update_autoscaler(self, function_id: str, change: AutoscalerOverride) -> FunctionSpec:
+        """Function.update_autoscaler(): the given settings replace the current ones until a redeploy."""
+        fn = self.get(function_id)
+        current = fn.autoscaler or AutoscalerOverride()
+        merged = AutoscalerOverride(
+            **{k: v if v is not None else getattr(current, k) for k, v in vars(change).items()}
+        )
+        fn.autoscaler = merged
+        self._save(fn)
+        spec = self.spec(function_id)
+        assert spec is not None
+        return spec
 
     def mark_image_builder(self, function_id: str) -> None:
         """An Image.run_function function: its image build starts its one container, not the autoscaler."""
@@ -67,7 +100,9 @@ class FunctionService:
         base = self.definition_of(fn)
         if not base.definition:
             return None
-        return FunctionTarget(function_id, fn.app_id, base.spec)
+        spec = self.spec(function_id)
+        assert spec is not None
+        return FunctionTarget(function_id, fn.app_id, spec)
 
     def is_runnable(self, function_id: str) -> bool:
         return self._live_target(function_id) is not None
@@ -79,7 +114,10 @@ class FunctionService:
         """Functions of live apps that keep containers warm (min_containers > 0)."""
         out = []
         for fn in self._cache.values():
-            if fn.spec.min_containers > 0 and not fn.parent_function_id and self._apps.is_live(fn.app_id):
+            if fn.parent_function_id and not (fn.options or fn.autoscaler):
+                continue  # a class's parameter set: containers only for calls
+            spec = self.spec(fn.function_id)
+            if spec is not None and spec.min_containers > 0 and self._apps.is_live(fn.app_id):
                 out.append(fn.function_id)
         return out
 
@@ -163,26 +201,43 @@ class FunctionService:
             raise PermissionDenied(f"Function {function_id} belongs to another app")
         fn.spec = spec
         fn.definition = definition
+        fn.autoscaler = None  # a deployment resets update_autoscaler()
         self.generation[fn.function_id] = self.generation.get(fn.function_id, 0) + 1
         self._save(fn)
         return fn
 
-    def bind_params(self, function_id: str, serialized_params: bytes) -> FunctionRecord:
+    def bind_params(
+        self,
+        function_id: str,
+        serialized_params: bytes,
+        options: bytes = b"",
+        variant_spec: FunctionSpec | None = None,
+    ) -> FunctionRecord:
+        """A function bound to class parameters and/or options (with_options...): one id per distinct
+        (parameters, options), so each gets its own containers. variant_spec: the spec the options make."""
         parent = self.get(function_id)
-        if not parent.spec.is_class:
+        if parent.parent_function_id:
+            raise InvalidArgument(f"Function {function_id} is already bound; bind its parent instead")
+        if serialized_params and not parent.spec.is_class:
             raise InvalidArgument(f"Function {function_id} is not a class; only classes take parameters")
-        key = (function_id, hashlib.sha256(serialized_params).hexdigest())
+        digest = hashlib.sha256(len(serialized_params).to_bytes(8, "big") + serialized_params + options)
+        key = (function_id, digest.hexdigest())
         existing = self._bound.get(key)
         if existing is not None:
-            return self.get(existing)
+            bound = self.get(existing)
+            if options and variant_spec is not None and bound.spec != variant_spec:
+                bound.spec = variant_spec  # its parent was redeployed since: the options apply to that
+                self._save(bound)
+            return bound
         bound = FunctionRecord(
             function_id=ids.new_id("function"),
             app_id=parent.app_id,
-            spec=parent.spec,
+            spec=variant_spec if options and variant_spec is not None else parent.spec,
             parent_function_id=function_id,
             serialized_params=serialized_params,
             definition_id=parent.definition_id,
             created_at=self._clock.now(),
+            options=options,
         )
         self._save(bound)
         self._bound[key] = bound.function_id
@@ -220,6 +275,7 @@ class FunctionService:
     def _save(self, fn: FunctionRecord) -> None:
         self._store.put_function(fn)  # stored first: a failed write publishes nothing
         self._cache[fn.function_id] = fn
+        self._specs.clear()
 
 
 def _refuse(tag: str, refused: list[str]) -> None:
