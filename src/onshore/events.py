@@ -56,6 +56,8 @@ class Events:
     demand_changed: Signal[[str]] = field(default_factory=Signal)
     # (task_id, reason): a container must end now (its input was cancelled or ran past its timeout).
     kill_task: Signal[[str, str]] = field(default_factory=Signal)
+    # (app_id, task_id, function_id, text): a line for the app's logs about one of its inputs (a retry).
+    input_note: Signal[[str, str, str, str]] = field(default_factory=Signal)
     # A container ended (its state, exit code and end time are set).
     container_exited: Signal[[Task]] = field(default_factory=Signal)
     # (app, reason, failed: its client gave up on an error): an app stopped; its builds (if failed), calls,

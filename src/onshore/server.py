@@ -49,7 +49,7 @@ from onshore.protocol.launch import Launcher
 from onshore.protocol.results import make_result
 from onshore.runtimes import docker as docker_backend
 from onshore.runtimes import process as process_backend
-from onshore.runtimes.base import Backend, BackendConfig, host_resources
+from onshore.runtimes.base import FD_INFO, Backend, BackendConfig, host_resources
 from onshore.runtimes.gpu_inventory import host_gpus
 from onshore.scheduling.placement import Ledger
 from onshore.services.apps import AppService
@@ -250,6 +250,7 @@ class OnshoreServer:
 
         events.demand_changed.connect(self.autoscaler.demand_changed)
         events.kill_task.connect(self.containers.kill)
+        events.input_note.connect(lambda app, task, fn, text: self.logs.append(app, task, fn, FD_INFO, text))
         events.container_exited.connect(self.tasks.record_exit)
         events.container_exited.connect(lambda task: self.execs.container_ended(task.task_id))
         events.container_exited.connect(self._unmount_volumes)

@@ -479,8 +479,25 @@ class CallService:
             item.retry_count += 1
             delay = spec.retry.delay_for(item.retry_count)
             log.info("retrying input %s (attempt %d) in %.2fs", item.input_id, item.retry_count + 1, delay)
+            attempts = spec.retry.max_retries + 1
+            self._events.input_note.emit(
+                call.app_id,
+                task_id,
+                call.function_id,
+                f"Input {item.input_id} failed on attempt {item.retry_count} of {attempts}; "
+                f"retrying in {delay:g}s\n",
+            )
             asyncio.get_running_loop().call_later(delay, self._requeue, item)
             return
+        if status != STATUS_SUCCESS and item.retry_count and spec is not None:
+            attempts = item.retry_count + 1
+            self._events.input_note.emit(
+                call.app_id,
+                task_id,
+                call.function_id,
+                f"Input {item.input_id} failed after {attempts} attempts "
+                f"(retries={spec.retry.max_retries}); its error is the last attempt's\n",
+            )
         item.done = True
         self._inputs.pop(item.input_id, None)
         self._history.add(
