@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -11,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import REPO, ServerProcess, results, run_modal, run_python, write_app
+from tests.conftest import REPO, ServerProcess, results, run_modal, run_python, wait_for, write_app
 
 APPS = REPO / "tests" / "e2e" / "apps"
 BASIC = APPS / "functions_basic.py"
@@ -267,3 +271,61 @@ def test_a_cancelled_call_stops_in_its_container_promptly(server: ServerProcess,
     stopped_at = float(line.split("CANCELLED-IN-CONTAINER", 1)[1].split()[0])
     assert stopped_at - json.loads(cancelled.read_text()) < 3.0, result.output
     assert time.monotonic() - started < 40, result.output
+
+
+def test_ctrl_c_of_modal_run_stops_the_running_input_and_its_container(
+    fresh_server: ServerProcess, tmp_path: Path
+) -> None:
+    server = fresh_server.start()
+    app = write_app(
+        tmp_path,
+        "interrupted.py",
+        """
+        import time
+
+        import modal
+
+        app = modal.App("e2e-ctrl-c")
+
+
+        @app.function()
+        def slow() -> str:
+            time.sleep(120)
+            return "finished"
+
+
+        @app.local_entrypoint()
+        def main() -> None:
+            print("RESULT", slow.remote())
+        """,
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "modal", "run", str(app)],
+        env=server.env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        found = server.wait_new_container(set(), timeout=60)
+        assert found is not None, server.log_text()[-2000:]
+        _, pid = found
+        time.sleep(2)  # it runs its input
+        proc.send_signal(signal.SIGINT)  # Ctrl-C
+        out, _ = proc.communicate(timeout=30)
+        assert "RESULT" not in out
+        stopped = time.monotonic()
+        assert wait_for(lambda: not _alive(pid), 15.0), "the container kept running after Ctrl-C"
+        assert time.monotonic() - stopped < 15
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -134,3 +135,59 @@ def test_a_container_runs_on_one_core_until_it_needs_more(server: ServerProcess,
     every = sorted(os.sched_getaffinity(0))
     assert len(_cores(seen["BEFORE"])) == 1 and _cores(seen["BEFORE"])[0] in every
     assert _cores(seen["AFTER"]) == every
+
+
+def test_buffer_containers_are_kept_warm_while_the_function_is_busy(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    app = write_app(
+        tmp_path,
+        "buffered.py",
+        """
+        import time
+
+        import modal
+
+        app = modal.App("e2e-scaling-buffer")
+
+        @app.function(buffer_containers=2, scaledown_window=2)
+        def work(seconds: float) -> str:
+            time.sleep(seconds)
+            return "done"
+        """,
+    )
+    deployed = run_modal(server, "deploy", str(app))
+    assert deployed.returncode == 0, deployed.output
+    caller = write_app(
+        tmp_path,
+        "call_buffered.py",
+        """
+        import modal
+
+        call = modal.Function.from_name("e2e-scaling-buffer", "work").spawn(8.0)
+        print("SPAWNED", call.object_id, flush=True)
+        print("RESULT", call.get())
+        """,
+    )
+    try:
+        assert _tasks(server, "e2e-scaling-buffer") == 0  # no demand: no buffer either
+        proc = subprocess.Popen(
+            [sys.executable, str(caller)], env=server.env(), stdout=subprocess.PIPE, text=True
+        )
+        try:
+            deadline = time.monotonic() + 20
+            while _tasks(server, "e2e-scaling-buffer") < 3 and time.monotonic() < deadline:
+                time.sleep(0.3)
+            assert _tasks(server, "e2e-scaling-buffer") == 3  # one busy, two kept ready beside it
+            out, _ = proc.communicate(timeout=60)
+            assert "RESULT done" in out
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        deadline = time.monotonic() + 20
+        while _tasks(server, "e2e-scaling-buffer") > 0 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert _tasks(server, "e2e-scaling-buffer") == 0  # idle again: all go after the window
+    finally:
+        run_modal(server, "app", "stop", "e2e-scaling-buffer", "--yes")
