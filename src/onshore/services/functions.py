@@ -9,6 +9,7 @@ from onshore.errors import InvalidArgument, NotFound, PermissionDenied, Unimplem
 from onshore.models import LIVE_APP_STATES, ClassRecord, FunctionRecord, FunctionSpec, FunctionTarget
 from onshore.services.apps import AppService
 from onshore.services.clock import Clock
+from onshore.services.schedule_times import validate as validate_schedule
 from onshore.store.base import FunctionStore
 
 
@@ -149,6 +150,11 @@ class FunctionService:
         refused: list[str],
     ) -> FunctionRecord:
         _refuse(spec.tag, refused)
+        if spec.schedule is not None:
+            try:
+                validate_schedule(spec.schedule)
+            except InvalidArgument as exc:
+                raise InvalidArgument(f"Function '{spec.tag}' has a bad schedule: {exc}") from None
         self._apps.get(app_id)
         fn = self.find(function_id) if function_id else None
         if fn is None:
