@@ -8,11 +8,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from modal_proto import api_pb2
 
 from onshore.cli.status import Listing, render
 from onshore.errors import Conflict, InvalidArgument
 from onshore.loops.scheduler import Scheduler
 from onshore.models import App, AppState, FunctionRecord, FunctionSpec, ScheduleSpec
+from onshore.protocol.functions import function_summary, spec_from_definition
 from onshore.protocol.schedules import ScheduledRunner, empty_input
 from onshore.services.apps import AppService
 from onshore.services.call_state import INVOCATION_ASYNC
@@ -263,3 +265,24 @@ def test_status_shows_each_schedules_next_run() -> None:
     assert lines[at + 1].split() == ["APP", "FUNCTION", "SCHEDULE", "NEXT", "RUN"]
     assert "periodic  tick      Every 90 seconds" in lines[at + 2] and lines[at + 2].endswith("(in 60s)")
     assert "Schedules:" not in render(Listing([], [], []), False)
+
+
+def test_a_definitions_schedule_reaches_the_spec_and_app_info() -> None:
+    fn = api_pb2.Function(function_name="job")
+    fn.schedule.cron.cron_string = "0 9 * * 1-5"
+    fn.schedule.cron.timezone = "Europe/Paris"
+    assert spec_from_definition(fn).schedule == ScheduleSpec(
+        kind="cron", cron="0 9 * * 1-5", timezone="Europe/Paris"
+    )
+    summary = function_summary(fn.SerializeToString())
+    assert summary.schedule == fn.schedule and not summary.web_function
+    assert not summary.HasField("requires_proxy_auth")  # only web functions say whether they need auth
+    period = api_pb2.Function(function_name="tick")
+    period.schedule.period.minutes = 15
+    assert spec_from_definition(period).schedule == ScheduleSpec(minutes=15)
+    assert spec_from_definition(api_pb2.Function(function_name="plain")).schedule is None
+    web = api_pb2.Function(function_name="hook")
+    web.webhook_config.type = api_pb2.WEBHOOK_TYPE_FUNCTION
+    summary = function_summary(web.SerializeToString())
+    assert summary.web_function and summary.HasField("requires_proxy_auth")
+    assert not summary.requires_proxy_auth and not summary.HasField("schedule")

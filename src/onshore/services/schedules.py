@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 from onshore.errors import InvalidArgument
 from onshore.models import LIVE_APP_STATES, App, AppState, ScheduleRecord
@@ -89,7 +90,7 @@ class ScheduleService:
             log.info(
                 "app %s schedules: %s",
                 app.app_id,
-                ", ".join(f"{r.tag} next at {r.next_at:.0f}" for r in wanted.values()),
+                ", ".join(f"{r.tag} next at {_utc(r.next_at)}" for r in wanted.values()),
             )
 
     def drop_app(self, app_id: str) -> None:
@@ -125,3 +126,7 @@ class ScheduleService:
     def _delete(self, function_id: str) -> None:
         self._store.delete_schedule(function_id)
         self._schedules.pop(function_id, None)
+
+
+def _utc(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
