@@ -99,6 +99,40 @@ class GpuRequest:
 
 
 @dataclass
+class ScheduleSpec:
+    """When a function runs by itself: a cron expression in a time zone, or a period.
+
+    A period adds its calendar units (years, months, with the day of the month clamped, then weeks and days)
+    and then its clock units, like dateutil's relativedelta, in UTC.
+    """
+
+    kind: str = "period"  # or "cron"
+    cron: str = ""
+    timezone: str = ""  # an IANA zone name; "" is UTC
+    years: int = 0
+    months: int = 0
+    weeks: int = 0
+    days: int = 0
+    hours: int = 0
+    minutes: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
+class ScheduleRecord:
+    """A live app's scheduled function, where its schedule stands."""
+
+    function_id: str
+    app_id: str
+    tag: str
+    spec: ScheduleSpec
+    anchor: float  # when its period counts from: the app's latest deployment
+    next_at: float  # when it runs next
+    last_fired_at: float | None = None
+    last_call_id: str = ""
+
+
+@dataclass
 class FunctionSpec:
     """What the control plane needs to know about a function to schedule it."""
 
@@ -125,6 +159,7 @@ class FunctionSpec:
     batch_max_size: int = 0
     batch_wait_ms: int = 0
     target_concurrent_inputs: int = 0  # 0: max_concurrent_inputs
+    schedule: ScheduleSpec | None = None
 
 
 @dataclass

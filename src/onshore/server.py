@@ -42,11 +42,13 @@ from onshore.http.volume_blocks import volume_routes
 from onshore.loops.autoscaler import Autoscaler
 from onshore.loops.hostcpu import ScaleOutGate, read_cpu_times
 from onshore.loops.janitor import Janitor
+from onshore.loops.scheduler import Scheduler
 from onshore.models import App
 from onshore.protocol.asgi import restore_web_routes
 from onshore.protocol.build_runner import BuildFunctionRunner
 from onshore.protocol.launch import Launcher
 from onshore.protocol.results import make_result
+from onshore.protocol.schedules import ScheduledRunner
 from onshore.runtimes import docker as docker_backend
 from onshore.runtimes import process as process_backend
 from onshore.runtimes.base import FD_INFO, Backend, BackendConfig, host_resources
@@ -67,6 +69,7 @@ from onshore.services.kv import KvService
 from onshore.services.logs import LogService
 from onshore.services.mounts import MountService
 from onshore.services.overview import OverviewService
+from onshore.services.schedules import ScheduleService
 from onshore.services.secrets import SecretService
 from onshore.services.standalone import StandalonePythons
 from onshore.services.tasks import TaskDirectory
@@ -209,6 +212,7 @@ class OnshoreServer:
         )
         self.tasks = TaskDirectory(self.containers, self.calls, self.logs, clock, self.background)
         self.invoke = InvokeService(self.apps, self.functions, self.calls)
+        self.schedules = ScheduleService(self.store, self.functions, clock)
         # The HTTP port as users reach it: web endpoints and the app pages the client links to.
         self.public_http_url = (config.public_url or self.http_url).rstrip("/")
         self.web = WebService(self.public_http_url, config.web_domain, self.apps.is_live)
@@ -248,6 +252,9 @@ class OnshoreServer:
             volumes=self.volumes,
         )
 
+        # Cron and Period: each due schedule starts a spawned call with no arguments.
+        self.scheduler = Scheduler(self.schedules, ScheduledRunner(self.functions, self.invoke).start, clock)
+
         events.demand_changed.connect(self.autoscaler.demand_changed)
         events.kill_task.connect(self.containers.kill)
         events.input_note.connect(lambda app, task, fn, text: self.logs.append(app, task, fn, FD_INFO, text))
@@ -258,7 +265,9 @@ class OnshoreServer:
 
         call_data = CallData(self.calls)
         handlers: list[object] = [
-            AppHandlers(self.apps, self.functions, self.containers, self.logs, self.public_http_url),
+            AppHandlers(
+                self.apps, self.functions, self.containers, self.logs, self.schedules, self.public_http_url
+            ),
             FunctionHandlers(
                 self.apps,
                 self.functions,
@@ -306,6 +315,7 @@ class OnshoreServer:
         if failed:  # its client gave up on an error: no one waits for its builds
             self.images.abandon(app.app_id)
         self.web.drop_app(app.app_id)
+        self.schedules.drop_app(app.app_id)
         self.calls.drop_app_calls(app.app_id, f"The app was stopped ({reason})")
         await self.containers.stop_app(app.app_id, f"its app stopped: {reason}")
         self.logs.mark_done(app.app_id)
@@ -314,6 +324,9 @@ class OnshoreServer:
         for app in self.apps.stop_orphans_after_restart():
             self.logs.mark_done(app.app_id)
         restore_web_routes(self.web, self.functions.load_live())
+        scheduled = self.schedules.restore(self.apps.is_live)
+        if scheduled:
+            log.info("restored %d schedules", scheduled)
         self.volume_mounts.cleanup_leftovers()
         self.images.restore()
         requeued, failed = self.calls.restore(self.functions.is_runnable)
@@ -351,7 +364,7 @@ class OnshoreServer:
             stack.push_async_callback(self.execs.shutdown)
             stack.push_async_callback(self.images.shutdown)
             stack.push_async_callback(self._close_background)
-            for loop in (self.autoscaler, self.janitor):
+            for loop in (self.autoscaler, self.janitor, self.scheduler):
                 loop.start()
                 stack.push_async_callback(loop.close)
             self.data.write_json(
@@ -393,7 +406,14 @@ class OnshoreServer:
 
     async def _serve_http(self) -> None:
         overview = OverviewService(
-            self.apps, self.functions, self.web, self.containers, self.tasks, self.calls, self.logs
+            self.apps,
+            self.functions,
+            self.web,
+            self.containers,
+            self.tasks,
+            self.calls,
+            self.logs,
+            self.schedules,
         )
         sessions = Sessions(self.data.blob_key(), self.tokens)
         site = Starlette(

@@ -1,4 +1,4 @@
-"""gRPC handlers for apps: create, publish, lookup, stop, list and history (logs: api/logs.py)."""
+"""gRPC handlers for apps: create, publish, lookup, info, stop, list and history (logs: api/logs.py)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,12 @@ from onshore.api.base import Principal
 from onshore.api.validation import enum_name
 from onshore.errors import InvalidArgument, NotFound, Unimplemented
 from onshore.models import App, AppState
-from onshore.protocol.functions import handle_metadata
+from onshore.protocol.functions import function_summary, handle_metadata
 from onshore.services.apps import AppService
 from onshore.services.containers import ContainerService
 from onshore.services.functions import FunctionService
 from onshore.services.logs import LogService
+from onshore.services.schedules import ScheduleService
 
 _STATE_TO_PROTO = {
     AppState.INITIALIZING: api_pb2.APP_STATE_INITIALIZING,
@@ -52,9 +53,11 @@ class AppHandlers:
         functions: FunctionService,
         containers: ContainerService,
         logs: LogService,
+        schedules: ScheduleService,
         public_url: str,
     ) -> None:
         self._apps = apps
+        self._schedules = schedules
         self._functions = functions
         self._containers = containers
         self._logs = logs
@@ -124,6 +127,7 @@ class AppHandlers:
             client_version=req.client_version or who.client_version,
         )
         self._functions.name_classes(app.app_id, dict(req.class_ids))
+        self._schedules.app_published(app)
         for gone in previous - set(app.function_ids.values()):
             await self._containers.stop_function(gone, "its function was removed by a redeploy")
         return api_pb2.AppPublishResponse(url=self._page(app.app_id), deployed_at=app.deployed_at or 0.0)
@@ -170,6 +174,22 @@ class AppHandlers:
     ) -> api_pb2.AppGetLifecycleResponse:
         who.require_app(req.app_id)
         return api_pb2.AppGetLifecycleResponse(lifecycle=lifecycle(self._apps.get(req.app_id)))
+
+    async def AppGetInfo(self, req: api_pb2.AppGetInfoRequest, who: Principal) -> api_pb2.AppGetInfoResponse:
+        who.require_app(req.app_id)
+        app = self._apps.get(req.app_id)
+        resp = api_pb2.AppGetInfoResponse()
+        info = resp.info
+        info.app_id = app.app_id
+        info.description = app.name or app.description
+        info.environment_name = app.environment
+        info.lifecycle.CopyFrom(lifecycle(app))
+        for tag, function_id in app.function_ids.items():
+            info.functions[tag] = function_id
+            fn = self._functions.find(function_id)
+            if fn is not None and fn.definition:
+                resp.function_info_summaries[function_id].CopyFrom(function_summary(fn.definition))
+        return resp
 
     async def AppGetLayout(
         self, req: api_pb2.AppGetLayoutRequest, who: Principal

@@ -89,7 +89,6 @@ _FEATURES = [
     ("Proxy", "proxies are"),
     ("Cluster", "clusters are"),
     ("Webhook", "web endpoints are"),
-    ("Schedule", "schedules are"),
     ("Environment", "environments other than 'main' are"),
 ]
 

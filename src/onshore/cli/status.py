@@ -1,11 +1,13 @@
-"""`onshore status`: whether the data dir's server runs, and its apps and containers (over gRPC)."""
+"""`onshore status`: whether the data dir's server runs, its apps and containers (over gRPC), and when its
+schedules run next (read from its database: the client's API has no field for a next run)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import time
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -15,6 +17,10 @@ from modal_proto import api_grpc, api_pb2
 
 from onshore.cli.embedded import CliError, find_running, log_path
 from onshore.config import DataDir
+from onshore.errors import Unavailable
+from onshore.models import ScheduleRecord
+from onshore.services.schedule_times import describe
+from onshore.store.sqlite import read_schedules
 
 NOT_RUNNING_EXIT = 3  # as `systemctl status` for a unit that is not running
 RECENT_STOPPED = 5
@@ -25,6 +31,7 @@ RPC_TIMEOUT = 10.0
 class Listing:
     apps: list[Any]
     tasks: list[Any]
+    schedules: list[ScheduleRecord] = field(default_factory=list)
 
 
 async def fetch(url: str, token_id: str, token_secret: str) -> Listing:
@@ -54,7 +61,23 @@ def _table(rows: list[tuple[str, ...]]) -> list[str]:
     return ["  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
 
 
-def render(listing: Listing, show_all: bool) -> list[str]:
+def _when(ts: float, now: float) -> str:
+    """A local time, with how far away it is: "2026-01-02 09:00:00 (in 42s)"."""
+    left = ts - now
+    if left < 0:
+        away = "due now"
+    elif left < 120:
+        away = f"in {left:.0f}s"
+    elif left < 7200:
+        away = f"in {left / 60:.0f} min"
+    elif left < 2 * 86400:
+        away = f"in {left / 3600:.1f} h"
+    else:
+        away = f"in {left / 86400:.1f} days"
+    return f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(ts))} ({away})"
+
+
+def render(listing: Listing, show_all: bool, now: float | None = None) -> list[str]:
     stopped_state = api_pb2.APP_STATE_STOPPED
     live = [a for a in listing.apps if a.state != stopped_state]
     stopped = sorted((a for a in listing.apps if a.state == stopped_state), key=lambda a: a.created_at)
@@ -82,6 +105,16 @@ def render(listing: Listing, show_all: bool) -> list[str]:
         lines += _table(rows)
     else:
         lines.append("Containers: none")
+    if listing.schedules:
+        now = time.time() if now is None else now
+        names = {a.app_id: a.name or a.description or a.app_id for a in listing.apps}
+        lines.append("Schedules:")
+        rows = [("APP", "FUNCTION", "SCHEDULE", "NEXT RUN")]
+        rows += [
+            (names.get(s.app_id, s.app_id), s.tag, describe(s.spec), _when(s.next_at, now))
+            for s in sorted(listing.schedules, key=lambda s: s.next_at)
+        ]
+        lines += _table(rows)
     return lines
 
 
@@ -141,6 +174,10 @@ def cmd_status(data: DataDir, show_all: bool = False) -> int:
         raise CliError(f"The server refused to list its apps: {exc.message or exc.status.name}") from None
     except (TimeoutError, OSError) as exc:
         raise CliError(f"Could not reach the server at {server.url}: {exc}") from None
+    try:
+        listing.schedules = read_schedules(data.database)
+    except Unavailable as exc:
+        print(f"  (schedules not shown: {exc})")
     for line in render(listing, show_all):
         print(line)
     if server.http_url:

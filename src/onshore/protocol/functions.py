@@ -15,7 +15,8 @@ from onshore.models import (
     GpuRequest,
     RetryPolicy,
 )
-from onshore.protocol.asgi import web_refusals
+from onshore.protocol.asgi import web_endpoints, web_refusals
+from onshore.protocol.schedules import schedule_from_definition
 from onshore.runtimes.base import Capabilities
 
 DEFAULT_SCALEDOWN_WINDOW = 60.0
@@ -76,6 +77,7 @@ def spec_from_definition(fn: Any, fallbacks: list[Any] | None = None) -> Functio
         batch_max_size=int(fn.batch_max_size),
         batch_wait_ms=int(fn.batch_linger_ms),
         target_concurrent_inputs=int(fn.target_concurrent_inputs),
+        schedule=schedule_from_definition(fn),
     )
 
 
@@ -115,8 +117,6 @@ def refusals(fn: Any, can: Capabilities) -> list[str]:
             "cloud bucket mounts (modal.CloudBucketMount) are not supported: no bucket service is reachable"
         )
     out += precreate_refusals(fn)  # web endpoint settings, on the function or on a class's methods
-    if fn.HasField("schedule"):
-        out.append("schedules (schedule=Cron/Period) are not run yet")
     if fn.scheduler_placement.regions:
         out.append("region=/cloud placement: this server is one region of its own")
     if fn.is_server:
@@ -139,8 +139,8 @@ def precreate_refusals(req: Any) -> list[str]:
     """What a FunctionPrecreate request (or a definition: both carry these fields) shows Onshore cannot
     honour: refused before any image build.
 
-    The client precreates every function before it builds images; the rest of a definition (GPUs, volumes,
-    schedules) comes with FunctionCreate, once the function's image is built.
+    The client precreates every function before it builds images; the rest of a definition (GPUs, volumes)
+    comes with FunctionCreate, once the function's image is built.
     """
     return web_refusals(req)
 
@@ -201,3 +201,20 @@ def function_data(definition: bytes) -> Any:
         data.method_definitions[name].CopyFrom(method)
     data.ranked_functions.add(rank=0, function=fn)
     return data
+
+
+def function_summary(definition: bytes) -> Any:
+    """What `modal app info` shows of a function (AppGetInfoResponse.FunctionInfoSummary): its GPU request,
+    its schedule and whether it serves web endpoints, and whether those ask for proxy auth."""
+    fn = api_pb2.Function.FromString(definition)
+    summary = api_pb2.AppGetInfoResponse.FunctionInfoSummary()
+    gpu = fn.resources.gpu_config
+    if gpu.gpu_type or gpu.count:
+        summary.gpu_config.add().CopyFrom(gpu)
+    if fn.HasField("schedule"):
+        summary.schedule.CopyFrom(fn.schedule)
+    endpoints = web_endpoints(fn)
+    if endpoints:
+        summary.web_function = True
+        summary.requires_proxy_auth = all(e.requires_proxy_auth for e in endpoints)
+    return summary

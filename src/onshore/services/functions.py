@@ -16,6 +16,7 @@ from onshore.models import (
 )
 from onshore.services.apps import AppService
 from onshore.services.clock import Clock
+from onshore.services.schedule_times import validate as validate_schedule
 from onshore.store.base import FunctionStore
 
 
@@ -187,6 +188,11 @@ class FunctionService:
         refused: list[str],
     ) -> FunctionRecord:
         _refuse(spec.tag, refused)
+        if spec.schedule is not None:
+            try:
+                validate_schedule(spec.schedule)
+            except InvalidArgument as exc:
+                raise InvalidArgument(f"Function '{spec.tag}' has a bad schedule: {exc}") from None
         self._apps.get(app_id)
         fn = self.find(function_id) if function_id else None
         if fn is None:

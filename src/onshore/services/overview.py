@@ -5,6 +5,7 @@ A read model over the other services; it never holds secret values (a function's
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +25,8 @@ from onshore.services.calls import CallService
 from onshore.services.containers import ContainerService, TaskState
 from onshore.services.functions import FunctionService
 from onshore.services.logs import LogEntry, LogService
+from onshore.services.schedule_times import describe
+from onshore.services.schedules import ScheduleService
 from onshore.services.tasks import TaskDirectory
 from onshore.services.web import WebService
 
@@ -91,6 +94,7 @@ class OverviewService:
         tasks: TaskDirectory,
         calls: CallService,
         logs: LogService,
+        schedules: ScheduleService | None = None,
     ) -> None:
         self._apps = apps
         self._functions = functions
@@ -99,6 +103,7 @@ class OverviewService:
         self._tasks = tasks
         self._calls = calls
         self._logs = logs
+        self._schedules = schedules
 
     def app_rows(self) -> list[AppRow]:
         """Every app, live ones first, newest first within each."""
@@ -120,21 +125,23 @@ class OverviewService:
             urls = [
                 (r.method_name, self._web.url(r.label)) for r in routes if r.function_id == record.function_id
             ]
+            settings = {
+                "timeout": f"{spec.timeout_secs}s",
+                "containers": f"min {spec.min_containers}, max {spec.max_containers or 'no limit'}",
+                "buffer containers": str(spec.buffer_containers),
+                "scaledown window": f"{spec.scaledown_window:g}s",
+                "inputs per container at once": str(spec.max_concurrent_inputs),
+                "retries": str(spec.retry.max_retries),
+                "secrets": str(len(spec.secret_ids)),
+                "resources": request_of(spec).describe(),
+            }
+            settings.update(self._schedule_settings(record.function_id))
             overview.functions.append(
                 FunctionRow(
                     record.function_id,
                     spec.tag,
                     sorted(urls),
-                    {
-                        "timeout": f"{spec.timeout_secs}s",
-                        "containers": f"min {spec.min_containers}, max {spec.max_containers or 'no limit'}",
-                        "buffer containers": str(spec.buffer_containers),
-                        "scaledown window": f"{spec.scaledown_window:g}s",
-                        "inputs per container at once": str(spec.max_concurrent_inputs),
-                        "retries": str(spec.retry.max_retries),
-                        "secrets": str(len(spec.secret_ids)),
-                        "resources": request_of(spec).describe(),
-                    },
+                    settings,
                     sum(1 for t in live if t.function_id == record.function_id),
                 )
             )
@@ -211,6 +218,18 @@ class OverviewService:
         spec = self._functions.spec(function_id)
         return spec.tag if spec is not None else function_id
 
+    def _schedule_settings(self, function_id: str) -> dict[str, str]:
+        """A scheduled function's schedule, its next run and its last one (nothing for other functions)."""
+        record = self._schedules.find(function_id) if self._schedules is not None else None
+        if record is None:
+            return {}
+        out = {"schedule": describe(record.spec), "next run": _local(record.next_at)}
+        if record.last_fired_at is not None:
+            out["last run"] = _local(record.last_fired_at) + (
+                f" ({record.last_call_id})" if record.last_call_id else " (not started)"
+            )
+        return out
+
     def logs(self, app_id: str, limit: int = 500) -> list[LogEntry]:
         self._apps.get(app_id)
         return self._logs.fetch(app_id, 0.0, float("inf"), limit)
@@ -219,3 +238,7 @@ class OverviewService:
         self, app_id: str, last_entry_id: int, timeout: float
     ) -> AsyncIterator[list[LogEntry] | None]:
         return self._logs.follow(app_id, last_entry_id, timeout)
+
+
+def _local(ts: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(ts))

@@ -14,6 +14,7 @@ from onshore.models import (
     KvObject,
     Mount,
     OutputRecord,
+    ScheduleRecord,
     Secret,
     StoredInput,
     Token,
@@ -103,6 +104,14 @@ class KvStore(Protocol):
     def queue_expire(self, now: float) -> int: ...
 
 
+class ScheduleStore(Protocol):
+    """Scheduled functions: where each schedule stands survives a restart."""
+
+    def put_schedule(self, schedule: ScheduleRecord) -> None: ...
+    def delete_schedule(self, function_id: str) -> None: ...
+    def list_schedules(self) -> list[ScheduleRecord]: ...
+
+
 class VolumeStore(Protocol):
     """Volumes' committed trees (their identities are KvStore objects of kind "volume")."""
 
@@ -124,6 +133,7 @@ class Store(
     CallStore,
     KvStore,
     VolumeStore,
+    ScheduleStore,
     Protocol,
 ):
     """Everything the composition root hands out; each service receives only the narrow part it needs."""

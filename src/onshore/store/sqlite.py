@@ -21,6 +21,7 @@ from onshore.models import (
     ImageRecord,
     Mount,
     OutputRecord,
+    ScheduleRecord,
     Secret,
     StoredInput,
     Token,
@@ -338,3 +339,39 @@ class SqliteStore(KvTables, VolumeTables):
             "SELECT data FROM outputs WHERE function_call_id = ? ORDER BY rowid",
             (function_call_id,),
         )
+
+    # -- schedules
+    def put_schedule(self, schedule: ScheduleRecord) -> None:
+        self._upsert(
+            "schedules",
+            ("function_id", "app_id", "data"),
+            (schedule.function_id, schedule.app_id, encode(schedule)),
+            keys=1,
+        )
+
+    def delete_schedule(self, function_id: str) -> None:
+        self._exec("DELETE FROM schedules WHERE function_id = ?", (function_id,))
+
+    def list_schedules(self) -> list[ScheduleRecord]:
+        return self._many(ScheduleRecord, "SELECT data FROM schedules ORDER BY rowid")
+
+
+def read_schedules(path: Path | str) -> list[ScheduleRecord]:
+    """The schedules in a database another process (a running server) owns, read without writing to it; an
+    empty list where the database has none yet. Unavailable, naming the file, where it cannot be read."""
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        raise database_error(str(path), exc) from None
+    try:
+        conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        rows = conn.execute("SELECT data FROM schedules ORDER BY rowid").fetchall()
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return []  # a server from before schema 4
+        raise database_error(str(path), exc) from None
+    except sqlite3.Error as exc:
+        raise database_error(str(path), exc) from None
+    finally:
+        conn.close()
+    return [decode(ScheduleRecord, row[0]) for row in rows]
