@@ -18,6 +18,7 @@ from typing import Any
 
 import images
 import kv
+import scaling
 import volumes
 import web
 from harness import (
@@ -235,6 +236,7 @@ BENCHMARKS: dict[str, Callable[[Sizes], dict[str, Any]]] = {
     "web_gateway": lambda sizes: web.bench_web_gateway(sizes.web_requests, sizes.web_cold_samples),
     "dict_queue": lambda sizes: kv.bench_dict_queue(sizes.kv_ops, sizes.kv_round_trips),
     "volumes": lambda sizes: volumes.bench_volumes(sizes.volume_bytes),
+    "scaling": lambda sizes: scaling.bench_scaling(),
 }
 
 

@@ -83,6 +83,10 @@ from onshore.store.sqlite import SqliteStore
 log = logging.getLogger("onshore.server")
 
 BLOB_SOCKET_NAME = "blobs.sock"
+# The autoscaler reconciles at least this often (and at once on a new input), and the scale-out gate reads the
+# host's CPU over windows of CPU_WINDOW_S: a burst of I/O-bound calls doubles its containers each window.
+AUTOSCALER_TICK_S = 0.25
+CPU_WINDOW_S = 0.25
 
 
 class _HttpServer(uvicorn.Server):
@@ -231,7 +235,7 @@ class OnshoreServer:
         self.execs = ExecService(self.runtime, self.tasks, clock)
         # Containers that share this host's CPUs: past the core count, a function's scale-out waits for
         # CPU headroom (a backend's machines may be others: no gate there).
-        gate = ScaleOutGate(read_cpu_times, clock) if can.shares_host_cpus else None
+        gate = ScaleOutGate(read_cpu_times, clock, window=CPU_WINDOW_S) if can.shares_host_cpus else None
         self.autoscaler = Autoscaler(
             self.calls,
             self.containers,
@@ -241,6 +245,7 @@ class OnshoreServer:
             gate=gate,
             cores=max(1, int(backend.cpus if can.shares_host_cpus else host_resources().cpus)),
             background=self.background,
+            tick=AUTOSCALER_TICK_S,
         )
         self.janitor = Janitor(
             self.apps,

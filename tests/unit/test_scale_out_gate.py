@@ -23,6 +23,7 @@ from onshore.services.containers import TaskState
         pytest.param(2, 6, 2, 0, False, 0, id="at-the-cores-cpus-full-wait"),
         pytest.param(2, 6, 2, 0, True, 2, id="at-the-cores-headroom-a-step"),
         pytest.param(4, 1, 2, 0, True, 1, id="never-more-than-wanted"),
+        pytest.param(4, 10, 2, 0, True, 4, id="headroom-doubles"),
         pytest.param(0, 1, 8, 0, False, 1, id="small-demand-all-of-it"),
         pytest.param(0, 5, 2, 5, False, 5, id="min-containers-start-at-once"),
         pytest.param(0, 3, 1, 0, True, 1, id="one-core-one-at-a-time"),
@@ -186,11 +187,11 @@ async def test_a_cpu_bound_burst_stays_at_the_core_count_and_an_io_bound_one_kee
     assert step(0.1, 0.05) == 2  # a burst: up to the core count at once (the idle host says nothing more)
     assert step(1.2, 0.97) == 2  # CPU-bound: the CPUs are full at this size, so no more
     assert step(1.2, 0.97) == 2
-    assert step(1.2, 0.40) == 4  # the work turned I/O-bound: room on the CPUs, a step of two more
+    assert step(1.2, 0.40) == 4  # the work turned I/O-bound: room on the CPUs, it doubles
     assert step(0.3, 0.40) == 4  # not before a whole window shows the new size
-    assert step(1.2, 0.40) == 6
+    assert step(1.2, 0.40) == 8  # doubled again (the container limit is 8)
     calls.queued = 3
-    assert step(1.2, 0.40) == 6  # no more than the demand asks for
+    assert step(1.2, 0.40) == 8  # no more than the demand asks for
     await asyncio.sleep(0)  # let the launch tasks finish
 
 

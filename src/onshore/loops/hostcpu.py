@@ -33,12 +33,13 @@ def scale_up_allowance(current: int, want: int, cores: int, spec: FunctionSpec, 
     """How many of `want` more containers a function may start now. Pure: table-tested.
 
     Up to the host's core count (or the function's min_containers) at once. Past it, containers only add
-    CPU contention when the function is CPU-bound, so they start `cores` at a time, and only after the
-    host's CPUs had headroom while the function ran at its current size (I/O-bound work, say).
+    CPU contention when the function is CPU-bound, so they start only after the host's CPUs had headroom
+    while the function ran at its current size (I/O-bound work, say): then it may double (at least `cores`
+    more), so a burst of waiting calls is served in a few windows.
     """
     now = max(0, max(cores, spec.min_containers) - current)
     if headroom:
-        now = max(now, cores)
+        now = max(now, cores, current)
     return min(want, now)
 
 
