@@ -110,7 +110,7 @@ def test_deployed_schedules_run_survive_a_restart_and_stop_with_the_app(
     try:
         server = fresh_server.start()
         dict_name = f"e2e-schedule-runs-{int(time.time())}"
-        cron, cron_at = _cron_for_next_minute(lead=30)
+        cron, cron_at = _cron_for_next_minute(lead=60)  # room for a slow deploy on a busy machine
         app = write_app(tmp_path, "scheduled.py", _app_source(dict_name, cron))
         reader = write_app(tmp_path, "reader.py", READER)
         deployed = run_modal(server, "deploy", str(app))

@@ -146,4 +146,57 @@ async def test_a_container_that_does_not_start_within_its_startup_timeout_is_rep
     assert h.runtime.stopped == [first]
     replacement = await h.step()
     assert len(replacement) == 1 and replacement[0] != first  # its input still waits: a new container
+    # Three starts in a row that time out: the input fails instead of waiting for ever.
+    for _ in range(2):
+        h.clock.advance(31)
+        await h.step()
+        await h.step()
+    assert len(h.runtime.stopped) == 3
+    assert h.calls.demand("fu-slow") == (0, 0)
+    await h.background.close()
+
+
+async def test_containers_already_stopping_for_room_are_counted_and_no_more_are_stopped() -> None:
+    node = Resources(8, 8192, emulated_gpus("T4:2"))
+    specs = {
+        "fu-a": FunctionSpec(tag="a", gpu=_gpu("T4"), scaledown_window=600),
+        "fu-c": FunctionSpec(tag="c", gpu=_gpu("T4"), scaledown_window=600),
+        "fu-b": FunctionSpec(tag="b", gpu=_gpu("T4"), scaledown_window=600),
+    }
+    h = Harness(specs, node)
+    h.runtime.slow_stops = True  # a stopped container takes a while to end (its @exit hooks)
+    for fid in ("fu-a", "fu-c"):
+        h.queue(fid, 1)
+        await h.step()
+        (task,) = h.of(fid)
+        await h.serve_one(task)  # both idle, each holding one of the two T4s
+    h.queue("fu-b", 1)
+    for _ in range(4):  # several ticks pass before the first one stopped has ended
+        await h.step()
+    assert len(h.runtime.stopped) == 1  # one GPU is needed: one container makes way, not both
+    h.runtime.finish_stop(h.runtime.stopped[0])
+    await h.step()
+    assert len(h.of("fu-b")) == 1 and len(h.runtime.stopped) == 1
+    await h.background.close()
+
+
+async def test_make_room_never_takes_a_function_below_its_min_containers() -> None:
+    node = Resources(8, 8192, emulated_gpus("T4:2"))
+    specs = {
+        "fu-warm": FunctionSpec(tag="warm", gpu=_gpu("T4"), min_containers=1, scaledown_window=600),
+        "fu-next": FunctionSpec(tag="next", gpu=_gpu("T4")),
+        "fu-big": FunctionSpec(tag="big", gpu=GpuRequest([GpuChoice("T4", 2)])),
+    }
+    h = Harness(specs, node)
+    h.queue("fu-warm", 2)
+    for task in await h.step():
+        await h.serve_one(task)  # two idle containers holding both T4s, one above the minimum
+    h.queue("fu-next", 2)  # two inputs that each want a T4
+    await h.step()
+    await h.step()
+    assert len(h.runtime.stopped) == 1  # one may go; the minimum's one stays
+    assert len(h.of("fu-warm")) == 1 and len(h.of("fu-next")) == 1
+    h.queue("fu-big", 1)  # two T4s at once: only the minimum's container could free the second
+    await h.step()
+    assert len(h.runtime.stopped) == 1 and h.of("fu-big") == []  # nothing useless is stopped; it waits
     await h.background.close()

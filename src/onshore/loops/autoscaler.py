@@ -11,7 +11,7 @@ from onshore.background import Background
 from onshore.loops.base import Loop
 from onshore.loops.hostcpu import ScaleOutGate, scale_up_allowance
 from onshore.models import FunctionSpec, FunctionTarget
-from onshore.scheduling.placement import Request, request_of
+from onshore.scheduling.placement import Ledger, Request, request_of
 from onshore.services.calls import CallService
 from onshore.services.clock import Clock
 from onshore.services.containers import ContainerService, Task, TaskState
@@ -45,6 +45,22 @@ def desired_containers(sample: Sample, spec: FunctionSpec) -> int:
 
 
 TargetLookup = Callable[[str], "FunctionTarget | None"]
+
+
+def _room_for(ledger: Ledger, slots: int, request: Request, count: int, freed: list[Task]) -> bool:
+    """Would `count` containers asking for `request` fit, were the `freed` containers gone?"""
+    trial = ledger.copy()
+    for t in freed:
+        if t.allocation is not None:
+            trial.release(t.allocation)
+    slots += len(freed)
+    for _ in range(count):
+        placed = trial.fit(request) if slots > 0 else None
+        if placed is None:
+            return False
+        trial.reserve(placed)
+        slots -= 1
+    return True
 
 
 class Autoscaler(Loop):
@@ -166,16 +182,31 @@ class Autoscaler(Loop):
         return scale_up_allowance(current, want, self._cores, spec, headroom)
 
     def _stop_slow_starters(self, tasks: list[Task], spec: FunctionSpec) -> None:
-        """A container still starting after the function's startup timeout is stopped (and replaced)."""
+        """A container still starting its function's startup timeout after it was started is stopped: a
+        start failure (three in a row fail the function's queued inputs), and a new one is tried."""
         limit = spec.startup_timeout_secs or spec.timeout_secs
-        now = self._clock.now()
+        now = self._clock.monotonic()
         for t in tasks:
-            if t.state == TaskState.STARTING and t.pid and now - t.started_at > limit:
-                self._stop(t.task_id, f"it did not start within its startup timeout of {limit}s")
+            if t.state == TaskState.STARTING and t.launched_at and now - t.launched_at > limit:
+                self._containers.start_timed_out(t, limit)
 
     def _make_room(self, needed_by: str, request: Request, count: int) -> None:
         """Stop the fewest idle containers of other functions (the longest idle first) that leave room for
-        `count` containers of `needed_by`; none when that is not enough (its inputs wait)."""
+        `count` containers of `needed_by`; none when that is not enough (its inputs wait), or when containers
+        already stopping will leave that room."""
+        trial = self._containers.ledger.copy()
+        slots = self._containers.capacity_left()
+        for t in self._containers.serving():
+            if t.state == TaskState.STOPPING:  # what it holds is as good as free: it ends soon
+                slots += 1
+                if t.allocation is not None:
+                    trial.release(t.allocation)
+        if _room_for(trial, slots, request, count, []):
+            return
+        live: dict[str, int] = {}
+        for t in self._containers.serving():
+            if t.state != TaskState.STOPPING:
+                live[t.function_id] = live.get(t.function_id, 0) + 1
         idle = sorted(
             (
                 t
@@ -183,29 +214,32 @@ class Autoscaler(Loop):
                 if t.function_id != needed_by
                 and t.state == TaskState.RUNNING
                 and self._calls.task_busy(t.task_id) == 0
-                and not self._protected(t)
             ),
             key=lambda t: t.last_active,
         )
-        trial = self._containers.ledger.copy()
-        slots = self._containers.capacity_left()
         chosen: list[Task] = []
-        for _ in range(count):
-            while (slots <= 0 or trial.fit(request) is None) and idle:
-                candidate = idle.pop(0)
-                chosen.append(candidate)
-                slots += 1
-                if candidate.allocation is not None:
-                    trial.release(candidate.allocation)
-            placed = trial.fit(request) if slots > 0 else None
-            if placed is None:
+        for t in idle:
+            if _room_for(trial, slots, request, count, chosen):
                 break
-            trial.reserve(placed)
-            slots -= 1
-        chosen = self._needed(chosen, request, count)
+            if live[t.function_id] <= self._min_containers(t.function_id):
+                continue  # its function's min_containers keeps it (counting those already chosen)
+            live[t.function_id] -= 1
+            chosen.append(t)
+        if not _room_for(trial, slots, request, 1, chosen):
+            chosen = []  # not even one would fit: stop nothing, the input waits
+        else:
+            # The fewest of them that still make the room (all `count`, or as many as they can).
+            room = count if _room_for(trial, slots, request, count, chosen) else 1
+            for t in reversed(list(chosen)):
+                rest = [k for k in chosen if k is not t]
+                if _room_for(trial, slots, request, room, rest):
+                    chosen = rest
         for t in chosen:
+            t.requeue_inputs = True  # an input handed to it before its stop lands runs elsewhere
             self._stop(t.task_id, f"idle, and its place is needed by {needed_by}")
-        if not chosen and not self._warned_full:
+        if chosen:
+            self._warned_full = False
+        elif not self._warned_full:
             self._warned_full = True
             log.warning(
                 "no room for a container of %s (%s): its inputs wait for one to end; %s",
@@ -214,40 +248,9 @@ class Autoscaler(Loop):
                 self._containers.ledger.describe(),
             )
 
-    def _needed(self, chosen: list[Task], request: Request, count: int) -> list[Task]:
-        """Of the containers picked to stop, those that free something the request needs (least first)."""
-        ledger = self._containers.ledger
-
-        def enough(tasks: list[Task]) -> bool:
-            trial = ledger.copy()
-            for t in tasks:
-                if t.allocation is not None:
-                    trial.release(t.allocation)
-            slots = self._containers.capacity_left() + len(tasks)
-            for _ in range(count if tasks else 1):
-                placed = trial.fit(request) if slots > 0 else None
-                if placed is None:
-                    return False
-                trial.reserve(placed)
-                slots -= 1
-            return True
-
-        kept = list(chosen)
-        for t in reversed(chosen):
-            rest = [k for k in kept if k is not t]
-            if rest and enough(rest):
-                kept = rest
-        if kept and not enough(kept):
-            # Not enough for all `count`: stop only what makes room for one, if that much is possible.
-            return self._needed(kept, request, 1) if count > 1 else []
-        return kept
-
-    def _protected(self, task: Task) -> bool:
-        """A container its function's min_containers keeps."""
-        owner = self._targets(task.function_id)
-        return owner is not None and len(self._containers.for_function(task.function_id)) <= (
-            owner.spec.min_containers
-        )
+    def _min_containers(self, function_id: str) -> int:
+        owner = self._targets(function_id)
+        return owner.spec.min_containers if owner is not None else 0
 
     def _stop(self, task_id: str, reason: str) -> None:
         self._background.spawn(self._containers.stop(task_id, reason), f"stop {task_id}")

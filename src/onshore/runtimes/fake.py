@@ -65,6 +65,8 @@ class FakeRuntime:
         self._running: dict[str, ContainerSpec] = {}
         self._on_log: LogSink = lambda t, fd, s: None
         self._on_exit: ExitSink = lambda t, rc, detail: None
+        # True: a stopped container ends only at finish_stop(), as a real one runs its @exit hooks first.
+        self.slow_stops = False
 
     def bind(self, on_log: LogSink, on_exit: ExitSink) -> None:
         self._on_log, self._on_exit = on_log, on_exit
@@ -78,8 +80,14 @@ class FakeRuntime:
         return len(self.started)
 
     async def stop(self, task_id: str, grace: float) -> None:
+        if task_id not in self._running or task_id in self.stopped:
+            return
+        self.stopped.append(task_id)
+        if not self.slow_stops:
+            self.finish_stop(task_id)
+
+    def finish_stop(self, task_id: str) -> None:
         if self._running.pop(task_id, None) is not None:
-            self.stopped.append(task_id)
             self._on_exit(task_id, -15, "")
 
     async def exec(self, task_id: str, spec: ExecSpec) -> FakeExec:

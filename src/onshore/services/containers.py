@@ -56,6 +56,7 @@ class Task:
     requeue_inputs: bool = False  # inputs in flight when it ends run again elsewhere instead of failing
     image_build: object | None = None  # an Image.run_function container: see ContainerSpec.image_build
     allocation: Allocation | None = None  # the CPU, memory and GPUs reserved for it (None: not counted)
+    launched_at: float = 0.0  # monotonic time the runtime started it (0: not yet)
     ready: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
@@ -222,6 +223,7 @@ class ContainerService:
                 gpus=gpus,
             )
             task.pid = await self._runtime.start(spec)
+            task.launched_at = self._clock.monotonic()
         except Exception as exc:
             self._forget(task_id)
             if self._volumes is not None:
@@ -238,6 +240,15 @@ class ContainerService:
             task.state = TaskState.RUNNING
             task.ready.set()
             self._start_failures.pop(task.function_id, None)
+
+    def start_timed_out(self, task: Task, limit: float) -> None:
+        """A container not serving `limit` seconds after it started: stopped, and counted as a failed start
+        (as many in a row fail the function's queued inputs, instead of replacing containers for ever)."""
+        reason = f"it did not start serving within its startup timeout of {limit:g}s"
+        self._background.spawn(self.stop(task.task_id, reason), f"stop {task.task_id}")
+        self._record_start_failure(
+            task.function_id, f"Containers for this function did not start within {limit:g}s"
+        )
 
     def init_failed(self, task: Task, result: bytes) -> None:
         """The container reported that importing the code or running @enter failed (TaskResult)."""
