@@ -47,6 +47,7 @@ from onshore.models import App
 from onshore.protocol.asgi import restore_web_routes
 from onshore.protocol.build_runner import BuildFunctionRunner
 from onshore.protocol.launch import Launcher
+from onshore.protocol.options import variant_spec
 from onshore.protocol.results import make_result
 from onshore.protocol.schedules import ScheduledRunner
 from onshore.runtimes import docker as docker_backend
@@ -182,7 +183,7 @@ class OnshoreServer:
 
         self.tokens = TokenService(self.store, clock)
         self.apps = AppService(self.store, clock, self.background, events)
-        self.functions = FunctionService(self.store, self.apps, clock)
+        self.functions = FunctionService(self.store, self.apps, clock, variant_spec)
         self.secrets = SecretService(self.store, clock)
         self.mounts = MountService(self.store, self.data.root / "files", self.data.root / "workdirs", clock)
         self.blobs = BlobService(self.data.root / "blobs", self.data.blob_key(), self.http_url, clock)

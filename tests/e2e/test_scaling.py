@@ -164,7 +164,7 @@ def test_buffer_containers_are_kept_warm_while_the_function_is_busy(
         """
         import modal
 
-        call = modal.Function.from_name("e2e-scaling-buffer", "work").spawn(8.0)
+        call = modal.Function.from_name("e2e-scaling-buffer", "work").spawn(12.0)
         print("SPAWNED", call.object_id, flush=True)
         print("RESULT", call.get())
         """,
@@ -175,7 +175,7 @@ def test_buffer_containers_are_kept_warm_while_the_function_is_busy(
             [sys.executable, str(caller)], env=server.env(), stdout=subprocess.PIPE, text=True
         )
         try:
-            deadline = time.monotonic() + 20
+            deadline = time.monotonic() + 11  # while the call runs (12 s)
             while _tasks(server, "e2e-scaling-buffer") < 3 and time.monotonic() < deadline:
                 time.sleep(0.3)
             assert _tasks(server, "e2e-scaling-buffer") == 3  # one busy, two kept ready beside it

@@ -114,9 +114,10 @@ def test_variants_run_in_their_own_containers_with_their_options(
     assert out["same_variant_again"] is True
     assert out["timeout"] == "FunctionTimeoutError"
     # Ten 1.5 s naps on one container that takes ten at once: about one nap, not ten.
-    assert out["concurrent"]["containers"] == 1 and out["concurrent"]["seconds"] < 6, out["concurrent"]
+    # (Serially they would take 15 s; the bound leaves room for a cold start on a busy machine.)
+    assert out["concurrent"]["containers"] == 1 and out["concurrent"]["seconds"] < 9, out["concurrent"]
     conc = out["with_concurrency"]
-    assert conc["containers"] == 1 and conc["seconds"] < 6, conc
+    assert conc["containers"] == 1 and conc["seconds"] < 9, conc
     assert out["batched"] == [4] * 8  # the 2 s wait lets each batch fill to its size
     assert out["with_batching"] == [2] * 6
     assert out["cls_plain"]["gpu"] is None and out["cls_gpu"]["gpu"] == "0"

@@ -18,7 +18,7 @@ from onshore.protocol.functions import (
     refusals,
     spec_from_definition,
 )
-from onshore.protocol.options import apply_options, option_refusals, options_given
+from onshore.protocol.options import apply_options, option_refusals, options_given, variant_spec
 from onshore.runtimes.base import Capabilities
 from onshore.scheduling.placement import Request, request_of
 from onshore.services.apps import AppService
@@ -145,12 +145,11 @@ class FunctionHandlers:
                 f"{method}(...) on '{base.spec.tag}' asks for what Onshore does not support: "
                 + "; ".join(refused)
             )
-        spec = spec_from_definition(definition)
-        if not (options.resources.gpu_config.count or options.resources.gpu_config.gpu_type):
-            spec.gpu = base.spec.gpu  # a gpu=[...] list of the decorator stays
+        raw = bytes(options.SerializeToString(deterministic=True))
+        spec = variant_spec(base, raw)
         given = ", ".join(options_given(options)) or "options"
         self._check_placeable(base.spec.tag, spec, f" with {method}({given}...)")
-        return bytes(options.SerializeToString(deterministic=True)), spec
+        return raw, spec
 
     async def FunctionUpdateSchedulingParams(
         self, req: api_pb2.FunctionUpdateSchedulingParamsRequest, who: Principal

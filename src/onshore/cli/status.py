@@ -183,8 +183,9 @@ def cmd_status(data: DataDir, show_all: bool = False) -> int:
     if server.http_url:
         try:
             nodes = fetch_resources(server.http_url, str(token["token_id"]), str(token["token_secret"]))
-        except (OSError, ValueError) as exc:
-            raise CliError(f"Could not read the server's resources at {server.http_url}: {exc}") from None
-        for line in render_resources(nodes):
-            print(line)
+        except (OSError, ValueError) as exc:  # e.g. an older server without the resources page
+            print(f"Resources: unknown (the server at {server.http_url} did not say: {exc})")
+        else:
+            for line in render_resources(nodes):
+                print(line)
     return 0

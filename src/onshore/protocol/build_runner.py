@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from modal._serialization import serialize
 from modal_proto import api_pb2
 
 from onshore.images.model import BuildFailed, CommitFn, LogFn
-from onshore.models import OutputRecord
+from onshore.models import FunctionSpec, OutputRecord
 from onshore.protocol.results import generic_result
+from onshore.scheduling.placement import Allocation, request_of
 from onshore.services.call_state import INVOCATION_SYNC
 from onshore.services.containers import ContainerService, describe_exit
 from onshore.services.functions import FunctionService
 from onshore.services.invoke import InvokeService
 
 log = logging.getLogger("onshore.images.run_function")
+
+PLACE_POLL_S = 0.5  # how often a build waiting for its GPUs (or CPU, memory) looks again
 
 
 def _input(payload: bytes) -> bytes:
@@ -39,6 +43,27 @@ class BuildFunctionRunner:
         self._invoke = invoke
         self._containers = containers
 
+    async def _place(self, spec: FunctionSpec, log_line: LogFn) -> Allocation:
+        """What the build container reserves (its GPUs too), once the machine has it free."""
+        ledger, request = self._containers.ledger, request_of(spec)
+        why = ledger.never(request)
+        if why:
+            raise BuildFailed(f"Image.run_function({spec.tag}) cannot run on this server: {why}")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + spec.timeout_secs
+        allocation = ledger.fit(request)
+        if allocation is None:
+            log_line(f"waiting for {request.describe()} to come free for {spec.tag}\n")
+        while allocation is None:
+            if loop.time() > deadline:
+                raise BuildFailed(
+                    f"Image.run_function({spec.tag}): {request.describe()} did not come free within "
+                    f"{spec.timeout_secs} s"
+                )
+            await asyncio.sleep(PLACE_POLL_S)
+            allocation = ledger.fit(request)
+        return allocation
+
     async def run(
         self,
         function_id: str,
@@ -52,11 +77,12 @@ class BuildFunctionRunner:
         `commit` once the function succeeded (see FunctionRunner); BuildFailed says why it did not work."""
         fn = self._functions.get(function_id)
         spec = self._functions.definition_of(fn).spec
+        allocation = await self._place(spec, log_line)
         self._functions.mark_image_builder(function_id)  # no other container may take its input
         call, _ = self._invoke.start(
             fn, api_pb2.FUNCTION_CALL_TYPE_UNARY, INVOCATION_SYNC, [(0, _input(payload))]
         )
-        task = self._containers.reserve(function_id, fn.app_id)
+        task = self._containers.reserve(function_id, fn.app_id, allocation)
         task.image_build = target
         log_line(f"running {spec.tag} in container {task.task_id}\n")
         try:

@@ -6,6 +6,9 @@ from typing import Any
 
 from modal_proto import api_pb2
 
+from onshore.models import FunctionRecord, FunctionSpec
+from onshore.protocol.functions import spec_from_definition
+
 # What each FunctionOptions field is called where the user wrote it: (method, argument).
 _USER_NAMES = {
     "resources": ("with_options", "cpu=/memory=/gpu="),
@@ -95,8 +98,6 @@ def apply_options(definition: Any, options: Any) -> Any:
         out.timeout_secs = options.timeout_secs
     if options.HasField("max_concurrent_inputs"):
         out.max_concurrent_inputs = options.max_concurrent_inputs
-        if not options.HasField("target_concurrent_inputs"):
-            out.target_concurrent_inputs = 0
     if options.HasField("target_concurrent_inputs"):
         out.target_concurrent_inputs = options.target_concurrent_inputs
     if options.HasField("batch_max_size"):
@@ -104,3 +105,17 @@ def apply_options(definition: Any, options: Any) -> Any:
     if options.HasField("batch_linger_ms"):
         out.batch_linger_ms = options.batch_linger_ms
     return out
+
+
+def variant_spec(parent: FunctionRecord, options_raw: bytes) -> FunctionSpec:
+    """A variant's settings: its parent's current definition with the options applied. A gpu=[...] list of
+    the parent stays unless the options name a GPU; min_containers is the variant's own (none unless set):
+    warm containers for every option set ever bound would pile up."""
+    options = api_pb2.FunctionOptions.FromString(options_raw)
+    definition = apply_options(api_pb2.Function.FromString(parent.definition), options)
+    spec = spec_from_definition(definition)
+    if not (options.resources.gpu_config.count or options.resources.gpu_config.gpu_type):
+        spec.gpu = parent.spec.gpu
+    if not options.HasField("warm_pool_size"):
+        spec.min_containers = 0
+    return spec

@@ -489,7 +489,7 @@ class CallService:
             )
             asyncio.get_running_loop().call_later(delay, self._requeue, item)
             return
-        if status != STATUS_SUCCESS and item.retry_count and spec is not None:
+        if status not in (STATUS_SUCCESS, STATUS_TERMINATED) and item.retry_count and spec is not None:
             attempts = item.retry_count + 1
             self._events.input_note.emit(
                 call.app_id,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import logging
+from collections.abc import Callable
 
 from onshore import ids
 from onshore.errors import InvalidArgument, NotFound, PermissionDenied, Unimplemented
@@ -19,9 +21,20 @@ from onshore.services.clock import Clock
 from onshore.services.schedule_times import validate as validate_schedule
 from onshore.store.base import FunctionStore
 
+log = logging.getLogger("onshore.functions")
+
 
 class FunctionService:
-    def __init__(self, store: FunctionStore, apps: AppService, clock: Clock) -> None:
+    def __init__(
+        self,
+        store: FunctionStore,
+        apps: AppService,
+        clock: Clock,
+        variant_spec: Callable[[FunctionRecord, bytes], FunctionSpec] | None = None,
+    ) -> None:
+        """variant_spec: a with_options variant's spec from its parent (its current definition) and its
+        serialized options; None keeps the spec the variant was bound with."""
+        self._variant_spec = variant_spec
         self._store = store
         self._apps = apps
         self._clock = clock
@@ -62,7 +75,14 @@ class FunctionService:
         if fn is None:
             return None
         base = self.definition_of(fn)
-        spec = fn.spec if fn.options else base.spec
+        spec = base.spec
+        if fn.options:
+            spec = fn.spec
+            if self._variant_spec is not None and base.definition:
+                try:
+                    spec = self._variant_spec(base, fn.options)  # the parent's definition of now
+                except Exception:
+                    log.exception("the options of variant %s no longer apply; keeping its old spec", fn)
         if base is not fn and not fn.options and base.autoscaler is not None:
             spec = base.autoscaler.apply(spec)
         if fn.autoscaler is not None:
@@ -130,6 +150,9 @@ class FunctionService:
                 for fn in self._store.list_functions(app.app_id):
                     self._cache[fn.function_id] = fn
                     loaded.append(fn)
+                    if fn.parent_function_id:  # the same parameters and options bind it again
+                        key = _bind_key(fn.parent_function_id, fn.serialized_params, fn.options)
+                        self._bound.setdefault(key, fn.function_id)
         return loaded
 
     def by_name(self, app_name: str, tag: str, environment: str) -> FunctionRecord:
@@ -207,7 +230,11 @@ class FunctionService:
             raise PermissionDenied(f"Function {function_id} belongs to another app")
         fn.spec = spec
         fn.definition = definition
-        fn.autoscaler = None  # a deployment resets update_autoscaler()
+        fn.autoscaler = None  # a deployment resets update_autoscaler(), its variants' too
+        for child in self._store.list_functions(app_id):
+            if child.parent_function_id == fn.function_id and child.autoscaler is not None:
+                child.autoscaler = None
+                self._save(child)
         self.generation[fn.function_id] = self.generation.get(fn.function_id, 0) + 1
         self._save(fn)
         return fn
@@ -226,8 +253,7 @@ class FunctionService:
             raise InvalidArgument(f"Function {function_id} is already bound; bind its parent instead")
         if serialized_params and not parent.spec.is_class:
             raise InvalidArgument(f"Function {function_id} is not a class; only classes take parameters")
-        digest = hashlib.sha256(len(serialized_params).to_bytes(8, "big") + serialized_params + options)
-        key = (function_id, digest.hexdigest())
+        key = _bind_key(function_id, serialized_params, options)
         existing = self._bound.get(key)
         if existing is not None:
             bound = self.get(existing)
@@ -282,6 +308,12 @@ class FunctionService:
         self._store.put_function(fn)  # stored first: a failed write publishes nothing
         self._cache[fn.function_id] = fn
         self._specs.clear()
+
+
+def _bind_key(parent_id: str, serialized_params: bytes, options: bytes) -> tuple[str, str]:
+    """Which bound function a (parameters, options) pair of a parent is: the same one every time."""
+    digest = hashlib.sha256(len(serialized_params).to_bytes(8, "big") + serialized_params + options)
+    return parent_id, digest.hexdigest()
 
 
 def _refuse(tag: str, refused: list[str]) -> None:
