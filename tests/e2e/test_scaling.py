@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -191,3 +192,26 @@ def test_buffer_containers_are_kept_warm_while_the_function_is_busy(
         assert _tasks(server, "e2e-scaling-buffer") == 0  # idle again: all go after the window
     finally:
         run_modal(server, "app", "stop", "e2e-scaling-buffer", "--yes")
+
+
+def test_ten_new_functions_called_in_turn_all_start_from_spare_processes(
+    fresh_server: ServerProcess, tmp_path: Path
+) -> None:
+    server = fresh_server.start()
+    source = "import modal\n\napp = modal.App('e2e-scaling-ten-functions')\n"
+    for i in range(10):
+        source += f"\n\n@app.function(scaledown_window=2)\ndef f{i}() -> int:\n    return {i}\n"
+    source += (
+        "\n\n@app.local_entrypoint()\ndef main() -> None:\n"
+        "    print('RESULT', [f.remote() for f in (f0, f1, f2, f3, f4, f5, f6, f7, f8, f9)])\n"
+    )
+    app = tmp_path / "ten_functions.py"
+    app.write_text(source)
+    result = run_modal(server, "run", str(app), timeout=120)
+    assert result.returncode == 0, result.output
+    assert "RESULT [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]" in result.output
+    log = server.log_text()
+    started = [m for m in re.findall(r"started container (ta-\w+)", log)]
+    assert len(started) == 10
+    spared = [t for t in started if f"container {t} starts from a spare" in log]
+    assert spared == started  # the spares kept up: none of the ten needed a full start
