@@ -18,15 +18,16 @@ from onshore.services.containers import TaskState
 @pytest.mark.parametrize(
     ("current", "want", "cores", "min_containers", "headroom", "expected"),
     [
-        pytest.param(0, 7, 2, 0, False, 2, id="up-to-the-cores-at-once"),
-        pytest.param(1, 7, 2, 0, False, 1, id="one-running-one-more"),
-        pytest.param(2, 6, 2, 0, False, 0, id="at-the-cores-cpus-full-wait"),
-        pytest.param(2, 6, 2, 0, True, 2, id="at-the-cores-headroom-a-step"),
+        pytest.param(0, 7, 2, 0, False, 4, id="up-to-twice-the-cores-at-once"),
+        pytest.param(3, 7, 2, 0, False, 1, id="three-running-one-more"),
+        pytest.param(4, 6, 2, 0, False, 0, id="at-twice-the-cores-cpus-full-wait"),
+        pytest.param(4, 6, 2, 0, True, 4, id="at-twice-the-cores-headroom-doubles"),
+        pytest.param(1, 6, 2, 0, True, 3, id="below-it-headroom-up-to-it"),
         pytest.param(4, 1, 2, 0, True, 1, id="never-more-than-wanted"),
         pytest.param(4, 10, 2, 0, True, 4, id="headroom-doubles"),
         pytest.param(0, 1, 8, 0, False, 1, id="small-demand-all-of-it"),
         pytest.param(0, 5, 2, 5, False, 5, id="min-containers-start-at-once"),
-        pytest.param(0, 3, 1, 0, True, 1, id="one-core-one-at-a-time"),
+        pytest.param(0, 3, 1, 0, False, 2, id="one-core-two-at-once"),
     ],
 )
 def test_scale_up_allowance(
@@ -170,10 +171,10 @@ def _autoscaler(
     )
 
 
-async def test_a_cpu_bound_burst_stays_at_the_core_count_and_an_io_bound_one_keeps_growing() -> None:
+async def test_a_cpu_bound_burst_stays_at_twice_the_core_count_and_an_io_bound_one_keeps_growing() -> None:
     clock = FakeClock()
     cpu = FakeCpu(clock, cores=2)
-    calls, containers = FakeCalls(), FakeContainers(tasks=[FakeTask("ta-warm", "fn")])
+    calls, containers = FakeCalls(), FakeContainers(tasks=[FakeTask("ta-warm", "fn")], limit=16)
     scaler = _autoscaler(calls, containers, clock, gate=ScaleOutGate(cpu, clock), cores=2)
 
     def step(seconds: float, busy: float) -> int:
@@ -184,14 +185,14 @@ async def test_a_cpu_bound_burst_stays_at_the_core_count_and_an_io_bound_one_kee
     calls.queued = 0
     assert step(1.0, 0.05) == 1  # a warm container, idle
     calls.queued = 100
-    assert step(0.1, 0.05) == 2  # a burst: up to the core count at once (the idle host says nothing more)
-    assert step(1.2, 0.97) == 2  # CPU-bound: the CPUs are full at this size, so no more
-    assert step(1.2, 0.97) == 2
-    assert step(1.2, 0.40) == 4  # the work turned I/O-bound: room on the CPUs, it doubles
-    assert step(0.3, 0.40) == 4  # not before a whole window shows the new size
-    assert step(1.2, 0.40) == 8  # doubled again (the container limit is 8)
+    assert step(0.1, 0.05) == 4  # a burst: up to twice the core count at once
+    assert step(1.2, 0.97) == 4  # CPU-bound: the CPUs are full at this size, so no more
+    assert step(1.2, 0.97) == 4
+    assert step(1.2, 0.40) == 8  # the work turned I/O-bound: room on the CPUs, it doubles
+    assert step(0.3, 0.40) == 8  # not before a whole window shows the new size
+    assert step(1.2, 0.40) == 16  # doubled again (the container limit is 16)
     calls.queued = 3
-    assert step(1.2, 0.40) == 8  # no more than the demand asks for
+    assert step(1.2, 0.40) == 16  # no more than the demand asks for
     await asyncio.sleep(0)  # let the launch tasks finish
 
 

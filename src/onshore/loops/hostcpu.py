@@ -32,12 +32,13 @@ def read_cpu_times(path: str = "/proc/stat") -> tuple[float, float] | None:
 def scale_up_allowance(current: int, want: int, cores: int, spec: FunctionSpec, headroom: bool) -> int:
     """How many of `want` more containers a function may start now. Pure: table-tested.
 
-    Up to the host's core count (or the function's min_containers) at once. Past it, containers only add
-    CPU contention when the function is CPU-bound, so they start only after the host's CPUs had headroom
+    Up to twice the host's core count (or the function's min_containers) at once. Past it, containers only
+    add CPU contention when the function is CPU-bound, so they start only after the host's CPUs had headroom
     while the function ran at its current size (I/O-bound work, say): then it may double (at least `cores`
-    more), so a burst of waiting calls is served in a few windows.
+    more), so a burst of waiting calls is served in a few windows. (A CPU-bound map runs about as fast on
+    two containers per core as on one: the caller and the server take CPU too.)
     """
-    now = max(0, max(cores, spec.min_containers) - current)
+    now = max(0, max(2 * cores, spec.min_containers) - current)
     if headroom:
         now = max(now, cores, current)
     return min(want, now)
