@@ -321,3 +321,42 @@ def test_memory_limit_kills_and_explains(runtime_server: ServerProcess, tmp_path
     found = results(result)
     assert "ran out of memory (its limit is 128 MiB)" in found["hog"], found
     assert found["fine"] == "still serving"
+
+
+def test_emulated_gpus_are_placed_on_docker_containers_too(
+    dockerd: Dockerd, base_image: str, tmp_path: Path
+) -> None:
+    server = ServerProcess(tmp_path / "data", [*docker_args(dockerd), "--gpus", "T4:1,H100:1"]).start()
+    try:
+        app = write_app(
+            tmp_path,
+            "docker_gpus.py",
+            """
+            import json
+            import os
+
+            import modal
+
+            app = modal.App("onshore-docker-gpus")
+
+
+            @app.function(gpu="H100")
+            def h100() -> str:
+                return os.environ.get("CUDA_VISIBLE_DEVICES", "")
+
+
+            @app.function(gpu="T4")
+            def t4() -> str:
+                return os.environ.get("CUDA_VISIBLE_DEVICES", "")
+
+
+            @app.local_entrypoint()
+            def main() -> None:
+                print("RESULT gpus", json.dumps([h100.remote(), t4.remote()]))
+            """,
+        )
+        result = run_modal(server, "run", str(app), timeout=300)
+        assert result.returncode == 0, result.output
+        assert results(result)["gpus"] == ["1", "0"]  # emulated: indices, and no device request
+    finally:
+        server.stop()

@@ -52,6 +52,18 @@ class Model:
         return {"pid": os.environ["MODAL_TASK_ID"], "gpu": os.environ.get("CUDA_VISIBLE_DEVICES")}
 
 
+@app.cls()
+class Batcher:
+    @modal.batched(max_batch_size=3, wait_ms=2000)
+    def sizes(self, xs: list[int]) -> list[int]:
+        return [len(xs)] * len(xs)
+
+
+@app.function()
+def listing() -> list:
+    return sorted(os.listdir("/data")) if os.path.isdir("/data") else ["no /data"]
+
+
 @app.local_entrypoint()
 def main() -> None:
     out = {}
@@ -75,6 +87,12 @@ def main() -> None:
     out["with_concurrency"] = {"seconds": seconds, "containers": len(set(p["pid"] for p in pids))}
     out["batched"] = list(sizes.map(range(8)))
     out["with_batching"] = list(sizes.with_batching(max_batch_size=2, wait_ms=2000).map(range(6)))
+    out["cls_batched"] = list(Batcher().sizes.map(range(6)))
+    with modal.Volume.ephemeral() as vol:
+        with vol.batch_upload() as batch:
+            batch.put_file(__import__("io").BytesIO(b"hi"), "/note.txt")
+        out["volume_plain"] = listing.remote()
+        out["volume_option"] = listing.with_options(volumes={"/data": vol}).remote()
     out["cls_plain"] = Model().info.remote()
     out["cls_gpu"] = Model.with_options(gpu="T4")().info.remote()
     for name, make in [
@@ -120,6 +138,8 @@ def test_variants_run_in_their_own_containers_with_their_options(
     assert conc["containers"] == 1 and conc["seconds"] < 9, conc
     assert out["batched"] == [4] * 8  # the 2 s wait lets each batch fill to its size
     assert out["with_batching"] == [2] * 6
+    assert out["cls_batched"] == [3] * 6  # a class method's batches
+    assert out["volume_plain"] == ["no /data"] and out["volume_option"] == ["note.txt"]
     assert out["cls_plain"]["gpu"] is None and out["cls_gpu"]["gpu"] == "0"
     assert out["cls_gpu"]["pid"] != out["cls_plain"]["pid"]
     assert "Function.with_options(region=...)" in out["region"], out["region"]
