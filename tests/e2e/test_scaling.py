@@ -215,36 +215,3 @@ def test_ten_new_functions_called_in_turn_all_start_from_spare_processes(
     assert len(started) == 10
     spared = [t for t in started if f"container {t} starts from a spare" in log]
     assert spared == started  # the spares kept up: none of the ten needed a full start
-
-
-def test_spares_wait_at_a_lower_priority_and_containers_run_at_the_normal_one(
-    server: ServerProcess, tmp_path: Path
-) -> None:
-    app = write_app(
-        tmp_path,
-        "niceness.py",
-        """
-        import os
-
-        import modal
-
-        app = modal.App("e2e-scaling-niceness")
-
-        @app.function()
-        def niceness() -> int:
-            return os.nice(0)
-
-        @app.local_entrypoint()
-        def main() -> None:
-            print("RESULT", niceness.remote())
-        """,
-    )
-    result = run_modal(server, "run", str(app))
-    assert result.returncode == 0, result.output
-    assert "RESULT 0" in result.output  # it came from a spare, which started at nice 10
-    if os.geteuid() == 0:  # only root may raise a priority back: elsewhere spares start at 0
-        assert server.proc is not None
-        listed = subprocess.run(
-            ["ps", "-o", "ni=", "--ppid", str(server.proc.pid)], capture_output=True, text=True, timeout=30
-        ).stdout.split()
-        assert "10" in listed, listed  # the spares waiting for the next containers

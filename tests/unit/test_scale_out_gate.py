@@ -93,11 +93,11 @@ def test_no_cpu_readings_no_gate() -> None:
     assert gate.headroom("fn") is None
 
 
-def test_read_cpu_times_sums_busy_and_idle_columns_and_niced_time_is_not_busy(tmp_path: Path) -> None:
+def test_read_cpu_times_sums_busy_and_idle_columns(tmp_path: Path) -> None:
     stat = tmp_path / "stat"
     # user nice system idle iowait irq softirq steal
     stat.write_text("cpu  100 5 50 800 20 3 2 10 0 0\ncpu0 50 2 25 400 10 1 1 5 0 0\n")
-    assert read_cpu_times(str(stat)) == (165.0, 990.0)  # user, system, irq, softirq, steal
+    assert read_cpu_times(str(stat)) == (170.0, 990.0)
     stat.write_text("intr 1 2 3\n")
     assert read_cpu_times(str(stat)) is None
     assert read_cpu_times(str(tmp_path / "missing")) is None

@@ -28,9 +28,7 @@ class _FlakyRuntime(ProcessRuntime):
         self.failures = failures
         self.attempts = 0
 
-    async def _spawn_boxed(
-        self, box: SandboxSpec, argv: list[str], scratch: Path, stdin: int, nice: int = 0
-    ) -> Proc:
+    async def _spawn_boxed(self, box: SandboxSpec, argv: list[str], scratch: Path, stdin: int) -> Proc:
         self.attempts += 1
         if self.attempts <= self.failures:
             raise SandboxError("bind source /nonexistent/api.sock does not exist")

@@ -15,8 +15,7 @@ CpuTimes = Callable[[], "tuple[float, float] | None"]
 
 
 def read_cpu_times(path: str = "/proc/stat") -> tuple[float, float] | None:
-    """(busy, total) CPU ticks of all cores since boot, from Linux's /proc/stat (niced time is not busy: it
-    yields to other work); None where unreadable."""
+    """(busy, total) CPU ticks of all cores since boot, from Linux's /proc/stat; None where unreadable."""
     try:
         with open(path) as f:
             first = f.readline().split()
@@ -25,9 +24,7 @@ def read_cpu_times(path: str = "/proc/stat") -> tuple[float, float] | None:
     if not first or first[0] != "cpu" or len(first) < 5:
         return None
     values = [float(v) for v in first[1:9]]
-    # Idle, iowait, and the time of niced processes: the server's own spare processes starting up run
-    # niced, and yield to the work that counts.
-    idle = values[3] + (values[4] if len(values) > 4 else 0.0) + values[1]
+    idle = values[3] + (values[4] if len(values) > 4 else 0.0)  # idle + iowait
     total = sum(values)
     return total - idle, total
 

@@ -22,7 +22,6 @@ PARTIAL_LINE_WAIT = 0.05
 @dataclass
 class Proc:
     process: asyncio.subprocess.Process
-    niced: bool = False  # a spare started at a lower priority: back to normal when it becomes a container
     task_id: str = ""
     scratch: Path | None = None  # a sandboxed container's scratch dir, removed when it ends
     cgroup: Cgroup | None = None  # a container with hard limits: its cgroup, removed when it ends
@@ -51,32 +50,13 @@ def _die_with_server() -> None:
         pass
 
 
-def _child_setup(cgroup: Cgroup | None, nice: int = 0) -> Callable[[], None]:
+def _child_setup(cgroup: Cgroup | None) -> Callable[[], None]:
     def setup() -> None:
         _die_with_server()
         if cgroup is not None:
             cgroup.join()  # before the program runs, so everything it starts is limited too
-        if nice:
-            os.nice(nice)
 
     return setup
-
-
-def renice_tree(root: int, value: int) -> None:
-    """Set the nice value of every thread of `root` and of the processes below it (Linux /proc)."""
-    pending = [root]
-    while pending:
-        pid = pending.pop()
-        try:
-            tids = os.listdir(f"/proc/{pid}/task")
-        except OSError:
-            continue
-        for tid in tids:
-            with contextlib.suppress(OSError, ValueError):
-                os.setpriority(os.PRIO_PROCESS, int(tid), value)
-            with contextlib.suppress(OSError, ValueError):
-                with open(f"/proc/{pid}/task/{tid}/children") as f:
-                    pending += [int(c) for c in f.read().split()]
 
 
 async def spawn(
@@ -88,10 +68,8 @@ async def spawn(
     cgroup: Cgroup | None,
     forward: Forward,
     wait: Callable[[Proc], Coroutine[None, None, None]],
-    nice: int = 0,
 ) -> Proc:
-    """Start a process in its own process group; its output goes to `forward`, its end to `wait`. nice: its
-    nice value (what it starts inherits it)."""
+    """Start a process in its own process group; its output goes to `forward`, its end to `wait`."""
     process = await asyncio.create_subprocess_exec(
         python,
         *argv,
@@ -101,9 +79,9 @@ async def spawn(
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         start_new_session=True,  # its own process group, so a stop ends everything it started
-        preexec_fn=_child_setup(cgroup, nice) if sys.platform == "linux" else None,
+        preexec_fn=_child_setup(cgroup) if sys.platform == "linux" else None,
     )
-    entry = Proc(process, env=env, cwd=cwd, cgroup=cgroup, niced=bool(nice))
+    entry = Proc(process, env=env, cwd=cwd, cgroup=cgroup)
     assert process.stdout is not None and process.stderr is not None
     entry.readers = [
         asyncio.create_task(_pump(entry, FD_STDOUT, process.stdout, forward)),
@@ -140,9 +118,6 @@ async def _pump(entry: Proc, fd: int, stream: asyncio.StreamReader, forward: For
 async def send_go(entry: Proc, env: dict[str, str], cwd: str) -> None:
     """Tell a spare process which container it now is: its environment and working directory."""
     entry.env, entry.cwd = {**entry.env, **env}, cwd
-    if entry.niced:  # it serves a call now: the normal priority again, for it and what it started
-        await asyncio.to_thread(renice_tree, entry.process.pid, 0)
-        entry.niced = False
     stdin = entry.process.stdin
     assert stdin is not None
     stdin.write((json.dumps({"env": env, "cwd": cwd}) + "\n").encode())

@@ -37,7 +37,7 @@ from onshore.runtimes.process.cgroups import Cgroup, Cgroups
 from onshore.runtimes.process.container_fs import BuildUpper, ContainerLayout, merge_layers
 from onshore.runtimes.process.procs import Proc
 from onshore.runtimes.process.sandbox import Bind, SandboxSpec, Support, init_pid, sandbox_target
-from onshore.runtimes.process.spare import IMAGE_SPARE_KINDS, SPARE_ATTEMPTS, SPARE_NICE, SPARE_PROGRAM
+from onshore.runtimes.process.spare import IMAGE_SPARE_KINDS, SPARE_ATTEMPTS, SPARE_PROGRAM
 from onshore.runtimes.pyenv import ClientEnvironments, client_package_dir, installed_client_version
 
 log = logging.getLogger("onshore.runtime.process")
@@ -117,10 +117,6 @@ class ProcessRuntime:
         self._state_dir.mkdir(parents=True, exist_ok=True)
         self._envs = envs
         self._spares_wanted = spares
-        # Spares start at a lower priority, so their start-up (importing the client, about 0.3 s of CPU)
-        # yields to containers serving calls; a spare gets the normal priority back when it becomes one,
-        # which needs root (raising a priority is a privilege).
-        self._spare_nice = SPARE_NICE if os.geteuid() == 0 else 0
         self._spares: list[Proc] = []
         self._background = Background("process runtime")  # spare starts and stops
         # Spares of recently started custom images (sandboxed, client imported): image key -> processes.
@@ -182,9 +178,8 @@ class ProcessRuntime:
         cwd: str,
         stdin: int,
         cgroup: Cgroup | None = None,
-        nice: int = 0,
     ) -> Proc:
-        return await procs.spawn(python, argv, env, cwd, stdin, cgroup, self._forward, self._wait, nice)
+        return await procs.spawn(python, argv, env, cwd, stdin, cgroup, self._forward, self._wait)
 
     # ---------------------------------------------------------------- spares
     def warm_up(self) -> None:
@@ -208,7 +203,6 @@ class ProcessRuntime:
                     self._base_env(),
                     str(self._state_dir),
                     asyncio.subprocess.PIPE,
-                    nice=self._spare_nice,
                 )
                 self._spares.append(entry)
         except Exception:
@@ -300,9 +294,7 @@ class ProcessRuntime:
             env = {**_boxed_env(image, python), "MODAL_SERVER_URL": key[3]}
             box = layout.spec(env, [])
             argv = [python, "-c", SPARE_PROGRAM]
-            entry = await self._spawn_boxed(
-                box, argv, spare_dir / "scratch", asyncio.subprocess.PIPE, nice=self._spare_nice
-            )
+            entry = await self._spawn_boxed(box, argv, spare_dir / "scratch", asyncio.subprocess.PIPE)
         except Exception as exc:
             shutil.rmtree(spare_dir, ignore_errors=True)
             return exc
@@ -323,13 +315,11 @@ class ProcessRuntime:
         env["MODAL_TASK_ID"] = spec.task_id
         await procs.send_go(entry, env, entry.cwd)
 
-    async def _spawn_boxed(
-        self, box: SandboxSpec, argv: list[str], scratch: Path, stdin: int, nice: int = 0
-    ) -> Proc:
+    async def _spawn_boxed(self, box: SandboxSpec, argv: list[str], scratch: Path, stdin: int) -> Proc:
         """Spawn `argv` in the sandbox `box`; the spawned process is the sandbox's launcher."""
         full = await asyncio.to_thread(sandbox.command, box, argv, scratch)
         launcher = {k: os.environ[k] for k in ("PATH", "LANG") if k in os.environ}
-        entry = await self._spawn(full[0], full[1:], launcher, str(self._state_dir), stdin, nice=nice)
+        entry = await self._spawn(full[0], full[1:], launcher, str(self._state_dir), stdin)
         entry.scratch = scratch
         entry.env, entry.cwd = box.env, box.workdir  # what `modal container exec` runs with
         return entry

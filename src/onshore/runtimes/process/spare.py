@@ -5,9 +5,6 @@ from __future__ import annotations
 # How many custom images keep a spare process ready (the most recently started ones).
 IMAGE_SPARE_KINDS = 2
 
-# The nice value spares start with (they become containers at 0).
-SPARE_NICE = 10
-
 # How often a spare that failed to start is tried (the waits between tries double).
 SPARE_ATTEMPTS = 4
 
