@@ -200,3 +200,16 @@ async def test_make_room_never_takes_a_function_below_its_min_containers() -> No
     await h.step()
     assert len(h.runtime.stopped) == 1 and h.of("fu-big") == []  # nothing useless is stopped; it waits
     await h.background.close()
+
+
+async def test_a_start_timeout_counts_once_per_container() -> None:
+    h = Harness({"fu-slow": FunctionSpec(tag="slow", startup_timeout_secs=30)}, Resources(2, 8192))
+    h.runtime.slow_stops = True
+    h.queue("fu-slow", 1)
+    (first,) = await h.step()
+    task = h.containers.tasks[first]
+    for _ in range(3):  # seen by three ticks before its stop lands: one failed start, not three
+        h.containers.start_timed_out(task, 30)
+    await h.step()
+    assert h.calls.demand("fu-slow")[0] == 1  # its input still waits for the next container
+    await h.background.close()

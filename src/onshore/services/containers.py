@@ -245,6 +245,9 @@ class ContainerService:
         """A container not serving `limit` seconds after it started: stopped, and counted as a failed start
         (as many in a row fail the function's queued inputs, instead of replacing containers for ever)."""
         reason = f"it did not start serving within its startup timeout of {limit:g}s"
+        if task.stop_reason:
+            return  # already being stopped (this counts once)
+        task.stop_reason = reason
         self._background.spawn(self.stop(task.task_id, reason), f"stop {task.task_id}")
         self._record_start_failure(
             task.function_id, f"Containers for this function did not start within {limit:g}s"
