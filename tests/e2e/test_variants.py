@@ -39,7 +39,9 @@ def nap(seconds: float) -> str:
     return os.environ["MODAL_TASK_ID"]
 
 
-@app.function()
+# One container, so that the batches' sizes show the grouping (with two, the autoscaler's second container
+# for the 8 inputs takes some while the first lingers for more).
+@app.function(max_containers=1)
 @modal.batched(max_batch_size=4, wait_ms=2000)
 def sizes(xs: list[int]) -> list[int]:
     return [len(xs)] * len(xs)
@@ -52,7 +54,7 @@ class Model:
         return {"pid": os.environ["MODAL_TASK_ID"], "gpu": os.environ.get("CUDA_VISIBLE_DEVICES")}
 
 
-@app.cls()
+@app.cls(max_containers=1)
 class Batcher:
     @modal.batched(max_batch_size=3, wait_ms=2000)
     def sizes(self, xs: list[int]) -> list[int]:
