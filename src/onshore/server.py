@@ -150,9 +150,9 @@ class OnshoreServer:
         container_url = f"unix://{socket_path}" if self.socket_path else self.url
         self.http_url = f"http://{config.host}:{self.http_port}"
         if backend is None:
-            gpus, gpu_note = host_gpus(config.gpus)
             if config.runtime not in BACKENDS:
                 raise ValueError(f"Unknown runtime {config.runtime!r}: choose one of {', '.join(BACKENDS)}")
+            gpus, gpu_note = host_gpus(config.gpus)
             # What containers and image builds must not see: the server's data (tokens, the database,
             # other apps' files) and the home directory of the user running the server.
             hidden = [self.data.root.resolve()] + ([Path.home()] if Path.home() != Path("/") else [])

@@ -85,7 +85,7 @@ async def test_inputs_wait_while_the_cpus_are_reserved_and_start_when_they_free(
     await h.step()  # idle past its window (0 s): stopped, and its CPU freed
     running = await h.step()
     assert len(h.of("fu-a")) == 2 and running[0] not in h.runtime.stopped
-    assert h.containers.ledger.reserved()[0].cpu == 2.0
+    assert h.containers.ledger.nodes[0].cpu == 2.0
     await h.background.close()
 
 

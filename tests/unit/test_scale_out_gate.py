@@ -142,9 +142,6 @@ class FakeContainers:
     def capacity_left(self) -> int:
         return self.limit - len(self.tasks)
 
-    def capacity_total(self) -> int:
-        return self.limit
-
     def try_reserve(self, function_id: str, app_id: str, request: object) -> FakeTask | None:
         if self.capacity_left() <= 0:
             return None

@@ -160,13 +160,16 @@ class FunctionHandlers:
         unsupported = [name for name in ("scaleup_window", "scaledown_rate_limit") if settings.HasField(name)]
         if unsupported:
             raise Unimplemented(f"update_autoscaler: {', '.join(unsupported)} is not supported")
+
+        def given(name: str) -> int | None:
+            return int(getattr(settings, name)) if settings.HasField(name) else None  # type: ignore[arg-type]
+
+        window = given("scaledown_window")
         change = AutoscalerOverride(
-            min_containers=settings.min_containers if settings.HasField("min_containers") else None,
-            max_containers=settings.max_containers if settings.HasField("max_containers") else None,
-            buffer_containers=settings.buffer_containers if settings.HasField("buffer_containers") else None,
-            scaledown_window=float(settings.scaledown_window)
-            if settings.HasField("scaledown_window")
-            else None,
+            min_containers=given("min_containers"),
+            max_containers=given("max_containers"),
+            buffer_containers=given("buffer_containers"),
+            scaledown_window=float(window) if window is not None else None,
         )
         if req.warm_pool_size_override:
             change.min_containers = req.warm_pool_size_override

@@ -194,14 +194,10 @@ class Autoscaler(Loop):
         """Stop the fewest idle containers of other functions (the longest idle first) that leave room for
         `count` containers of `needed_by`; none when that is not enough (its inputs wait), or when containers
         already stopping will leave that room."""
-        trial = self._containers.ledger.copy()
-        slots = self._containers.capacity_left()
-        for t in self._containers.serving():
-            if t.state == TaskState.STOPPING:  # what it holds is as good as free: it ends soon
-                slots += 1
-                if t.allocation is not None:
-                    trial.release(t.allocation)
-        if _room_for(trial, slots, request, count, []):
+        ledger, slots = self._containers.ledger, self._containers.capacity_left()
+        # What containers already stopping hold is as good as free: they end soon.
+        stopping = [t for t in self._containers.serving() if t.state == TaskState.STOPPING]
+        if _room_for(ledger, slots, request, count, stopping):
             return
         live: dict[str, int] = {}
         for t in self._containers.serving():
@@ -219,20 +215,20 @@ class Autoscaler(Loop):
         )
         chosen: list[Task] = []
         for t in idle:
-            if _room_for(trial, slots, request, count, chosen):
+            if _room_for(ledger, slots, request, count, stopping + chosen):
                 break
             if live[t.function_id] <= self._min_containers(t.function_id):
                 continue  # its function's min_containers keeps it (counting those already chosen)
             live[t.function_id] -= 1
             chosen.append(t)
-        if not _room_for(trial, slots, request, 1, chosen):
+        if not _room_for(ledger, slots, request, 1, stopping + chosen):
             chosen = []  # not even one would fit: stop nothing, the input waits
         else:
             # The fewest of them that still make the room (all `count`, or as many as they can).
-            room = count if _room_for(trial, slots, request, count, chosen) else 1
+            room = count if _room_for(ledger, slots, request, count, stopping + chosen) else 1
             for t in reversed(list(chosen)):
                 rest = [k for k in chosen if k is not t]
-                if _room_for(trial, slots, request, room, rest):
+                if _room_for(ledger, slots, request, room, stopping + rest):
                     chosen = rest
         for t in chosen:
             t.requeue_inputs = True  # an input handed to it before its stop lands runs elsewhere

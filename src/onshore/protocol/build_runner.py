@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from modal._serialization import serialize
 from modal_proto import api_pb2
 
 from onshore.images.model import BuildFailed, CommitFn, LogFn
 from onshore.models import FunctionSpec, OutputRecord
 from onshore.protocol.results import generic_result
+from onshore.protocol.schedules import empty_input
 from onshore.scheduling.placement import Allocation, request_of
 from onshore.services.call_state import INVOCATION_SYNC
 from onshore.services.containers import ContainerService, describe_exit
@@ -24,10 +24,7 @@ PLACE_POLL_S = 0.5  # how often a build waiting for its GPUs (or CPU, memory) lo
 
 def _input(payload: bytes) -> bytes:
     """The build function's input: the client's (its args and kwargs), or a call with no arguments."""
-    if payload:
-        return payload
-    empty = api_pb2.FunctionInput(args=serialize(((), {})), data_format=api_pb2.DATA_FORMAT_PICKLE)
-    return bytes(empty.SerializeToString())
+    return payload or empty_input()
 
 
 def _succeeded(output: OutputRecord) -> bool:

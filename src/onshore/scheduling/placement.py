@@ -47,9 +47,6 @@ class NodeUsage:
     memory_mb: int = 0
     gpus_in_use: set[int] = field(default_factory=set)  # device indices
 
-    def free_gpus(self) -> list[GpuDevice]:
-        return [g for g in self.resources.gpus if g.index not in self.gpus_in_use]
-
 
 def gpu_candidates(choice: GpuChoice, devices: tuple[GpuDevice, ...], substitute: bool) -> list[GpuDevice]:
     """The GPUs of a node that can serve `choice`, best first: those of the exact model; or, with
@@ -184,6 +181,3 @@ class Ledger:
         for mine, theirs in zip(trial.nodes, self.nodes, strict=True):
             mine.cpu, mine.memory_mb, mine.gpus_in_use = theirs.cpu, theirs.memory_mb, set(theirs.gpus_in_use)
         return trial
-
-    def reserved(self) -> list[NodeUsage]:
-        return list(self.nodes)

@@ -157,9 +157,6 @@ class ContainerService:
         live = sum(1 for t in self.tasks.values() if t.state != TaskState.STOPPED)
         return max(0, self._runtime.capabilities.max_containers - live)
 
-    def capacity_total(self) -> int:
-        return self._runtime.capabilities.max_containers
-
     def reserve(self, function_id: str, app_id: str, allocation: Allocation | None = None) -> Task:
         """Register a container synchronously, so capacity and reconcile see it before it runs."""
         task = Task(ids.new_id("task"), function_id, app_id, ids.new_secret(), self._clock.now())
@@ -202,11 +199,10 @@ class ContainerService:
             gpus = list(task.allocation.gpus) if task.allocation is not None else []
             if gpus:
                 env["CUDA_VISIBLE_DEVICES"] = visible_devices(gpus)
-                if task.allocation is not None and task.allocation.substituted:
-                    self._logs.append(
-                        app_id, task_id, function_id, FD_INFO, task.allocation.substituted + "\n"
-                    )
-                    log.info("container %s %s", task_id, task.allocation.substituted)
+                note = task.allocation.substituted if task.allocation is not None else ""
+                if note:
+                    self._logs.append(app_id, task_id, function_id, FD_INFO, note + "\n")
+                    log.info("container %s %s", task_id, note)
             spec = ContainerSpec(
                 task_id=task_id,
                 app_id=app_id,

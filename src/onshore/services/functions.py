@@ -218,6 +218,7 @@ class FunctionService:
                 raise InvalidArgument(f"Function '{spec.tag}' has a bad schedule: {exc}") from None
         self._apps.get(app_id)
         fn = self.find(function_id) if function_id else None
+        redeployed = fn is not None
         if fn is None:
             fn = FunctionRecord(
                 function_id=function_id or ids.new_id("function"),
@@ -231,7 +232,7 @@ class FunctionService:
         fn.spec = spec
         fn.definition = definition
         fn.autoscaler = None  # a deployment resets update_autoscaler(), its variants' too
-        for child in self._store.list_functions(app_id):
+        for child in self._store.list_functions(app_id) if redeployed else []:
             if child.parent_function_id == fn.function_id and child.autoscaler is not None:
                 child.autoscaler = None
                 self._save(child)
@@ -256,11 +257,7 @@ class FunctionService:
         key = _bind_key(function_id, serialized_params, options)
         existing = self._bound.get(key)
         if existing is not None:
-            bound = self.get(existing)
-            if options and variant_spec is not None and bound.spec != variant_spec:
-                bound.spec = variant_spec  # its parent was redeployed since: the options apply to that
-                self._save(bound)
-            return bound
+            return self.get(existing)  # spec() derives a variant's spec from its parent's definition of now
         bound = FunctionRecord(
             function_id=ids.new_id("function"),
             app_id=parent.app_id,

@@ -187,7 +187,7 @@ class OverviewService:
             for g in t.allocation.gpus
         }
         out = []
-        for index, usage in enumerate(self._containers.ledger.reserved()):
+        for index, usage in enumerate(self._containers.ledger.nodes):
             res = usage.resources
             gpus = []
             for g in res.gpus:
